@@ -1,0 +1,46 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const ROOT = path.resolve(__dirname, '..');
+const CDK = path.join(ROOT, 'node_modules', '.bin', 'cdk');
+
+/** Runs the real CDK CLI as the README does, offline, with no AWS credentials and no Docker. */
+function cdkSynth(args: string[]) {
+  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'cdk-out-'));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(AWS_|CDK_)/.test(k)));
+  const run = spawnSync(CDK, ['synth', '--quiet', '--output', outdir, ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...env, AWS_EC2_METADATA_DISABLED: 'true', DOCKER_HOST: 'unix:///nonexistent/docker.sock' },
+    timeout: 120_000,
+  });
+  return { status: run.status, output: `${run.stdout}${run.stderr}`, outdir };
+}
+
+describe('cdk synth through the CLI (README quick start)', () => {
+  test('writes a template, offline, without Docker or credentials', () => {
+    const { status, output, outdir } = cdkSynth([]);
+    expect([status, output]).toEqual([0, expect.anything()]);
+    const template = JSON.parse(fs.readFileSync(path.join(outdir, 'SageMakerLoraPipeline.template.json'), 'utf8'));
+    const types = Object.values(template.Resources as Record<string, { Type: string }>).map((r) => r.Type);
+    expect(types.filter((t) => t === 'AWS::S3::Bucket')).toHaveLength(3);
+    expect(types).toContain('AWS::KMS::Key');
+  });
+
+  test('a bad configuration value fails synth with a message naming the key, without a stack trace', () => {
+    const { status, output } = cdkSynth(['-c', 'training.maxWaitSeconds=10']);
+    expect(status).not.toBe(0);
+    expect(output).toContain('"training.maxWaitSeconds" = 10 is not allowed');
+    expect(output).not.toMatch(/^\s+at /m);
+  });
+
+  test('an unacknowledged cdk-nag finding fails synth: bin/app.ts registers the AwsSolutions checks', () => {
+    const probe = path.join(ROOT, 'test', 'fixtures', 'nag-probe.cjs');
+    const { status, output } = cdkSynth(['--app', `node_modules/.bin/tsx --require ${probe} bin/app.ts`]);
+    expect(status).not.toBe(0);
+    expect(output).toMatch(/AwsSolutions-S1/);
+    expect(output).toContain('NonCompliantProbe');
+  });
+});

@@ -1,0 +1,170 @@
+import { App } from 'aws-cdk-lib';
+import { CONFIG_FIELDS, ConfigError, configFromContext, DEFAULT_BASE_MODELS, parseConfig } from '../lib/config';
+
+/** Parses as `bin/app.ts` does, from context values given as `cdk.json` or `-c` would. */
+function parse(values: Record<string, unknown>) {
+  return parseConfig((key) => values[key], Object.keys(values));
+}
+
+/** The problems a bad configuration is rejected with. */
+function problemsOf(values: Record<string, unknown>): readonly string[] {
+  try {
+    parse(values);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error(`expected ${JSON.stringify(values)} to be rejected`);
+}
+
+describe('configuration defaults', () => {
+  test('an empty context gives the documented defaults', () => {
+    expect(parse({})).toEqual({
+      stackName: 'SageMakerLoraPipeline',
+      datasetPrefix: 'datasets/',
+      triggerFileName: 'dataset.toml',
+      settleSeconds: 60,
+      modelType: 'sd15',
+      baseModel: 'stable-diffusion-v1-5/stable-diffusion-v1-5',
+      training: { instanceType: 'ml.g4dn.xlarge', spot: true, maxRuntimeSeconds: 3600, maxWaitSeconds: 7200, volumeSizeGb: 50 },
+      endpoint: { instanceType: 'ml.g4dn.xlarge', instanceCount: 1 },
+      notificationEmail: undefined,
+      removalPolicy: 'retain',
+      logRetentionDays: 90,
+      storage: { checkpointExpirationDays: 7, noncurrentVersionExpirationDays: 30, accessLogExpirationDays: 365 },
+    });
+  });
+
+  test('the default base model follows the model type', () => {
+    expect(parse({ modelType: 'sdxl' }).baseModel).toBe(DEFAULT_BASE_MODELS.sdxl);
+    expect(parse({ modelType: 'sdxl', baseModel: 'me/my-xl' }).baseModel).toBe('me/my-xl');
+  });
+});
+
+describe('configuration overrides', () => {
+  test('typed values from cdk.json are taken as they are', () => {
+    const config = parse({
+      'training.spot': false,
+      'training.maxRuntimeSeconds': 7200,
+      'training.maxWaitSeconds': 60,
+      'endpoint.instanceCount': 2,
+      removalPolicy: 'destroy',
+      logRetentionDays: 365,
+    });
+    expect(config.training).toMatchObject({ spot: false, maxRuntimeSeconds: 7200, maxWaitSeconds: 60 });
+    expect(config.endpoint.instanceCount).toBe(2);
+    expect(config.removalPolicy).toBe('destroy');
+    expect(config.logRetentionDays).toBe(365);
+  });
+
+  test('string values from -c are converted', () => {
+    const config = parse({ settleSeconds: '0', 'training.spot': 'false', 'training.volumeSizeGb': ' 200 ', logRetentionDays: '30' });
+    expect(config.settleSeconds).toBe(0);
+    expect(config.training.spot).toBe(false);
+    expect(config.training.volumeSizeGb).toBe(200);
+    expect(config.logRetentionDays).toBe(30);
+  });
+
+  test.each([
+    ['s3 single file', 's3://my-models/sd/chilloutmix_NiPrunedFp32Fix.safetensors'],
+    ['s3 ckpt', 's3://my-models/v1-5-pruned.ckpt'],
+    ['s3 diffusers folder', 's3://my-models/diffusers/sd15/'],
+    ['hub id', 'runwayml/stable-diffusion-v1-5'],
+  ])('baseModel accepts a %s', (_, baseModel) => {
+    expect(parse({ baseModel }).baseModel).toBe(baseModel);
+  });
+
+  test('other GPU families, prefixes and e-mail are accepted', () => {
+    const config = parse({
+      'training.instanceType': 'ml.g5.2xlarge',
+      'endpoint.instanceType': 'ml.p4d.24xlarge',
+      datasetPrefix: 'teams/art/datasets/',
+      triggerFileName: 'READY',
+      notificationEmail: 'ml-team@example.com',
+    });
+    expect(config).toMatchObject({ datasetPrefix: 'teams/art/datasets/', triggerFileName: 'READY', notificationEmail: 'ml-team@example.com' });
+  });
+
+  test('spot off lifts the MaxWait rule, which only concerns spot jobs', () => {
+    expect(parse({ 'training.spot': 'false', 'training.maxWaitSeconds': 10 }).training.maxWaitSeconds).toBe(10);
+  });
+
+  test('CDK context of other tools is left alone', () => {
+    expect(() => parse({ '@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy': true, 'aws:cdk:bundling-stacks': [], 'cli-telemetry': false })).not.toThrow();
+  });
+
+  test('configFromContext reads an App node, including -c style string values', () => {
+    const app = new App({ context: { 'training.maxRuntimeSeconds': '1800', modelType: 'sdxl' } });
+    const config = configFromContext(app.node);
+    expect(config.training.maxRuntimeSeconds).toBe(1800);
+    expect(config.baseModel).toBe(DEFAULT_BASE_MODELS.sdxl);
+  });
+});
+
+describe('configuration errors name the key, the value and what is allowed', () => {
+  test.each([
+    ['wrong type', 'settleSeconds', 'soon', 'an integer from 0 to 3600'],
+    ['fraction for an integer', 'training.volumeSizeGb', 10.5, 'an integer from 1 to 16384'],
+    ['below range', 'settleSeconds', -1, 'an integer from 0 to 3600'],
+    ['above range', 'endpoint.instanceCount', 21, 'an integer from 1 to 20'],
+    ['not a boolean', 'training.spot', 'yes', 'true or false'],
+    ['unknown enum', 'modelType', 'sd3', "'sd15' or 'sdxl'"],
+    ['unknown removal policy', 'removalPolicy', 'delete', "'retain' or 'destroy'"],
+    ['retention CloudWatch refuses', 'logRetentionDays', 10, 'one of 1, 3, 5, 7, 14, 30'],
+    ['CPU instance', 'training.instanceType', 'ml.m5.xlarge', 'GPU instance type'],
+    ['malformed instance', 'endpoint.instanceType', 'g4dn.xlarge', 'GPU instance type'],
+    ['prefix without slash', 'datasetPrefix', 'datasets', "ending in '/'"],
+    ['prefix escaping upwards', 'datasetPrefix', 'datasets/../', "no '.' or '..' segments"],
+    ['trigger with a path', 'triggerFileName', 'x/dataset.toml', 'a file name'],
+    ['trigger clashing with train.json', 'triggerFileName', 'train.json', "other than 'train.json'"],
+    ['s3 URI of an unsupported file', 'baseModel', 's3://my-models/model.bin', 'an s3:// URI of a .safetensors or .ckpt file'],
+    ['hub id without owner', 'baseModel', 'stable-diffusion-v1-5', "Hugging Face repo id 'owner/name'"],
+    ['hub id with a double hyphen', 'baseModel', 'owner/bad--name', "Hugging Face repo id 'owner/name'"],
+    ['bad e-mail', 'notificationEmail', 'ml-team', 'an e-mail address'],
+    ['bad stack name', 'stackName', '1-stack', 'a CloudFormation stack name'],
+  ])('%s: %s = %j', (_, key, value, allowed) => {
+    const problems = problemsOf({ [key]: value });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain(`"${key}"`);
+    expect(problems[0]).toContain(JSON.stringify(value));
+    expect(problems[0]).toContain(allowed);
+  });
+
+  test('a spot job whose MaxWait is below its MaxRuntime is refused', () => {
+    const [problem] = problemsOf({ 'training.maxWaitSeconds': '10' });
+    expect(problem).toMatch(/"training\.maxWaitSeconds" = 10 .*at least training\.maxRuntimeSeconds \(3600\)/);
+  });
+
+  test('checkpoints must outlive the longest training job', () => {
+    const [problem] = problemsOf({ 'storage.checkpointExpirationDays': 1, 'training.maxWaitSeconds': 2 * 86400 });
+    expect(problem).toMatch(/"storage\.checkpointExpirationDays" = 1 .*172800 s/);
+  });
+
+  test('an unknown key in one of our namespaces is refused, with the key it probably meant', () => {
+    const [problem] = problemsOf({ 'training.maxWaitSecond': 7200 });
+    expect(problem).toContain('unknown key "training.maxWaitSecond"; did you mean "training.maxWaitSeconds"?');
+  });
+
+  test('a near-miss of a top-level key is refused', () => {
+    expect(problemsOf({ settleSecond: 5 })[0]).toContain('did you mean "settleSeconds"?');
+    expect(problemsOf({ datasetprefix: 'x/' })[0]).toContain('did you mean "datasetPrefix"?');
+  });
+
+  test('every problem is reported at once', () => {
+    const problems = problemsOf({ settleSeconds: -5, modelType: 'sd3', 'endpoint.instanceCount': 0 });
+    expect(problems.map((p) => p.split('"')[1])).toEqual(['settleSeconds', 'modelType', 'endpoint.instanceCount']);
+  });
+
+  test('the error message lists each problem on its own line', () => {
+    expect(() => parse({ modelType: 'sd3' })).toThrow(/^Invalid configuration:\n {2}- "modelType" = "sd3"/);
+  });
+});
+
+describe('configuration table', () => {
+  test('every key states its rule and description, and its default is valid', () => {
+    for (const [key, spec] of Object.entries(CONFIG_FIELDS)) {
+      expect([key, spec.allowed.length > 0, spec.description.length > 0]).toEqual([key, true, true]);
+      if (spec.default !== undefined) expect([key, spec.schema.safeParse(spec.default).success]).toEqual([key, true]);
+    }
+  });
+});

@@ -1,0 +1,62 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pythonModulesAvailable } from '../support/tools';
+
+const RUNNER = path.resolve(__dirname, '..', '..', 'scripts', 'pytest.mjs');
+const FIXTURES = path.resolve(__dirname, '..', 'fixtures', 'pytest-runner');
+
+function runPytest(root: string, env: Record<string, string | undefined> = {}) {
+  const run = spawnSync(process.execPath, [RUNNER, '--root', root], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { status: run.status, output: `${run.stdout}${run.stderr}` };
+}
+
+const describeWithPytest = pythonModulesAvailable(['pytest'], 'python3 -m pip install pytest') ? describe : describe.skip;
+
+describeWithPytest('scripts/pytest.mjs, which npm test uses for containers/*/tests', () => {
+  test('runs each container suite in its own folder and process, so their modules never collide', () => {
+    const { status, output } = runPytest(path.join(FIXTURES, 'passing'));
+    expect(output).toContain('== pytest containers/alpha');
+    expect(output).toContain('== pytest containers/beta');
+    expect(output).not.toContain('no-tests-folder');
+    expect(output.match(/1 passed/g)).toHaveLength(2);
+    expect(status).toBe(0);
+  });
+
+  test('a failing test fails the run, naming the suite', () => {
+    const { status, output } = runPytest(path.join(FIXTURES, 'failing'));
+    expect(status).toBe(1);
+    expect(output).toContain('1 failed');
+    expect(output).toContain('Container test suites failed: containers/gamma (pytest exit 1)');
+  });
+
+  test('a tests folder without tests fails the run instead of passing silently', () => {
+    const { status, output } = runPytest(path.join(FIXTURES, 'empty'));
+    expect(status).toBe(1);
+    expect(output).toContain('containers/delta (pytest exit 5)');
+  });
+});
+
+describe('scripts/pytest.mjs without pytest', () => {
+  const missing = { PYTHON: '/nonexistent/python3' };
+
+  test('in CI it fails, never skips', () => {
+    const { status, output } = runPytest(path.join(FIXTURES, 'passing'), { ...missing, CI: 'true' });
+    expect(status).toBe(1);
+    expect(output).toMatch(/pytest is not available .* CI never skips the container tests/);
+  });
+
+  test('elsewhere it says what to install and skips', () => {
+    const { status, output } = runPytest(path.join(FIXTURES, 'passing'), { ...missing, CI: '' });
+    expect(status).toBe(0);
+    expect(output).toContain('Skipping the container tests: pytest is not available');
+  });
+
+  test('with no container suites at all it says so and passes', () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'no-containers-'));
+    const { status, output } = runPytest(empty, { CI: 'true' });
+    expect(status).toBe(0);
+    expect(output).toContain('no container test suites');
+  });
+});

@@ -1,0 +1,43 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { parseConfig, type PipelineConfig } from '../../lib/config';
+import { LoraPipelineStack } from '../../lib/lora-pipeline-stack';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/** The feature flags and other context of `cdk.json`, so tests synthesize what `cdk synth` does. */
+export function projectContext(): Record<string, unknown> {
+  const cdkJson = JSON.parse(fs.readFileSync(path.join(ROOT, 'cdk.json'), 'utf8')) as { context?: Record<string, unknown> };
+  return cdkJson.context ?? {};
+}
+
+/**
+ * An App as `cdk synth` builds it, but with asset bundling switched off (`aws:cdk:bundling-stacks`
+ * = none), so no test needs Docker or esbuild output. Docker image assets are never built at synth.
+ */
+export function createTestApp(context: Record<string, unknown> = {}): App {
+  return new App({
+    context: { ...projectContext(), 'aws:cdk:bundling-stacks': [], ...context },
+  });
+}
+
+/** Configuration as `bin/app.ts` would read it from these context values. */
+export function testConfig(values: Record<string, unknown> = {}): PipelineConfig {
+  return parseConfig((key) => values[key], Object.keys(values));
+}
+
+export interface SynthesizedPipeline {
+  readonly app: App;
+  readonly stack: LoraPipelineStack;
+  readonly template: Template;
+}
+
+/** Synthesizes the real pipeline stack with configuration overrides, without Docker or bundling. */
+export function synthPipeline(configValues: Record<string, unknown> = {}): SynthesizedPipeline {
+  const app = createTestApp();
+  const config = testConfig(configValues);
+  const stack = new LoraPipelineStack(app, config.stackName, { config });
+  return { app, stack, template: Template.fromStack(stack) };
+}

@@ -1,0 +1,20 @@
+import { spawnSync } from 'node:child_process';
+
+/** The Python interpreter used for moto and pytest. */
+export const PYTHON = process.env.PYTHON ?? 'python3';
+
+/** True in CI, where a missing test tool is a failure rather than a reason to skip. */
+export const IN_CI = /^(1|true)$/i.test(process.env.CI ?? '');
+
+/**
+ * Whether the Python modules a suite needs are importable. Outside CI a missing module skips the
+ * suite with a note saying what to install; in CI it throws, so no test is silently skipped.
+ */
+export function pythonModulesAvailable(modules: readonly string[], installHint: string): boolean {
+  const probe = spawnSync(PYTHON, ['-c', modules.map((m) => `import ${m}`).join('; ')], { encoding: 'utf8' });
+  if (probe.status === 0) return true;
+  const reason = `${PYTHON} cannot import ${modules.join(', ')} (${(probe.stderr || String(probe.error ?? '')).trim().split('\n').pop()}). Install with: ${installHint}`;
+  if (IN_CI) throw new Error(`${reason}. CI never skips these tests.`);
+  console.warn(`Skipping: ${reason}`);
+  return false;
+}
