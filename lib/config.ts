@@ -4,9 +4,9 @@ import { z } from 'zod';
  * Deploy-time configuration of the pipeline.
  *
  * Every key, its default and what it allows are declared once, in {@link CONFIG_FIELDS}. Values
- * come from CDK context: `cdk.json` (typed JSON) or `-c key=value` (always a string), under the
- * dotted key names shown there (`-c training.maxWaitSeconds=7200`). A bad value fails synth with
- * one message that lists every bad key, the value given and what is allowed.
+ * come from CDK context: `cdk.json` (typed JSON, dotted keys or grouped as `"training": {…}`) or
+ * `-c key=value` (always a string, dotted: `-c training.maxWaitSeconds=7200`). A bad value fails
+ * synth with one message that lists every bad key, the value given and what is allowed.
  */
 
 /** CloudWatch Logs accepts only these retention periods (days). */
@@ -28,9 +28,21 @@ const MAX_TRAINING_SECONDS = 28 * 24 * 3600;
 /** S3 object key characters that need no escaping anywhere (S3 "safe characters"). */
 const S3_SAFE_SEGMENT = "[A-Za-z0-9!_.*'()-]+";
 
-const BUCKET_NAME = '[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]';
-const S3_MODEL_URI = new RegExp(`^s3://${BUCKET_NAME}/(\\S+/|\\S+\\.safetensors|\\S+\\.ckpt)$`);
-const HF_NAME = '[A-Za-z0-9](?:[A-Za-z0-9_.]|-(?!-)){0,95}';
+const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const IP_ADDRESS = /^\d+\.\d+\.\d+\.\d+$/;
+
+/** `s3://bucket/key` naming a `.safetensors` or `.ckpt` file, or a folder ending in `/`. */
+function isS3ModelUri(value: string): boolean {
+  const match = /^s3:\/\/([^/]+)\/(\S+)$/.exec(value);
+  if (!match) return false;
+  const [, bucket, key] = match;
+  const validBucket = S3_BUCKET.test(bucket) && !bucket.includes('..') && !IP_ADDRESS.test(bucket);
+  const validKey = !key.split('/').some((segment) => segment === '.' || segment === '..');
+  return validBucket && validKey && /(\/|\.safetensors|\.ckpt)$/.test(key);
+}
+
+// Hub repo names: letters, digits, '-', '_', '.'; no '--' or '..'; not ending in '-' or '.'.
+const HF_NAME = '[A-Za-z0-9](?:[A-Za-z0-9_]|-(?!-)|\\.(?!\\.)){0,95}(?<![-.])';
 const HF_REPO_ID = new RegExp(`^${HF_NAME}/${HF_NAME}$`);
 
 /** `ml.g*` and `ml.p*` are the NVIDIA GPU families that kohya-ss and diffusers (CUDA) run on. */
@@ -101,7 +113,7 @@ export const CONFIG_FIELDS = {
     description: 'Stable Diffusion family of the base model.',
   }),
   baseModel: field({
-    schema: z.string().refine((v) => HF_REPO_ID.test(v) || S3_MODEL_URI.test(v)),
+    schema: z.string().refine((v) => HF_REPO_ID.test(v) || isS3ModelUri(v)),
     default: undefined,
     allowed:
       "a Hugging Face repo id 'owner/name', or an s3:// URI of a .safetensors or .ckpt file or of a diffusers folder ending in '/'",
@@ -261,35 +273,61 @@ function unknownKeys(contextKeys: readonly string[]): string[] {
     const namespaced = NAMESPACES.some((ns) => key.startsWith(`${ns}.`));
     const near = CONFIG_KEYS.find((k) => k.toLowerCase() === key.toLowerCase() || (key.length > 5 && distance(k, key) <= 2));
     if (namespaced || near) {
-      problems.push(`unknown key "${key}"${near ? `; did you mean "${near}"?` : ''} Known keys: ${CONFIG_KEYS.join(', ')}`);
+      problems.push(`unknown key "${key}"${near ? `; did you mean "${near}"?` : '.'} Known keys: ${CONFIG_KEYS.join(', ')}`);
     }
   }
   return problems;
 }
 
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /**
- * Validates raw context values and applies defaults.
+ * Flattens the context into dotted keys. `cdk.json` may group keys as `"training": {"spot": false}`;
+ * a dotted key (`-c training.spot=true`) wins over the same key given nested.
+ */
+function flatten(context: Readonly<Record<string, unknown>>, problems: string[]): Map<string, unknown> {
+  const flat = new Map<string, unknown>();
+  for (const [key, value] of Object.entries(context)) {
+    if (!NAMESPACES.includes(key)) {
+      flat.set(key, value);
+    } else if (!isPlainObject(value)) {
+      const example = CONFIG_KEYS.find((k) => k.startsWith(`${key}.`));
+      problems.push(`"${key}" = ${show(value)} is not allowed: expected an object of ${key} settings, or dotted keys such as "${example}"`);
+    } else {
+      for (const [sub, subValue] of Object.entries(value)) {
+        if (!(`${key}.${sub}` in context)) flat.set(`${key}.${sub}`, subValue);
+      }
+    }
+  }
+  return flat;
+}
+
+/**
+ * Validates context values and applies defaults.
  *
- * @param lookup returns the raw context value of a key (`undefined` when absent)
- * @param contextKeys every context key present, so that typos of our keys are reported
+ * @param context CDK context: `cdk.json`'s context merged with `-c key=value` (an App node's `getAllContext()`)
  * @throws ConfigError listing every problem found
  */
-export function parseConfig(lookup: (key: string) => unknown, contextKeys: readonly string[] = []): PipelineConfig {
-  const problems = unknownKeys(contextKeys);
+export function parseConfig(context: Readonly<Record<string, unknown>>): PipelineConfig {
+  const problems: string[] = [];
+  const raw = flatten(context, problems);
+  problems.push(...unknownKeys([...raw.keys()]));
   const values = new Map<ConfigKey, unknown>();
 
   for (const key of CONFIG_KEYS) {
     const spec: FieldSpec<unknown> = CONFIG_FIELDS[key];
-    const raw = lookup(key);
-    if (raw === undefined || raw === null) {
+    const given = raw.get(key);
+    if (given === undefined || given === null) {
       values.set(key, spec.default);
       continue;
     }
-    const parsed = spec.schema.safeParse(raw);
+    const parsed = spec.schema.safeParse(given);
     if (parsed.success) {
       values.set(key, parsed.data);
     } else {
-      problems.push(`"${key}" = ${show(raw)} is not allowed: expected ${spec.allowed}`);
+      problems.push(`"${key}" = ${show(given)} is not allowed: expected ${spec.allowed}`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -337,6 +375,13 @@ function crossFieldProblems(config: PipelineConfig): string[] {
         `training.maxRuntimeSeconds (${training.maxRuntimeSeconds}); SageMaker rejects a spot job whose MaxWait is below its MaxRuntime`,
     );
   }
+  const otherType = (Object.keys(DEFAULT_BASE_MODELS) as ModelType[]).find((t) => t !== config.modelType && DEFAULT_BASE_MODELS[t] === config.baseModel);
+  if (otherType) {
+    problems.push(
+      `"baseModel" = ${show(config.baseModel)} is not allowed with modelType ${show(config.modelType)}: it is the ${otherType} base model; ` +
+        `set modelType to ${show(otherType)}, or choose a ${config.modelType} base model`,
+    );
+  }
   const longestJobSeconds = training.spot ? Math.max(training.maxWaitSeconds, training.maxRuntimeSeconds) : training.maxRuntimeSeconds;
   if (storage.checkpointExpirationDays * 86400 <= longestJobSeconds) {
     problems.push(
@@ -348,7 +393,6 @@ function crossFieldProblems(config: PipelineConfig): string[] {
 }
 
 /** Reads the configuration from a construct node's context (an App's node in `bin/`). */
-export function configFromContext(node: { tryGetContext(key: string): unknown; getAllContext?(): Record<string, unknown> }): PipelineConfig {
-  const all = node.getAllContext?.() ?? {};
-  return parseConfig((key) => node.tryGetContext(key), Object.keys(all));
+export function configFromContext(node: { getAllContext(): Record<string, unknown> }): PipelineConfig {
+  return parseConfig(node.getAllContext());
 }

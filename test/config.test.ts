@@ -3,7 +3,7 @@ import { CONFIG_FIELDS, ConfigError, configFromContext, DEFAULT_BASE_MODELS, par
 
 /** Parses as `bin/app.ts` does, from context values given as `cdk.json` or `-c` would. */
 function parse(values: Record<string, unknown>) {
-  return parseConfig((key) => values[key], Object.keys(values));
+  return parseConfig(values);
 }
 
 /** The problems a bad configuration is rejected with. */
@@ -38,6 +38,10 @@ describe('configuration defaults', () => {
   test('the default base model follows the model type', () => {
     expect(parse({ modelType: 'sdxl' }).baseModel).toBe(DEFAULT_BASE_MODELS.sdxl);
     expect(parse({ modelType: 'sdxl', baseModel: 'me/my-xl' }).baseModel).toBe('me/my-xl');
+  });
+
+  test.each(Object.entries(DEFAULT_BASE_MODELS))('the %s default base model %s is itself a valid baseModel', (modelType, baseModel) => {
+    expect(parse({ modelType, baseModel }).baseModel).toBe(baseModel);
   });
 });
 
@@ -85,6 +89,12 @@ describe('configuration overrides', () => {
     expect(config).toMatchObject({ datasetPrefix: 'teams/art/datasets/', triggerFileName: 'READY', notificationEmail: 'ml-team@example.com' });
   });
 
+  test('cdk.json may group keys in objects; a dotted key given as well wins', () => {
+    const config = parse({ training: { spot: false, maxRuntimeSeconds: 1800 }, endpoint: { instanceCount: 3 }, 'training.maxRuntimeSeconds': '900' });
+    expect(config.training).toMatchObject({ spot: false, maxRuntimeSeconds: 900 });
+    expect(config.endpoint.instanceCount).toBe(3);
+  });
+
   test('spot off lifts the MaxWait rule, which only concerns spot jobs', () => {
     expect(parse({ 'training.spot': 'false', 'training.maxWaitSeconds': 10 }).training.maxWaitSeconds).toBe(10);
   });
@@ -120,6 +130,10 @@ describe('configuration errors name the key, the value and what is allowed', () 
     ['s3 URI of an unsupported file', 'baseModel', 's3://my-models/model.bin', 'an s3:// URI of a .safetensors or .ckpt file'],
     ['hub id without owner', 'baseModel', 'stable-diffusion-v1-5', "Hugging Face repo id 'owner/name'"],
     ['hub id with a double hyphen', 'baseModel', 'owner/bad--name', "Hugging Face repo id 'owner/name'"],
+    ['hub id with a double dot', 'baseModel', 'owner/bad..name', "Hugging Face repo id 'owner/name'"],
+    ['hub id ending in a dot', 'baseModel', 'owner/name.', "Hugging Face repo id 'owner/name'"],
+    ['s3 URI with a dot-dot segment', 'baseModel', 's3://my-models/../x.ckpt', 'an s3:// URI'],
+    ['s3 URI with an IP-address bucket', 'baseModel', 's3://192.168.1.1/x.ckpt', 'an s3:// URI'],
     ['bad e-mail', 'notificationEmail', 'ml-team', 'an e-mail address'],
     ['bad stack name', 'stackName', '1-stack', 'a CloudFormation stack name'],
   ])('%s: %s = %j', (_, key, value, allowed) => {
@@ -143,6 +157,28 @@ describe('configuration errors name the key, the value and what is allowed', () 
   test('an unknown key in one of our namespaces is refused, with the key it probably meant', () => {
     const [problem] = problemsOf({ 'training.maxWaitSecond': 7200 });
     expect(problem).toContain('unknown key "training.maxWaitSecond"; did you mean "training.maxWaitSeconds"?');
+  });
+
+  test('an unknown key in a namespace is refused even when it resembles no key', () => {
+    const [problem] = problemsOf({ 'training.foo': 1 });
+    expect(problem).toMatch(/^unknown key "training\.foo"\. Known keys: stackName, /);
+  });
+
+  test('an unknown key inside a grouped object is refused', () => {
+    expect(problemsOf({ storage: { checkpointExpirationDay: 9 } })[0]).toContain(
+      'unknown key "storage.checkpointExpirationDay"; did you mean "storage.checkpointExpirationDays"?',
+    );
+  });
+
+  test('a namespace given as something other than an object is refused', () => {
+    expect(problemsOf({ training: 'fast' })[0]).toBe(
+      '"training" = "fast" is not allowed: expected an object of training settings, or dotted keys such as "training.instanceType"',
+    );
+  });
+
+  test("the other model type's default base model is refused, saying what to change", () => {
+    expect(problemsOf({ baseModel: DEFAULT_BASE_MODELS.sdxl })[0]).toContain('set modelType to "sdxl"');
+    expect(problemsOf({ modelType: 'sdxl', baseModel: DEFAULT_BASE_MODELS.sd15 })[0]).toContain('set modelType to "sd15"');
   });
 
   test('a near-miss of a top-level key is refused', () => {

@@ -25,7 +25,7 @@ export function createTestApp(context: Record<string, unknown> = {}): App {
 
 /** Configuration as `bin/app.ts` would read it from these context values. */
 export function testConfig(values: Record<string, unknown> = {}): PipelineConfig {
-  return parseConfig((key) => values[key], Object.keys(values));
+  return parseConfig(values);
 }
 
 export interface SynthesizedPipeline {
