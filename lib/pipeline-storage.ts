@@ -116,6 +116,12 @@ export class PipelineStorage extends Construct {
         },
       ],
     });
+
+    // A bucket policy is a resource of its own, deleted with the stack by default: a retained
+    // bucket would then lose its TLS-only rule and its log-delivery grant. Keep them together.
+    for (const bucket of [accessLogsBucket, this.datasetsBucket, this.artifactsBucket]) {
+      bucket.policy?.applyRemovalPolicy(removalPolicy);
+    }
   }
 }
 

@@ -121,11 +121,15 @@ describe('PipelineStorage with the default configuration', () => {
     const logs = buckets[logsId].Properties;
     expect(logs.BucketEncryption.ServerSideEncryptionConfiguration).toEqual([{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }]);
     expect(logs.PublicAccessBlockConfiguration).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
-    expect(logs.LifecycleConfiguration.Rules).toContainEqual(expect.objectContaining({ Id: 'expire-access-logs', ExpirationInDays: 365 }));
+    expect(logs.OwnershipControls).toEqual({ Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] });
+    expect(logs.LifecycleConfiguration.Rules).toEqual([
+      { Id: 'expire-access-logs', Status: 'Enabled', ExpirationInDays: 365, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } },
+    ]);
     expect(logs.LoggingConfiguration).toBeUndefined();
     expect(policyOf(logsId)).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        expect.objectContaining({ Effect: 'Deny', Action: 's3:*', Principal: { AWS: '*' }, Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        expect.objectContaining({ Effect: 'Deny', Action: 's3:*', Principal: { AWS: '*' }, Condition: { NumericLessThan: { 's3:TlsVersion': 1.2 } } }),
       ]),
     );
     // Log delivery is granted by bucket policy, each grant scoped to one source bucket of this account.
@@ -139,6 +143,14 @@ describe('PipelineStorage with the default configuration', () => {
         Condition: { ArnLike: { 'aws:SourceArn': { 'Fn::GetAtt': [bucketId, 'Arn'] } }, StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
       })),
     );
+  });
+
+  test('the bucket policies are kept with the buckets, so a retained bucket keeps its TLS rule and log grant', () => {
+    for (const policy of policies) {
+      expect(policy.DeletionPolicy).toBe('Retain');
+      expect(policy.UpdateReplacePolicy).toBe('Retain');
+    }
+    expect(policies).toHaveLength(3);
   });
 
   test('no auto-delete machinery exists when data is retained', () => {
@@ -155,7 +167,7 @@ describe('PipelineStorage with the default configuration', () => {
 describe('PipelineStorage with overrides', () => {
   test('removalPolicy=destroy deletes the key and buckets, emptying the buckets first', () => {
     const { template } = synthPipeline({ removalPolicy: 'destroy' });
-    for (const type of ['AWS::KMS::Key', 'AWS::S3::Bucket']) {
+    for (const type of ['AWS::KMS::Key', 'AWS::S3::Bucket', 'AWS::S3::BucketPolicy']) {
       for (const resource of Object.values(resourcesOf(template, type))) expect(resource.DeletionPolicy).toBe('Delete');
     }
     template.resourceCountIs('Custom::S3AutoDeleteObjects', 3);
