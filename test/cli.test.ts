@@ -5,15 +5,24 @@ import * as path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '..');
 const CDK = path.join(ROOT, 'node_modules', '.bin', 'cdk');
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cdk-cli-test-'));
+
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
 /** Runs the real CDK CLI as the README does, offline, with no AWS credentials and no Docker. */
 function cdkSynth(args: string[]) {
-  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'cdk-out-'));
+  const outdir = fs.mkdtempSync(path.join(scratch, 'out-'));
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(AWS_|CDK_)/.test(k)));
   const run = spawnSync(CDK, ['synth', '--quiet', '--output', outdir, ...args], {
     cwd: ROOT,
     encoding: 'utf8',
-    env: { ...env, AWS_EC2_METADATA_DISABLED: 'true', DOCKER_HOST: 'unix:///nonexistent/docker.sock' },
+    env: {
+      ...env,
+      AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials',
+      AWS_CONFIG_FILE: '/nonexistent/config',
+      AWS_EC2_METADATA_DISABLED: 'true',
+      DOCKER_HOST: 'unix:///nonexistent/docker.sock',
+    },
     timeout: 120_000,
   });
   return { status: run.status, output: `${run.stdout}${run.stderr}`, outdir };

@@ -55,14 +55,18 @@ describe('extractDefinition', () => {
         Machine: {
           Type: 'AWS::StepFunctions::StateMachine',
           Properties: {
-            Definition: { StartAt: 'Call', States: { Call: { Type: 'Task', Resource: '${FnArn}', End: true } } },
-            DefinitionSubstitutions: { FnArn: { 'Fn::GetAtt': ['Fn1', 'Arn'] } },
+            Definition: {
+              StartAt: 'Call',
+              States: { Call: { Type: 'Task', Resource: '${FnArn}', Comment: 'says ${Quote}', End: true } },
+            },
+            DefinitionSubstitutions: { FnArn: { 'Fn::GetAtt': ['Fn1', 'Arn'] }, Quote: 'a "quoted" \\ value' },
           },
         },
       },
     });
     const resolved = extractDefinition(fromJson);
     expect((resolved.States as Record<string, any>).Call.Resource).toBe('arn:aws:lambda:us-east-1:123456789012:function:Fn1');
+    expect((resolved.States as Record<string, any>).Call.Comment).toBe('says a "quoted" \\ value');
     assertValidAsl(resolved);
   });
 
@@ -101,6 +105,7 @@ describe('resolveIntrinsics', () => {
       'TestStack-arn:aws:sns:us-east-1:123456789012:Topic',
     );
     expect(resolveIntrinsics({ 'Fn::Select': [1, { 'Fn::Split': ['/', 'a/b/c'] }] }, resources)).toBe('b');
+    expect(resolveIntrinsics({ 'Fn::Sub': 'keep ${!Literal} as is' }, resources)).toBe('keep ${Literal} as is');
   });
 
   test('leaves ordinary objects and values alone, resolving only inside them', () => {

@@ -19,10 +19,6 @@ describeWithMoto('moto server harness', () => {
     await moto?.stop();
   });
 
-  test('listens on a loopback address only', () => {
-    expect(moto.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-  });
-
   test('round-trips an object through the real AWS SDK v3 S3 client', async () => {
     await s3.send(new CreateBucketCommand({ Bucket: 'datasets' }));
     await s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'datasets/pokemon/dataset.toml', Body: '[general]\n' }));
@@ -43,5 +39,24 @@ describeWithMoto('moto server harness', () => {
     await other.stop();
     await expect(fetch(`${other.endpoint}/moto-api/`)).rejects.toThrow();
     await expect(other.stop()).resolves.toBeUndefined();
+  });
+});
+
+describe('moto server harness failures', () => {
+  test('a server that exits at start is reported with its output, not waited on', async () => {
+    const previous = process.env.PYTHON;
+    process.env.PYTHON = '/bin/false';
+    try {
+      let harness!: typeof import('../support/moto');
+      jest.isolateModules(() => {
+        harness = jest.requireActual('../support/moto');
+      });
+      const started = Date.now();
+      await expect(harness.startMoto(20_000)).rejects.toThrow(/moto server exited at start/);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (previous === undefined) delete process.env.PYTHON;
+      else process.env.PYTHON = previous;
+    }
   });
 });

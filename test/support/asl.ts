@@ -28,7 +28,6 @@ const SERVICE_OF_TYPE: Record<string, string> = {
   'AWS::KMS::Key': 'kms',
   'AWS::StepFunctions::StateMachine': 'states',
   'AWS::Logs::LogGroup': 'logs',
-  'AWS::DynamoDB::Table': 'dynamodb',
 };
 
 /** A deterministic, well-formed stand-in for a resource's physical name. */
@@ -68,6 +67,8 @@ function fakeAttribute(logicalId: string, type: string, attribute: string): stri
       return `arn:${partition}:kms:${region}:${account}:key/${name}`;
     case 'AWS::Logs::LogGroup':
       return `arn:${partition}:logs:${region}:${account}:log-group:${name}:*`;
+    case 'AWS::DynamoDB::Table':
+      return `arn:${partition}:dynamodb:${region}:${account}:table/${name}`;
     case 'AWS::SNS::Topic':
     case 'AWS::StepFunctions::StateMachine':
       return fakeRef(logicalId, type);
@@ -130,7 +131,9 @@ export function resolveIntrinsics(value: unknown, resources: CfnResources, physi
     }
     case 'Fn::Sub': {
       const [text, variables] = typeof args === 'string' ? [args, {}] : (args as [string, Record<string, unknown>]);
-      return text.replace(/\$\{([^}!][^}]*)\}/g, (_, name: string) => {
+      return text.replace(/\$\{([^}]*)\}/g, (_, name: string) => {
+        // `${!Literal}` is CloudFormation's escape for a literal `${Literal}`.
+        if (name.startsWith('!')) return `\${${name.slice(1)}}`;
         if (name in variables) return String(resolve(variables[name]));
         const [logicalId, attribute] = name.split(/\.(.*)/s);
         return attribute ? getAtt(logicalId, attribute) : ref(logicalId);
@@ -164,9 +167,10 @@ export function extractDefinition(template: Template, logicalId?: string, physic
     definition = JSON.parse(String(resolveIntrinsics(props.DefinitionString, resources, physical)));
   } else if (props.Definition !== undefined) {
     const substitutions = (resolveIntrinsics(props.DefinitionSubstitutions ?? {}, resources, physical) ?? {}) as Record<string, unknown>;
+    // Substitutions land inside JSON strings, so they are inserted JSON-escaped.
     const text = JSON.stringify(resolveIntrinsics(props.Definition, resources, physical)).replace(
       /\$\{([A-Za-z0-9_]+)\}/g,
-      (whole, name: string) => (name in substitutions ? String(substitutions[name]) : whole),
+      (whole, name: string) => (name in substitutions ? JSON.stringify(String(substitutions[name])).slice(1, -1) : whole),
     );
     definition = JSON.parse(text);
   } else {

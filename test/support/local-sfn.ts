@@ -61,7 +61,8 @@ export async function runLocally(definition: StateMachineDefinition, input: Json
     throw new Error(`Task handlers must match the Task states ${JSON.stringify(tasks)}: missing ${JSON.stringify(missing)}, unknown ${JSON.stringify(unknown)}`);
   }
   const waitTimeOverrides = Object.fromEntries(statesOf(definition, 'Wait').map((name) => [name, options.waitMs?.[name] ?? 0]));
-  const retryIntervalOverrides = Object.fromEntries(tasks.map((name) => [name, options.retryMs ?? 0]));
+  const retryable = ['Task', 'Parallel', 'Map'].flatMap((kind) => statesOf(definition, kind));
+  const retryIntervalOverrides = Object.fromEntries(retryable.map((name) => [name, options.retryMs ?? 0]));
 
   const machine = new StateMachine(definition, { validationOptions: { checkArn: true, checkPaths: true } });
   const execution = machine.run(input as never, {

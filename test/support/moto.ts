@@ -1,14 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import * as net from 'node:net';
+import { spawn } from 'node:child_process';
 import { PYTHON, pythonModulesAvailable } from './tools';
-
-/** The server process ended before it answered (e.g. another process took its port first). */
-class MotoExitedError extends Error {}
 
 /** Whether moto's server can run here; see {@link pythonModulesAvailable}. */
 export function motoAvailable(): boolean {
-  return pythonModulesAvailable(['moto.server', 'flask', 'flask_cors'], `${PYTHON} -m pip install 'moto[server]'`);
+  return pythonModulesAvailable(['moto.server', 'flask', 'flask_cors'], `${PYTHON} -m pip install -r test/requirements.txt`);
 }
 
 export interface MotoServer {
@@ -23,73 +18,72 @@ export interface MotoServer {
   };
   /** Forgets every resource created so far. */
   reset(): Promise<void>;
+  /** Stops the server: SIGTERM, then SIGKILL if it has not exited within a few seconds. */
   stop(): Promise<void>;
 }
 
-async function freeLoopbackPort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
-async function waitUntilServing(endpoint: string, child: ChildProcess, output: () => string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new MotoExitedError(`moto server exited with ${child.exitCode}:\n${output()}`);
-    try {
-      const response = await fetch(`${endpoint}/moto-api/`);
-      if (response.ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`moto server did not answer on ${endpoint} within ${timeoutMs} ms:\n${output()}`);
-}
+const LISTENING = /Running on http:\/\/127\.0\.0\.1:(\d+)/;
 
 /**
- * Starts a moto server on a free loopback port and waits until it answers. The port is free when
- * chosen but could be taken before moto binds it, so a server that exits at start is tried again.
+ * Starts a moto server on a port the OS picks (`-p 0`, read back from the server's own log line),
+ * so parallel test workers never race for a port, and waits until it answers.
  */
-export async function startMoto(timeoutMs = 30_000, attempts = 3): Promise<MotoServer> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startMotoOnce(timeoutMs);
-    } catch (error) {
-      if (attempt >= attempts || !(error instanceof MotoExitedError)) throw error;
-    }
-  }
-}
-
-async function startMotoOnce(timeoutMs: number): Promise<MotoServer> {
-  const port = await freeLoopbackPort();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], {
+export async function startMoto(timeoutMs = 30_000): Promise<MotoServer> {
+  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, PYTHONUNBUFFERED: '1' },
   });
-  let log = '';
-  const keep = (chunk: Buffer) => {
-    log = (log + chunk.toString()).slice(-4000);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // A test process that dies without stopping the server must not leave it running.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
 
+  let log = '';
+  let spawnError: Error | undefined;
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  child.once('error', (error) => {
+    spawnError = error;
+  });
+  const port = new Promise<number>((resolve) => {
+    const keep = (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-4000);
+      const match = LISTENING.exec(log);
+      if (match) resolve(Number(match[1]));
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+  });
+
+  const running = () => child.exitCode === null && child.signalCode === null && spawnError === undefined;
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
+    process.removeListener('exit', killOnExit);
+    if (running()) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
   };
-  try {
-    await waitUntilServing(endpoint, child, () => log, timeoutMs);
-  } catch (error) {
+
+  const deadline = Date.now() + timeoutMs;
+  const fail = async (why: string) => {
     await stop();
-    throw error;
+    return new Error(`moto server ${why}:\n${spawnError ?? ''}${log}`);
+  };
+  const listening = await Promise.race([port, exited.then(() => undefined), delay(timeoutMs).then(() => undefined)]);
+  if (listening === undefined) throw await fail(running() ? `did not start within ${timeoutMs} ms` : 'exited at start');
+
+  const endpoint = `http://127.0.0.1:${listening}`;
+  for (;;) {
+    try {
+      if ((await fetch(`${endpoint}/moto-api/`)).ok) break;
+    } catch {
+      // accepting connections shortly
+    }
+    if (!running()) throw await fail('exited at start');
+    if (Date.now() > deadline) throw await fail(`did not answer on ${endpoint} within ${timeoutMs} ms`);
+    await delay(100);
   }
+
   return {
     endpoint,
     clientConfig: {
@@ -104,4 +98,8 @@ async function startMotoOnce(timeoutMs: number): Promise<MotoServer> {
     },
     stop,
   };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
