@@ -3,7 +3,7 @@
 // container, from inside that container's folder, so each suite imports its own package the way
 // its image does and two containers' modules never collide.
 //
-// Usage: node scripts/pytest.mjs [--root DIR]   (DIR defaults to the repository root)
+// Usage: node test/support/run-pytest.mjs [--root DIR]   (DIR defaults to the repository root)
 // In CI (CI=true) a missing pytest fails; elsewhere it is reported and the suites are skipped.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -12,7 +12,11 @@ import { fileURLToPath } from 'node:url';
 
 const args = process.argv.slice(2);
 const rootFlag = args.indexOf('--root');
-const root = resolve(rootFlag >= 0 ? args[rootFlag + 1] : join(dirname(fileURLToPath(import.meta.url)), '..'));
+if ((rootFlag >= 0 && !args[rootFlag + 1]) || args.length !== (rootFlag >= 0 ? 2 : 0)) {
+  console.error('usage: node test/support/run-pytest.mjs [--root DIR]');
+  process.exit(2);
+}
+const root = resolve(rootFlag >= 0 ? args[rootFlag + 1] : join(dirname(fileURLToPath(import.meta.url)), '..', '..'));
 const python = process.env.PYTHON ?? 'python3';
 const inCi = /^(1|true)$/i.test(process.env.CI ?? '');
 
