@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'cdk.out/', 'coverage/', '.venv/', '**/*.d.ts', 'containers/**'] },
+  { ignores: ['node_modules/', 'cdk.out/', 'coverage/', '.venv/', '**/*.d.ts', 'containers/**', 'test/fixtures/assets/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
