@@ -2,7 +2,7 @@ import './promise-with-resolvers';
 import { ExecutionError, StateMachine } from 'aws-local-stepfunctions';
 import type { RunOptions, StateMachineDefinition } from 'aws-local-stepfunctions';
 
-type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 type AnyState = { Type: string; Branches?: StateMachineDefinition[]; Iterator?: StateMachineDefinition; ItemProcessor?: StateMachineDefinition };
 type EventLog = Awaited<ReturnType<ReturnType<StateMachine['run']>['eventLogs']['next']>>['value'];
 
