@@ -291,13 +291,17 @@ function flatten(context: Readonly<Record<string, unknown>>, problems: string[])
   const flat = new Map<string, unknown>();
   for (const [key, value] of Object.entries(context)) {
     if (!NAMESPACES.includes(key)) {
-      flat.set(key, value);
+      // A group under a misspelt namespace ("trainng": {…}) would otherwise be ignored whole.
+      const meant = isPlainObject(value) && NAMESPACES.find((ns) => ns.toLowerCase() === key.toLowerCase() || distance(ns, key) <= 2);
+      if (meant) problems.push(`unknown key "${key}"; did you mean "${meant}"? Its settings would be ignored.`);
+      else if (value !== undefined && value !== null) flat.set(key, value);
     } else if (!isPlainObject(value)) {
       const example = CONFIG_KEYS.find((k) => k.startsWith(`${key}.`));
       problems.push(`"${key}" = ${show(value)} is not allowed: expected an object of ${key} settings, or dotted keys such as "${example}"`);
     } else {
       for (const [sub, subValue] of Object.entries(value)) {
-        if (!(`${key}.${sub}` in context)) flat.set(`${key}.${sub}`, subValue);
+        const dotted = `${key}.${sub}`;
+        if (context[dotted] === undefined || context[dotted] === null) flat.set(dotted, subValue);
       }
     }
   }

@@ -170,6 +170,14 @@ describe('configuration errors name the key, the value and what is allowed', () 
     );
   });
 
+  test.each(['trainng', 'Training'])('a group under the misspelt namespace %s is refused, not ignored', (key) => {
+    expect(problemsOf({ [key]: { spot: false } })[0]).toBe(`unknown key "${key}"; did you mean "training"? Its settings would be ignored.`);
+  });
+
+  test('a dotted key set to null leaves the grouped value in force', () => {
+    expect(parse({ training: { spot: false }, 'training.spot': null }).training.spot).toBe(false);
+  });
+
   test('a namespace given as something other than an object is refused', () => {
     expect(problemsOf({ training: 'fast' })[0]).toBe(
       '"training" = "fast" is not allowed: expected an object of training settings, or dotted keys such as "training.instanceType"',

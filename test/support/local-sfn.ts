@@ -64,8 +64,11 @@ export async function runLocally(definition: StateMachineDefinition, input: Json
   const retryable = ['Task', 'Parallel', 'Map'].flatMap((kind) => statesOf(definition, kind));
   const retryIntervalOverrides = Object.fromEntries(retryable.map((name) => [name, options.retryMs ?? 0]));
 
-  const machine = new StateMachine(definition, { validationOptions: { checkArn: true, checkPaths: true } });
-  const execution = machine.run(input as never, {
+  // A plain JSON copy: objects from another realm (structuredClone inside jest, say) are not seen
+  // as objects by the interpreter, which would then leave their `.$` fields unresolved.
+  const plain = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
+  const machine = new StateMachine(plain(definition), { validationOptions: { checkArn: true, checkPaths: true } });
+  const execution = machine.run(plain(input) as never, {
     overrides: { taskResourceLocalHandlers: options.handlers as never, waitTimeOverrides, retryIntervalOverrides },
     context: options.context,
   });
