@@ -44,6 +44,20 @@ describe('runLocally on the synthesized fixture definition', () => {
     expect(run.output).toEqual({ dataset: 'pokemon', prepare: { ready: true, jobName: 'job-1' }, training: { status: 'Completed' } });
   });
 
+  test('a definition copied with structuredClone (another realm inside jest) still resolves its paths', async () => {
+    const seen: unknown[] = [];
+    const run = await runLocally(structuredClone(definition), structuredClone({ dataset: 'pokemon' }), {
+      handlers: handlers({
+        Prepare: (input) => {
+          seen.push(input);
+          return lambdaResponse({ ready: true, jobName: 'job-1' });
+        },
+      }),
+    });
+    expect(run.status).toBe('SUCCEEDED');
+    expect(seen[0]).toMatchObject({ Payload: { dataset: 'pokemon' } });
+  });
+
   test('a Choice/Wait loop runs until its condition holds, without waiting in real time', async () => {
     let calls = 0;
     const started = Date.now();

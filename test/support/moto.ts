@@ -15,6 +15,7 @@ export interface MotoServer {
     readonly region: string;
     readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
     readonly forcePathStyle: boolean;
+    readonly maxAttempts: number;
   };
   /** Forgets every resource created so far. */
   reset(): Promise<void>;
@@ -25,11 +26,26 @@ export interface MotoServer {
 const LISTENING = /Running on http:\/\/127\.0\.0\.1:(\d+)/;
 
 /**
+ * Runs moto's server so that it dies with the test process, even one killed outright: on Linux the
+ * kernel sends it SIGTERM when its parent exits (PR_SET_PDEATHSIG); elsewhere the 'exit' hook below
+ * is all there is.
+ */
+const LAUNCHER = [
+  'import ctypes, runpy, signal, sys',
+  'try:',
+  '    ctypes.CDLL(None).prctl(1, signal.SIGTERM)',
+  'except (OSError, AttributeError):',
+  '    pass',
+  "sys.argv = ['moto_server', '-H', '127.0.0.1', '-p', '0']",
+  "runpy.run_module('moto.server', run_name='__main__')",
+].join('\n');
+
+/**
  * Starts a moto server on a port the OS picks (`-p 0`, read back from the server's own log line),
  * so parallel test workers never race for a port, and waits until it answers.
  */
 export async function startMoto(timeoutMs = 30_000): Promise<MotoServer> {
-  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', '0'], {
+  const child = spawn(PYTHON, ['-c', LAUNCHER], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, PYTHONUNBUFFERED: '1' },
   });
@@ -91,6 +107,8 @@ export async function startMoto(timeoutMs = 30_000): Promise<MotoServer> {
       region: 'us-east-1',
       credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' },
       forcePathStyle: true,
+      // The workflow's own Retry fields are under test, not the SDK's retries.
+      maxAttempts: 1,
     },
     async reset() {
       const response = await fetch(`${endpoint}/moto-api/reset`, { method: 'POST' });
