@@ -1,0 +1,200 @@
+import { z } from 'zod';
+
+/**
+ * The table of configuration keys: each key's schema, default, allowed values in words and
+ * description, declared once. `config.ts` reads and validates context against it; the README's
+ * configuration table mirrors it (a test checks the keys and defaults).
+ */
+
+/** CloudWatch Logs accepts only these retention periods (days). */
+export const LOG_RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+] as const;
+
+/** Hugging Face base model used when `baseModel` is not set, per model type. */
+export const DEFAULT_BASE_MODELS = {
+  sd15: 'stable-diffusion-v1-5/stable-diffusion-v1-5',
+  sdxl: 'stabilityai/stable-diffusion-xl-base-1.0',
+} as const;
+
+export type ModelType = keyof typeof DEFAULT_BASE_MODELS;
+
+/** SageMaker refuses a training job that may run longer than 28 days. */
+const MAX_TRAINING_SECONDS = 28 * 24 * 3600;
+
+/** S3 object key characters that need no escaping anywhere (S3 "safe characters"). */
+const S3_SAFE_SEGMENT = "[A-Za-z0-9!_.*'()-]+";
+
+const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const IP_ADDRESS = /^\d+\.\d+\.\d+\.\d+$/;
+
+/** `s3://bucket/key` naming a `.safetensors` or `.ckpt` file, or a folder ending in `/`. */
+function isS3ModelUri(value: string): boolean {
+  const match = /^s3:\/\/([^/]+)\/(\S+)$/.exec(value);
+  if (!match) return false;
+  const [, bucket, key] = match;
+  const validBucket = S3_BUCKET.test(bucket) && !bucket.includes('..') && !IP_ADDRESS.test(bucket);
+  const validKey = !key.split('/').some((segment) => segment === '.' || segment === '..');
+  return validBucket && validKey && /(\/|\.safetensors|\.ckpt)$/.test(key);
+}
+
+// Hub repo names: letters, digits, '-', '_', '.'; no '--' or '..'; not ending in '-' or '.'.
+const HF_NAME = '[A-Za-z0-9](?:[A-Za-z0-9_]|-(?!-)|\\.(?!\\.)){0,95}(?<![-.])';
+const HF_REPO_ID = new RegExp(`^${HF_NAME}/${HF_NAME}$`);
+
+/** `ml.g*` and `ml.p*` are the NVIDIA GPU families that kohya-ss and diffusers (CUDA) run on. */
+const GPU_INSTANCE_TYPE = /^ml\.(g|p)\d+[a-z0-9-]*\.[a-z0-9]+$/;
+
+/** An integer, given as a JSON number or (from `-c`) as a string of digits. */
+function integer(min: number, max: number): z.ZodType<number> {
+  return z.preprocess(
+    (v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v.trim()) : v),
+    z.number().int().min(min).max(max),
+  ) as z.ZodType<number>;
+}
+
+/** A boolean, given as a JSON boolean or (from `-c`) as "true" / "false". */
+function boolean(): z.ZodType<boolean> {
+  return z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean()) as z.ZodType<boolean>;
+}
+
+function pattern(re: RegExp): z.ZodType<string> {
+  return z.string().regex(re);
+}
+
+export interface FieldSpec<T> {
+  readonly schema: z.ZodType<T>;
+  /** The value used when the key is absent; `undefined` marks an optional key. */
+  readonly default: T | undefined;
+  /** What is allowed, in words; quoted in errors and in the README table. */
+  readonly allowed: string;
+  readonly description: string;
+}
+
+function field<T>(spec: FieldSpec<T>): FieldSpec<T> {
+  return spec;
+}
+
+/** Every configuration key, with its default and rule. The README's configuration table mirrors this. */
+export const CONFIG_FIELDS = {
+  stackName: field({
+    schema: pattern(/^[A-Za-z][A-Za-z0-9-]{0,127}$/),
+    default: 'SageMakerLoraPipeline',
+    allowed: 'a CloudFormation stack name: a letter, then letters, digits and hyphens (at most 128)',
+    description: 'Name of the CloudFormation stack.',
+  }),
+  datasetPrefix: field({
+    schema: pattern(new RegExp(`^(${S3_SAFE_SEGMENT}/)+$`)).refine(
+      (v) => !v.split('/').some((s) => s === '.' || s === '..'),
+    ),
+    default: 'datasets/',
+    allowed: "an S3 key prefix ending in '/', made of letters, digits and !_.*'()- (no '.' or '..' segments)",
+    description: 'Key prefix under which each dataset folder is uploaded to the datasets bucket.',
+  }),
+  triggerFileName: field({
+    schema: pattern(new RegExp(`^${S3_SAFE_SEGMENT}$`)).refine((v) => !['.', '..', 'train.json'].includes(v)),
+    default: 'dataset.toml',
+    allowed: "a file name of letters, digits and !_.*'()-, other than 'train.json'",
+    description: 'The object whose upload into a dataset folder starts a run.',
+  }),
+  settleSeconds: field({
+    schema: integer(0, 3600),
+    default: 60,
+    allowed: 'an integer from 0 to 3600',
+    description: 'A run trains only once no object in the dataset folder is newer than this.',
+  }),
+  modelType: field({
+    schema: z.enum(['sd15', 'sdxl']),
+    default: 'sd15',
+    allowed: "'sd15' or 'sdxl'",
+    description: 'Stable Diffusion family of the base model.',
+  }),
+  baseModel: field({
+    schema: z.string().refine((v) => HF_REPO_ID.test(v) || isS3ModelUri(v)),
+    default: undefined,
+    allowed:
+      "a Hugging Face repo id 'owner/name', or an s3:// URI of a .safetensors or .ckpt file or of a diffusers folder ending in '/'",
+    description: `Base model to train on and serve. Defaults by modelType: ${DEFAULT_BASE_MODELS.sd15} (sd15), ${DEFAULT_BASE_MODELS.sdxl} (sdxl).`,
+  }),
+  'training.instanceType': field({
+    schema: pattern(GPU_INSTANCE_TYPE),
+    default: 'ml.g4dn.xlarge',
+    allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g4dn.xlarge, ml.g5.2xlarge)',
+    description: 'Training instance type.',
+  }),
+  'training.spot': field({
+    schema: boolean(),
+    default: true,
+    allowed: 'true or false',
+    description: 'Use managed spot training (resumes from checkpoints after an interruption).',
+  }),
+  'training.maxRuntimeSeconds': field({
+    schema: integer(1, MAX_TRAINING_SECONDS),
+    default: 3600,
+    allowed: `an integer from 1 to ${MAX_TRAINING_SECONDS}`,
+    description: 'Longest time the training job may train (SageMaker MaxRuntimeInSeconds).',
+  }),
+  'training.maxWaitSeconds': field({
+    schema: integer(1, MAX_TRAINING_SECONDS),
+    default: 7200,
+    allowed: `an integer from 1 to ${MAX_TRAINING_SECONDS}, at least training.maxRuntimeSeconds when training.spot is true`,
+    description: 'Longest time a spot job may take, waiting for capacity included (SageMaker MaxWaitTimeInSeconds).',
+  }),
+  'training.volumeSizeGb': field({
+    schema: integer(1, 16384),
+    default: 50,
+    allowed: 'an integer from 1 to 16384',
+    description: 'Size of the training volume (base model, latent cache, checkpoints).',
+  }),
+  'endpoint.instanceType': field({
+    schema: pattern(GPU_INSTANCE_TYPE),
+    default: 'ml.g4dn.xlarge',
+    allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g4dn.xlarge, ml.g5.xlarge)',
+    description: 'Endpoint instance type.',
+  }),
+  'endpoint.instanceCount': field({
+    schema: integer(1, 20),
+    default: 1,
+    allowed: 'an integer from 1 to 20',
+    description: 'Number of endpoint instances.',
+  }),
+  notificationEmail: field({
+    schema: z.email(),
+    default: undefined,
+    allowed: 'an e-mail address',
+    description: 'If set, this address is subscribed to run notifications (confirm the e-mail SNS sends).',
+  }),
+  removalPolicy: field({
+    schema: z.enum(['retain', 'destroy']),
+    default: 'retain',
+    allowed: "'retain' or 'destroy'",
+    description: "What 'cdk destroy' does with the buckets and the key: keep them, or delete them with all their data.",
+  }),
+  logRetentionDays: field({
+    schema: integer(1, 3653).refine((d) => (LOG_RETENTION_DAYS as readonly number[]).includes(d)),
+    default: 90,
+    allowed: `one of ${LOG_RETENTION_DAYS.join(', ')}`,
+    description: 'Retention of the CloudWatch log groups the stack creates.',
+  }),
+  'storage.checkpointExpirationDays': field({
+    schema: integer(1, 3650),
+    default: 7,
+    allowed: 'an integer from 1 to 3650, longer than the longest training job',
+    description: "Training checkpoints under the artifacts bucket's checkpoints/ prefix are deleted after this many days.",
+  }),
+  'storage.noncurrentVersionExpirationDays': field({
+    schema: integer(1, 3650),
+    default: 30,
+    allowed: 'an integer from 1 to 3650',
+    description: 'Overwritten or deleted object versions are kept this many days, then deleted.',
+  }),
+  'storage.accessLogExpirationDays': field({
+    schema: integer(1, 3650),
+    default: 365,
+    allowed: 'an integer from 1 to 3650',
+    description: 'S3 server access logs are kept this many days.',
+  }),
+} as const;
+
+export type ConfigKey = keyof typeof CONFIG_FIELDS;
+export type ValueOf<K extends ConfigKey> = (typeof CONFIG_FIELDS)[K] extends FieldSpec<infer T> ? T : never;
