@@ -1,6 +1,8 @@
+import * as path from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, ListBucketsCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { motoAvailable, startMoto } from '../support/moto';
 import type { MotoServer } from '../support/moto';
+import { requireWithEnv } from '../support/isolated';
 
 // Outside CI a machine without moto skips this suite with a note; in CI motoAvailable() throws.
 const describeWithMoto = motoAvailable() ? describe : describe.skip;
@@ -44,19 +46,9 @@ describeWithMoto('moto server harness', () => {
 
 describe('moto server harness failures', () => {
   test('a server that exits at start is reported with its output, not waited on', async () => {
-    const previous = process.env.PYTHON;
-    process.env.PYTHON = '/bin/false';
-    try {
-      let harness!: typeof import('../support/moto');
-      jest.isolateModules(() => {
-        harness = jest.requireActual('../support/moto');
-      });
-      const started = Date.now();
-      await expect(harness.startMoto(20_000)).rejects.toThrow(/moto server exited at start/);
-      expect(Date.now() - started).toBeLessThan(10_000);
-    } finally {
-      if (previous === undefined) delete process.env.PYTHON;
-      else process.env.PYTHON = previous;
-    }
+    const harness = requireWithEnv<typeof import('../support/moto')>(path.resolve(__dirname, '../support/moto'), { PYTHON: '/bin/false' });
+    const started = Date.now();
+    await expect(harness.startMoto(20_000)).rejects.toThrow(/moto server exited at start/);
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 });

@@ -1,19 +1,9 @@
+import * as path from 'node:path';
+import { requireWithEnv } from '../support/isolated';
+
 /** The guard every Python-backed suite uses: skip with a note locally, fail in CI. */
-function loadTools(ci: string | undefined) {
-  const previous = process.env.CI;
-  if (ci === undefined) delete process.env.CI;
-  else process.env.CI = ci;
-  try {
-    let tools!: typeof import('../support/tools');
-    jest.isolateModules(() => {
-      tools = jest.requireActual('../support/tools');
-    });
-    return tools;
-  } finally {
-    if (previous === undefined) delete process.env.CI;
-    else process.env.CI = previous;
-  }
-}
+const loadTools = (ci: string | undefined) =>
+  requireWithEnv<typeof import('../support/tools')>(path.resolve(__dirname, '../support/tools'), { CI: ci });
 
 describe('pythonModulesAvailable', () => {
   test('is true for modules the interpreter has', () => {

@@ -3,7 +3,15 @@ import { ExecutionError, StateMachine } from 'aws-local-stepfunctions';
 import type { RunOptions, StateMachineDefinition } from 'aws-local-stepfunctions';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
-type AnyState = { Type: string; Branches?: StateMachineDefinition[]; Iterator?: StateMachineDefinition; ItemProcessor?: StateMachineDefinition };
+/** A state as the harness reads it: its type, a Task's Resource and Parameters, and nested machines. */
+export interface AnyState {
+  readonly Type: string;
+  readonly Resource?: string;
+  readonly Parameters?: Record<string, unknown>;
+  readonly Branches?: StateMachineDefinition[];
+  readonly Iterator?: StateMachineDefinition;
+  readonly ItemProcessor?: StateMachineDefinition;
+}
 type EventLog = Awaited<ReturnType<ReturnType<StateMachine['run']>['eventLogs']['next']>>['value'];
 
 /** Answers one Task state: gets the state's effective input (after `Parameters`), returns the service's result. */
@@ -41,12 +49,17 @@ export function taskError(name: string, cause: string): Error {
   return error;
 }
 
-function statesOf(definition: StateMachineDefinition, kind: string): string[] {
+/** Every state of a definition by name, those in Parallel branches and Map processors included. */
+export function allStates(definition: StateMachineDefinition): Array<[string, AnyState]> {
   return Object.entries(definition.States).flatMap(([name, raw]) => {
     const state = raw as AnyState;
     const nested = [...(state.Branches ?? []), ...(state.Iterator ? [state.Iterator] : []), ...(state.ItemProcessor ? [state.ItemProcessor] : [])];
-    return [...(state.Type === kind ? [name] : []), ...nested.flatMap((d) => statesOf(d, kind))];
+    return [[name, state] as [string, AnyState], ...nested.flatMap(allStates)];
   });
+}
+
+function statesOf(definition: StateMachineDefinition, kind: string): string[] {
+  return allStates(definition).flatMap(([name, state]) => (state.Type === kind ? [name] : []));
 }
 
 /**

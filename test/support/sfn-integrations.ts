@@ -1,6 +1,6 @@
 import { types } from 'node:util';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
-import { taskError } from './local-sfn';
+import { allStates, taskError } from './local-sfn';
 import type { JsonValue, TaskHandler } from './local-sfn';
 import { SAGEMAKER_RULES } from './sagemaker-rules';
 import type { Call, ServiceError, ServiceRules } from './sagemaker-rules';
@@ -152,6 +152,7 @@ function serviceHandler(stateName: string, serviceName: string, action: string, 
   const call = caller(service);
   const rules = RULES[serviceName];
   const optimized = kind !== 'sdk';
+  const translated = (error: unknown) => (isServiceError(error) ? serviceError(service.errorPrefix, optimized, error) : error);
 
   const request = async (raw: JsonValue): Promise<Record<string, JsonValue>> => {
     const given = { ...(raw as Record<string, JsonValue>) };
@@ -169,7 +170,7 @@ function serviceHandler(stateName: string, serviceName: string, action: string, 
       const emulated = rules?.emulated[action];
       return (emulated ? await emulated(input as Record<string, unknown>, call) : await call(action, input as Record<string, unknown>)) as Record<string, JsonValue>;
     } catch (error) {
-      throw isServiceError(error) ? serviceError(service.errorPrefix, optimized, error) : error;
+      throw translated(error);
     }
   };
 
@@ -182,7 +183,7 @@ function serviceHandler(stateName: string, serviceName: string, action: string, 
       try {
         described = (await call(job.describe, { [job.field]: name })) as Record<string, JsonValue>;
       } catch (error) {
-        throw isServiceError(error) ? serviceError(service.errorPrefix, optimized, error) : error;
+        throw translated(error);
       }
       const status = String(described[job.status]);
       if (job.succeeded.includes(status)) return described;
@@ -228,19 +229,6 @@ function lambdaHandler(stateName: string, parameters: Record<string, unknown> | 
   };
 }
 
-/** The Task states, those in Parallel branches and Map processors included. */
-function tasksOf(definition: StateMachineDefinition, found: Record<string, { Resource: string; Parameters?: Record<string, unknown> }> = {}) {
-  type State = { Type: string; Resource?: string; Parameters?: Record<string, unknown>; Branches?: StateMachineDefinition[]; ItemProcessor?: StateMachineDefinition; Iterator?: StateMachineDefinition };
-  for (const [name, raw] of Object.entries(definition.States)) {
-    const state = raw as State;
-    if (state.Type === 'Task' && state.Resource) found[name] = { Resource: state.Resource, Parameters: state.Parameters };
-    for (const nested of [...(state.Branches ?? []), ...(state.ItemProcessor ? [state.ItemProcessor] : []), ...(state.Iterator ? [state.Iterator] : [])]) {
-      tasksOf(nested, found);
-    }
-  }
-  return found;
-}
-
 /**
  * Task handlers that answer a definition's service integrations as Step Functions and the services
  * would, but locally: Lambda tasks run the real handler code; service tasks go through the real AWS
@@ -259,7 +247,8 @@ function tasksOf(definition: StateMachineDefinition, found: Record<string, { Res
  */
 export function integrationHandlers(definition: StateMachineDefinition, options: IntegrationOptions): Record<string, TaskHandler> {
   const handlers: Record<string, TaskHandler> = {};
-  for (const [stateName, { Resource, Parameters }] of Object.entries(tasksOf(definition))) {
+  for (const [stateName, { Type, Resource = '', Parameters }] of allStates(definition)) {
+    if (Type !== 'Task') continue;
     let match: RegExpExecArray | null;
     if (LAMBDA_INVOKE.test(Resource)) {
       handlers[stateName] = lambdaHandler(stateName, Parameters, options.lambdas ?? {});
