@@ -1,0 +1,186 @@
+import { ArnFormat, Stack, Validations } from 'aws-cdk-lib';
+import type * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { flattenCfnReference } from 'cdk-nag/lib/utils/flatten-cfn-reference';
+import { Construct } from 'constructs';
+
+/** What SageMaker runs under a role: a training job, or the containers of an endpoint. */
+export type SageMakerWorkload = 'training' | 'hosting';
+
+/** Where SageMaker writes each workload's container logs, and the namespace of its metrics. */
+const WORKLOADS: Record<SageMakerWorkload, { logGroup: string; metricNamespace: string }> = {
+  // One log group for all jobs; streams are named `<job>/algo-1-<time>`.
+  training: { logGroup: '/aws/sagemaker/TrainingJobs', metricNamespace: '/aws/sagemaker/TrainingJobs' },
+  // One log group per endpoint: `/aws/sagemaker/Endpoints/<endpoint name>`.
+  hosting: { logGroup: '/aws/sagemaker/Endpoints/*', metricNamespace: '/aws/sagemaker/Endpoints' },
+};
+
+/** Properties of {@link SageMakerExecutionRole}. */
+export interface SageMakerExecutionRoleProps {
+  /** Which kind of SageMaker resource assumes the role; decides its log group and metric namespace. */
+  readonly workload: SageMakerWorkload;
+  /** The container image the role pulls. */
+  readonly image: ecrAssets.DockerImageAsset;
+  /** The pipeline's key: encrypts what the role reads and writes, and the instance's volume. */
+  readonly key: kms.IKey;
+  /** The role's description in IAM. */
+  readonly description: string;
+}
+
+/** An `s3://bucket/key` URI split into its parts; `key` is empty for a whole bucket. */
+export interface S3Location {
+  readonly bucket: string;
+  readonly key: string;
+}
+
+/** Splits an `s3://` URI, or returns `undefined` when the string is not one (e.g. a Hugging Face id). */
+export function parseS3Uri(uri: string): S3Location | undefined {
+  const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(uri);
+  return match ? { bucket: match[1], key: match[2] } : undefined;
+}
+
+/**
+ * The IAM role a SageMaker training job or endpoint runs under, granting only what that workload
+ * does: pull its one image, write its own log streams and metrics, use the pipeline's key, and read
+ * or write the S3 prefixes it is given through {@link grantRead} and {@link grantReadWrite}.
+ *
+ * Where AWS offers no resource-level scoping (ECR's authorization token, CloudWatch metrics, log
+ * streams whose names SageMaker chooses), the finding is acknowledged here, next to the statement.
+ */
+export class SageMakerExecutionRole extends Construct {
+  public readonly role: iam.Role;
+
+  constructor(scope: Construct, id: string, props: SageMakerExecutionRoleProps) {
+    super(scope, id);
+    const { logGroup, metricNamespace } = WORKLOADS[props.workload];
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('sagemaker.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
+      }),
+      description: props.description,
+    });
+
+    // ecr:GetAuthorizationToken has no resource; the layer actions are scoped to the asset's repository.
+    props.image.repository.grantPull(this.role);
+
+    const stack = Stack.of(this);
+    const logGroupArn = stack.formatArn({
+      service: 'logs',
+      resource: 'log-group',
+      resourceName: logGroup,
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+    const logStreamsArn = `${logGroupArn}:log-stream:*`;
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'CreateItsLogGroup',
+        actions: ['logs:CreateLogGroup'],
+        resources: [logGroupArn],
+      }),
+    );
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'WriteItsLogStreams',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
+        resources: [logStreamsArn],
+      }),
+    );
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PutItsMetrics',
+        actions: ['cloudwatch:PutMetricData'],
+        resources: ['*'],
+        conditions: { StringEquals: { 'cloudwatch:namespace': metricNamespace } },
+      }),
+    );
+
+    // Read and write SSE-KMS objects and encrypt output artifacts under the key, and let SageMaker
+    // create the grant that encrypts the instance's storage volume, only for AWS resources.
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'UseTheDataKey',
+        actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'],
+        resources: [props.key.keyArn],
+      }),
+    );
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'GrantVolumeEncryption',
+        actions: ['kms:CreateGrant', 'kms:DescribeKey'],
+        resources: [props.key.keyArn],
+        conditions: { Bool: { 'kms:GrantIsForAWSResource': 'true' } },
+      }),
+    );
+
+    const policy = this.role.node.findChild('DefaultPolicy');
+    Validations.of(policy).acknowledge(
+      {
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; ' +
+          `the metrics are limited to the ${metricNamespace} namespace by condition and image pulls to the asset repository.`,
+      },
+      {
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, logStreamsArn)}]`,
+        reason:
+          `SageMaker names the log streams in ${logGroup} itself (job or endpoint name plus instance and time), ` +
+          'so the streams cannot be listed in advance; the role writes only to that log group.',
+      },
+      ...(props.workload === 'hosting'
+        ? [
+            {
+              id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, logGroupArn)}]`,
+              reason:
+                'Each endpoint gets its own log group /aws/sagemaker/Endpoints/<endpoint name>, and endpoint names are chosen per dataset at run time.',
+            },
+          ]
+        : []),
+    );
+  }
+
+  /** Lets the workload list and read the objects under `prefix` (an object key, or a folder ending in `/`). */
+  public grantRead(bucket: s3.IBucket, prefix: string): void {
+    this.addObjectStatement(bucket, prefix, ['s3:GetObject']);
+  }
+
+  /**
+   * Lets the workload list, read, write and delete the objects under `prefix`. Delete is part of it
+   * because SageMaker mirrors a checkpoint deleted in the container by deleting it in S3.
+   */
+  public grantReadWrite(bucket: s3.IBucket, prefix: string): void {
+    this.addObjectStatement(bucket, prefix, ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload']);
+  }
+
+  /** Lets the workload read an `s3://` location outside the pipeline's buckets, such as a base model. */
+  public grantReadUri(uri: string): void {
+    const location = parseS3Uri(uri);
+    if (!location) throw new Error(`not an s3:// URI: ${uri}`);
+    this.grantRead(s3.Bucket.fromBucketName(this, `Bucket-${location.bucket}`, location.bucket), location.key);
+  }
+
+  private addObjectStatement(bucket: s3.IBucket, prefix: string, actions: string[]): void {
+    const objects = `${prefix}*`;
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:ListBucket'],
+        resources: [bucket.bucketArn],
+        conditions: { StringLike: { 's3:prefix': [objects] } },
+      }),
+    );
+    this.role.addToPrincipalPolicy(new iam.PolicyStatement({ actions, resources: [bucket.arnForObjects(objects)] }));
+    Validations.of(this.role.node.findChild('DefaultPolicy')).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, bucket.arnForObjects(objects))}]`,
+      reason: `The workload reads${actions.length > 1 ? ' and writes' : ''} every object under ${prefix || 'the bucket root'}, whose names it or its users choose at run time.`,
+    });
+  }
+}
+
+/**
+ * The resource part of an IAM5 finding id, as cdk-nag writes it (references as `<LogicalId.Arn>`,
+ * pseudo parameters as `<AWS::Region>`), using cdk-nag's own flattening so the two cannot drift.
+ */
+function iamFindingArn(scope: Construct, arn: string): string {
+  return flattenCfnReference(Stack.of(scope).resolve(arn));
+}
