@@ -39,6 +39,8 @@ export interface PipelineStorageProps {
 export class PipelineStorage extends Construct {
   /** Key prefix in the artifacts bucket under which training jobs sync `/opt/ml/checkpoints`. */
   public static readonly CHECKPOINTS_PREFIX = 'checkpoints/';
+  /** Key prefix in the artifacts bucket of training output: `models/<job>/output/model.tar.gz`. */
+  public static readonly MODELS_PREFIX = 'models/';
 
   /** Customer-managed key that encrypts both data buckets (and, later, the jobs' volumes and outputs). */
   public readonly key: kms.IKey;
