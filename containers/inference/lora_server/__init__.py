@@ -1,0 +1,1 @@
+"""A diffusers server for a trained LoRA under the SageMaker hosting contract (`serve`, port 8080)."""

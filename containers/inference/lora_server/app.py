@@ -1,0 +1,136 @@
+"""The HTTP side of the SageMaker hosting contract: GET /ping and POST /invocations on port 8080."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+import traceback
+from dataclasses import replace
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import imaging
+from .logs import JsonLog
+from .service import Busy, GenerationTimeout, Loader, ModelService, NotReady
+from .settings import Settings
+from .validation import RequestError, parse_json, validate
+
+# A request is a small JSON document; anything near this size is not one.
+MAX_REQUEST_BYTES = 64 * 1024
+JSON = "application/json"
+# Server preference when the client accepts several (or */*, or sends no Accept): JSON first.
+RESPONSE_TYPES = [JSON, "image/png", "image/jpeg"]
+
+
+def create_app(settings: Settings | None = None, loader: Loader | None = None, log: JsonLog | None = None) -> Flask:
+    """The WSGI app. Production (gunicorn) calls it with no arguments; tests pass a fake loader."""
+    log = log or JsonLog()
+    if settings is None:
+        settings = Settings.from_env(os.environ)
+    if loader is None:
+        # Imported here so that nothing imports torch or diffusers unless production loads a model.
+        from .diffusers_pipeline import load_pipeline
+
+        loader = load_pipeline
+    service = ModelService(settings, loader, log)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.extensions["model_service"] = service
+
+    @app.get("/ping")
+    def ping() -> tuple[Response, int]:
+        state, reason = service.status
+        if state == "ready":
+            return jsonify(status=state), 200
+        return jsonify(status=state, reason=reason), 503 if state == "loading" else 500
+
+    @app.post("/invocations")
+    def invocations() -> Response | tuple[Response, int]:
+        received = time.monotonic()
+        context: dict[str, Any] = {}
+        try:
+            response = _invoke(service, settings, received, context)
+        except Exception as e:  # noqa: BLE001 - one request's failure must never take the server down
+            response = _error_response(e)
+            context["error"] = response.get_json()["error"]
+        status = response.status_code
+        log(
+            "invocation",
+            level="info" if status < 500 else "error",
+            status=status,
+            latency_ms=round((time.monotonic() - received) * 1000),
+            **context,
+        )
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> tuple[Response, int]:
+        # 404, 405, and 413 for a request body over MAX_REQUEST_BYTES, in the same JSON shape as ours.
+        return jsonify(error=e.description, field=None), e.code or 500
+
+    service.start()
+    return app
+
+
+def _invoke(service: ModelService, settings: Settings, received: float, context: dict[str, Any]) -> Response:
+    if request.mimetype != JSON:
+        return _json_error(415, f"Content-Type must be {JSON}, got {request.mimetype or 'none'!r}")
+    accept = request.accept_mimetypes
+    response_type = accept.best_match(RESPONSE_TYPES) if request.headers.get("Accept") else JSON
+    if response_type is None:
+        return _json_error(406, f"Accept must allow one of {', '.join(RESPONSE_TYPES)}, got {request.headers['Accept']!r}")
+
+    body = parse_json(request.get_data(cache=False))
+    params = validate(body, settings.model_type, settings.lora_scale, secrets.randbelow(2**32))
+    if response_type != JSON:
+        wanted = f"image/{params.output_format}"
+        if "output_format" not in body:
+            params = replace(params, output_format=response_type.removeprefix("image/"))
+        elif accept.quality(wanted) <= 0:
+            raise RequestError(f"output_format {params.output_format} conflicts with Accept {request.headers['Accept']!r}", "output_format")
+    context.update(parameters=params.for_log(settings.log_prompts), response_type=response_type)
+
+    generation = service.generate(params, received)
+    encode_started = time.monotonic()
+    encoded = [imaging.encode(image, params.output_format) for image in generation.images]
+    timings = {"wait_ms": generation.wait_ms, "generate_ms": generation.generate_ms}
+    if response_type == JSON:
+        payload = {
+            "images": [base64.b64encode(data).decode("ascii") for data in encoded],
+            "seed": params.seed,
+            "parameters": params.for_log(include_prompts=True),
+            "timings": {**timings, "encode_ms": round((time.monotonic() - encode_started) * 1000)},
+        }
+        response = jsonify(payload)
+    else:
+        # The first image, raw; the seed travels in the header SageMaker returns as CustomAttributes.
+        response = Response(encoded[0], mimetype=imaging.MEDIA_TYPES[params.output_format])
+        response.headers["X-Amzn-SageMaker-Custom-Attributes"] = f"seed={params.seed}"
+    imaging.check_size(response.content_length or 0, params.num_images, params.output_format)
+    context.update(timings, response_bytes=response.content_length, images=len(encoded))
+    return response
+
+
+def _json_error(status: int, message: str, field: str | None = None) -> Response:
+    response = jsonify(error=message, field=field)
+    response.status_code = status
+    return response
+
+
+def _error_response(e: Exception) -> Response:
+    if isinstance(e, RequestError):
+        return _json_error(400, str(e), e.field)
+    if isinstance(e, RequestEntityTooLarge):
+        return _json_error(413, f"the request body is over {MAX_REQUEST_BYTES} bytes; a request is a small JSON object")
+    if isinstance(e, imaging.ResponseTooLarge):
+        return _json_error(413, str(e))
+    if isinstance(e, (NotReady, Busy)):
+        return _json_error(503, str(e))
+    if isinstance(e, GenerationTimeout):
+        return _json_error(504, str(e))
+    traceback.print_exc()
+    return _json_error(500, f"internal error: {type(e).__name__}: {e}"[:500])

@@ -1,0 +1,147 @@
+"""Validation of an /invocations request body: pure, so every rule is tested without a model."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .lora_file import ModelType
+
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**32 - 1
+
+# Per model type: (smallest, largest, default) side in pixels. Both families work in 8-pixel
+# latent cells; SD 1.5 was trained at 512, SDXL at 1024, and quality falls off far from those.
+SIDES: dict[ModelType, tuple[int, int, int]] = {"sd15": (256, 1024, 512), "sdxl": (512, 1536, 1024)}
+
+# Scheduler names a request may choose, and the diffusers class (with options) each one builds
+# from the base model's scheduler config. "default" keeps the base model's own scheduler.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]] | None] = {
+    "default": None,
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+OUTPUT_FORMATS = ("png", "jpeg")
+
+
+class RequestError(Exception):
+    """A request the server refuses with 400; `field` names the bad field (None: the body as a whole)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    prompt: str
+    negative_prompt: str | None
+    num_inference_steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    seed: int
+    num_images: int
+    lora_scale: float
+    scheduler: str
+    output_format: str
+
+    def for_log(self, include_prompts: bool) -> dict[str, Any]:
+        """The parameters for a log line; prompts are user content, so only their length unless asked."""
+        values = asdict(self)
+        if not include_prompts:
+            values["prompt"] = f"<{len(self.prompt)} chars>"
+            if self.negative_prompt is not None:
+                values["negative_prompt"] = f"<{len(self.negative_prompt)} chars>"
+        return values
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Parses the body as a JSON object; NaN and Infinity (which Python's json accepts) are refused."""
+
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RequestError(f"the body is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise RequestError("the body must be a JSON object, such as {\"prompt\": \"...\"}")
+    return value
+
+
+def _text(body: dict[str, Any], name: str, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise RequestError(f"{name} is required", name)
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise RequestError(f"{name} must be a non-empty string", name)
+    if len(value) > MAX_PROMPT_CHARS:
+        raise RequestError(f"{name} must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}", name)
+    return value
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int, default: int) -> int:
+    value = body.get(name, default)
+    # bool is an int in Python; `true` is not a step count.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(f"{name} must be an integer from {low} to {high}, got {json.dumps(value)}", name)
+    return value
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float, default: float) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise RequestError(f"{name} must be a number from {low:g} to {high:g}, got {json.dumps(value)}", name)
+    return float(value)
+
+
+def _choice(body: dict[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = body.get(name, default)
+    if value not in choices:
+        raise RequestError(f"{name} must be one of {', '.join(choices)}, got {json.dumps(value)}", name)
+    return value
+
+
+def _side(body: dict[str, Any], name: str, model_type: ModelType) -> int:
+    low, high, default = SIDES[model_type]
+    value = _integer(body, name, low, high, default)
+    if value % 8:
+        raise RequestError(f"{name} must be a multiple of 8, got {value}", name)
+    return value
+
+
+def validate(body: dict[str, Any], model_type: ModelType, default_lora_scale: float, random_seed: int) -> GenerationParams:
+    """Checks every field of a request body, applying defaults; raises RequestError naming the first bad field."""
+    unknown = sorted(set(body) - set(GenerationParams.__dataclass_fields__))
+    if unknown:
+        raise RequestError(
+            f"unknown field {unknown[0]!r}; the fields are {', '.join(GenerationParams.__dataclass_fields__)}", unknown[0]
+        )
+    prompt = _text(body, "prompt", required=True)
+    assert prompt is not None
+    return GenerationParams(
+        prompt=prompt,
+        negative_prompt=_text(body, "negative_prompt", required=False),
+        num_inference_steps=_integer(body, "num_inference_steps", 1, 100, 25),
+        guidance_scale=_number(body, "guidance_scale", 0.0, 20.0, 7.5),
+        width=_side(body, "width", model_type),
+        height=_side(body, "height", model_type),
+        seed=_integer(body, "seed", 0, MAX_SEED, random_seed),
+        num_images=_integer(body, "num_images", 1, 4, 1),
+        lora_scale=_number(body, "lora_scale", 0.0, 2.0, default_lora_scale),
+        scheduler=_choice(body, "scheduler", tuple(SCHEDULERS), "default"),
+        output_format=_choice(body, "output_format", OUTPUT_FORMATS, "png"),
+    )

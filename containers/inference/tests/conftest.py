@@ -1,0 +1,174 @@
+"""Shared test material: synthetic safetensors files, a fake pipeline, and an app wired to it.
+
+Only these tests swap the fake in: `create_app(loader=...)` is the single injection point, and
+production (`create_app()` under gunicorn) always loads the real diffusers pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from lora_server.app import create_app
+from lora_server.logs import JsonLog
+from lora_server.settings import Settings
+from lora_server.validation import GenerationParams
+
+
+def write_safetensors(path: Path, shapes: dict[str, list[int]], metadata: dict[str, str] | None = None) -> Path:
+    """A valid safetensors file: header, then zero-filled fp16 data for each tensor."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, shape in shapes.items():
+        size = 2
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(offset))
+    return path
+
+
+def lora_shapes(modules: list[str], rank: int = 4) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    for module in modules:
+        shapes[f"{module}.lora_down.weight"] = [rank, 8]
+        shapes[f"{module}.lora_up.weight"] = [8, rank]
+        shapes[f"{module}.alpha"] = []
+    return shapes
+
+
+# Module names as kohya-ss sd-scripts (networks/lora.py) writes them for each family.
+SD15_MODULES = [
+    "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+    "lora_te_text_model_encoder_layers_0_mlp_fc1",
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+    "lora_unet_mid_block_attentions_0_proj_in",
+    "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2",
+]
+SDXL_MODULES = [
+    "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+    "lora_te2_text_model_encoder_layers_31_mlp_fc2",
+    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k",
+    "lora_unet_middle_block_1_transformer_blocks_9_attn2_to_v",
+    "lora_unet_output_blocks_2_1_proj_out",
+]
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        model_type="sd15",
+        model_dir=tmp_path / "model",
+        base_model_path=tmp_path / "base_model",
+        base_model_id=None,
+        lora_scale=1.0,
+        request_timeout_seconds=50.0,
+        log_prompts=False,
+        configs_dir=tmp_path / "configs",
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class FakePipeline:
+    """Stands in for the loaded diffusers pipeline: makes plain images, or misbehaves on request."""
+
+    failures: list[Exception] = field(default_factory=list)
+    hold: threading.Event | None = None
+    noise: bool = False
+    calls: list[GenerationParams] = field(default_factory=list)
+    running: int = 0
+    max_running: int = 0
+
+    def generate(self, params: GenerationParams, deadline: float) -> list[Image.Image]:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            self.calls.append(params)
+            if self.hold is not None:
+                self.hold.wait(5)
+            if self.failures:
+                raise self.failures.pop(0)
+            return [self._image(params, i) for i in range(params.num_images)]
+        finally:
+            self.running -= 1
+
+    def _image(self, params: GenerationParams, index: int) -> Image.Image:
+        size = (params.width, params.height)
+        if self.noise:
+            # Incompressible pixels, so the encoded size is known: about 3 bytes a pixel.
+            import os
+
+            return Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+        return Image.new("RGB", size, ((params.seed + index) % 256, 64, 128))
+
+
+@dataclass
+class Server:
+    client: Any
+    pipeline: FakePipeline
+    log: io.StringIO
+    release: threading.Event
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in map(json.loads, self.log.getvalue().splitlines()) if e["event"] == name]
+
+    def invoke(self, body: Any = None, accept: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Accept": accept} if accept else {}
+        data = kwargs.pop("data", None)
+        if data is None:
+            data = json.dumps({"prompt": "Green pokemon with menacing face"} if body is None else body)
+        return self.client.post(
+            "/invocations", data=data, headers=headers, content_type=kwargs.pop("content_type", "application/json"), **kwargs
+        )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Builds the real app with a fake loader; `loaded=False` keeps it loading until `release` is set."""
+    releases: list[threading.Event] = []
+
+    def make(pipeline: FakePipeline | None = None, loaded: bool = True, load_error: Exception | None = None, **settings: Any) -> Server:
+        pipeline = pipeline or FakePipeline()
+        release = threading.Event()
+        releases.append(release)
+        if loaded:
+            release.set()
+        log = io.StringIO()
+
+        def loader(_settings: Settings, _log: JsonLog) -> FakePipeline:
+            release.wait(10)
+            if load_error is not None:
+                raise load_error
+            return pipeline
+
+        app = create_app(settings_for(tmp_path, **settings), loader=loader, log=JsonLog(log))
+        server = Server(app.test_client(), pipeline, log, release)
+        if loaded:
+            wait_for(lambda: server.client.get("/ping").status_code != 503)
+        return server
+
+    yield make
+    for release in releases:
+        release.set()

@@ -1,0 +1,186 @@
+"""The real DiffusersPipeline logic (LoRA scale, deadline, seeds, schedulers) against a stand-in for diffusers.
+
+`FakeDiffusersPipe` models what this code relies on in diffusers 0.40 with PEFT 0.21:
+- `set_adapters(names, adapter_weights=[w])` sets each LoRA layer's scale to w (PEFT `set_scale`);
+- `fuse_lora(lora_scale=s)` multiplies that scale by s (PEFT `scale_layer`) and merges it into the weight;
+- `unfuse_lora()` subtracts what is merged at the layer's current scale (PEFT `unmerge`);
+- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from lora_server.diffusers_pipeline import ADAPTER, DiffusersPipeline
+from lora_server.logs import JsonLog
+from lora_server.service import GenerationTimeout
+from lora_server.validation import GenerationParams
+
+BASE_WEIGHT = 10.0
+LORA_DELTA = 1.0
+
+
+@dataclass
+class FakeScheduler:
+    name: str
+    config: dict[str, Any] = field(default_factory=lambda: {"num_train_timesteps": 1000})
+
+
+class FakeDiffusersPipe:
+    def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None) -> None:
+        self.weight = BASE_WEIGHT
+        self.scale = 1.0
+        self.merged = False
+        self.scheduler = FakeScheduler("model's own")
+        self.calls: list[dict[str, Any]] = []
+        self.fuses = 0
+        self.fail_next_fuse = False
+        self._interrupt = False
+        self._seconds_per_step = seconds_per_step
+        self._clock = clock
+
+    @property
+    def effective_scale(self) -> float:
+        return (self.weight - BASE_WEIGHT) / LORA_DELTA
+
+    def set_adapters(self, names: list[str], adapter_weights: list[float]) -> None:
+        assert names == [ADAPTER]
+        if self.merged:
+            raise AssertionError("PEFT would re-scale a merged layer and unmerge the wrong amount later")
+        self.scale = adapter_weights[0]
+
+    def fuse_lora(self, adapter_names: list[str], lora_scale: float = 1.0) -> None:
+        assert adapter_names == [ADAPTER]
+        if self.fail_next_fuse:
+            self.fail_next_fuse = False
+            raise RuntimeError("CUDA out of memory while fusing")
+        self.scale *= lora_scale
+        self.weight += self.scale * LORA_DELTA
+        self.merged = True
+        self.fuses += 1
+
+    def unfuse_lora(self) -> None:
+        if self.merged:
+            self.weight -= self.scale * LORA_DELTA
+            self.merged = False
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.calls.append({**kwargs, "scheduler": self.scheduler, "effective_scale": self.effective_scale})
+        self._interrupt = False
+        for step in range(kwargs["num_inference_steps"]):
+            if self._interrupt:
+                continue
+            if self._clock is not None:
+                self._clock[0] += self._seconds_per_step
+            kwargs["callback_on_step_end"](self, step, 999 - step, {})
+        images = [Image.new("RGB", (kwargs["width"], kwargs["height"])) for _ in kwargs["generator"]]
+        return type("Output", (), {"images": images})()
+
+
+def params(**overrides: Any) -> GenerationParams:
+    values: dict[str, Any] = dict(
+        prompt="Green pokemon with menacing face", negative_prompt=None, num_inference_steps=25, guidance_scale=7.5,
+        width=64, height=64, seed=100, num_images=1, lora_scale=0.8, scheduler="default", output_format="png",
+    )
+    return GenerationParams(**{**values, **overrides})
+
+
+def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] | None = None) -> tuple[DiffusersPipeline, list[tuple[str, Any]], io.StringIO]:
+    built: list[tuple[str, Any]] = []
+    log = io.StringIO()
+
+    def make_scheduler(name: str, config: Any) -> FakeScheduler:
+        built.append((name, config))
+        return FakeScheduler(name, config)
+
+    time = clock if clock is not None else [0.0]
+    pipeline = DiffusersPipeline(
+        pipe,
+        lora_scale=lora_scale,
+        make_generator=lambda seed: f"generator({seed})",
+        make_scheduler=make_scheduler,
+        log=JsonLog(log),
+        clock=lambda: time[0],
+    )
+    return pipeline, built, log
+
+
+def test_the_lora_is_fused_at_lora_scale_when_loaded() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, log = build(pipe, lora_scale=0.8)
+    assert (pipe.merged, pipe.effective_scale, pipeline.fused_scale) == (True, pytest.approx(0.8), 0.8)
+    assert json.loads(log.getvalue())["event"] == "lora_fused"
+
+
+def test_a_request_at_another_scale_refuses_once_and_a_later_default_request_restores_it() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    seen = []
+    for scale in (0.8, 1.5, 1.5, 0.0, 0.8, 2.0):
+        pipeline.generate(params(lora_scale=scale), deadline=1e9)
+        seen.append(pipe.calls[-1]["effective_scale"])
+    assert seen == pytest.approx([0.8, 1.5, 1.5, 0.0, 0.8, 2.0])
+    # One fuse at load, then one per change of scale; none for a repeated scale.
+    assert pipe.fuses == 1 + 4
+
+
+def test_negative_control_fuse_lora_with_a_scale_would_compound() -> None:
+    # Why DiffusersPipeline sets the scale with set_adapters: fuse_lora(lora_scale=s) multiplies.
+    pipe = FakeDiffusersPipe()
+    pipe.set_adapters([ADAPTER], adapter_weights=[1.0])
+    pipe.fuse_lora([ADAPTER], lora_scale=0.8)
+    pipe.unfuse_lora()
+    pipe.fuse_lora([ADAPTER], lora_scale=1.5)
+    assert pipe.effective_scale == pytest.approx(1.2)
+
+
+def test_a_failed_refuse_is_repaired_by_the_next_request() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe, lora_scale=1.0)
+    pipe.fail_next_fuse = True
+    with pytest.raises(RuntimeError, match="while fusing"):
+        pipeline.generate(params(lora_scale=0.5), deadline=1e9)
+    assert pipeline.fused_scale is None
+    pipeline.generate(params(lora_scale=1.0), deadline=1e9)
+    assert (pipe.calls[-1]["effective_scale"], pipeline.fused_scale) == (pytest.approx(1.0), 1.0)
+
+
+def test_the_request_is_passed_to_diffusers_with_one_generator_per_image() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe)
+    images = pipeline.generate(params(num_images=3, seed=7, negative_prompt="blurry", width=96, height=128), deadline=1e9)
+    call = pipe.calls[-1]
+    assert call["generator"] == ["generator(7)", "generator(8)", "generator(9)"]
+    assert {k: call[k] for k in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "width", "height", "num_images_per_prompt")} == {
+        "prompt": "Green pokemon with menacing face", "negative_prompt": "blurry", "num_inference_steps": 25,
+        "guidance_scale": 7.5, "width": 96, "height": 128, "num_images_per_prompt": 3,
+    }
+    assert [i.size for i in images] == [(96, 128)] * 3
+
+
+def test_denoising_stops_at_the_deadline_and_the_partial_images_are_not_returned() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock)
+    pipeline, _, _ = build(pipe, clock=clock)
+    with pytest.raises(GenerationTimeout, match="stopped after 4 of 25 steps"):
+        pipeline.generate(params(), deadline=3.5)
+    # Negative control: with time to spare the same request completes.
+    clock[0] = 0.0
+    assert len(pipeline.generate(params(), deadline=30.0)) == 1
+
+
+def test_schedulers_are_built_once_from_the_models_own_config_and_default_restores_it() -> None:
+    pipe = FakeDiffusersPipe()
+    original = pipe.scheduler
+    pipeline, built, _ = build(pipe)
+    for name in ("euler_a", "dpmpp_2m_karras", "euler_a", "default"):
+        pipeline.generate(params(scheduler=name), deadline=1e9)
+    assert [c["scheduler"].name for c in pipe.calls] == ["euler_a", "dpmpp_2m_karras", "euler_a", "model's own"]
+    assert built == [("euler_a", original.config), ("dpmpp_2m_karras", original.config)]
+    assert pipe.scheduler is original
