@@ -81,7 +81,8 @@ describe.each([
 });
 
 describe('the nag check itself (negative control)', () => {
-  const PROBE = 'SageMakerLoraPipeline/NonCompliantProbe/Resource';
+  const PROBE_BUCKET = 'SageMakerLoraPipeline/NonCompliantProbe';
+  const PROBE = `${PROBE_BUCKET}/Resource`;
   /** Adds a bucket that breaks two AwsSolutions rules (no access logs, no TLS-only policy), acknowledged as asked. */
   const probe = (acknowledged: string[]) => (stack: LoraPipelineStack) => {
     const bucket = new s3.Bucket(stack, 'NonCompliantProbe');
@@ -98,11 +99,13 @@ describe('the nag check itself (negative control)', () => {
     const { report, acknowledgements } = nagReport({}, undefined, probe(['AwsSolutions-S1', 'AwsSolutions-S10']));
     expect(report).toEqual({ success: true, violations: [] });
     // The recorder that drives the per-acknowledgement controls above sees acknowledgements.
-    expect(acknowledgements.map((a) => a.id)).toEqual(['AwsSolutions-S1', 'AwsSolutions-S10']);
+    expect(acknowledgements.filter((a) => a.path === PROBE_BUCKET).map((a) => a.id)).toEqual(['AwsSolutions-S1', 'AwsSolutions-S10']);
   });
 
   test('a removed acknowledgement is caught', () => {
-    const { stack, report } = nagReport({}, 0, probe(['AwsSolutions-S1', 'AwsSolutions-S10']));
+    const acknowledged = probe(['AwsSolutions-S1', 'AwsSolutions-S10']);
+    const s1 = nagReport({}, undefined, acknowledged).acknowledgements.findIndex((a) => a.path === PROBE_BUCKET && a.id === 'AwsSolutions-S1');
+    const { stack, report } = nagReport({}, s1, acknowledged);
     expect(report.success).toBe(false);
     expect(findingsOf(report)).toEqual([`AwsSolutions-S1 @ ${PROBE}`]);
     // Why these tests read the plugin's report: cdk-nag 3 findings are not annotations.

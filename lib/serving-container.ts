@@ -1,0 +1,119 @@
+import * as path from 'node:path';
+import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import { Construct } from 'constructs';
+import type { ModelType } from './config';
+import { PipelineStorage } from './pipeline-storage';
+import { parseS3Uri, SageMakerExecutionRole } from './sagemaker-execution-role';
+
+/** Properties of {@link ServingContainer}. */
+export interface ServingContainerProps {
+  /** The pipeline's buckets and key: the endpoint reads trained models from the artifacts bucket. */
+  readonly storage: PipelineStorage;
+  /** Stable Diffusion family of the base model; the server refuses a LoRA of the other family. */
+  readonly modelType: ModelType;
+  /**
+   * The deploy-time base model: a Hugging Face repo id (downloaded by the container at start), or an
+   * `s3://` URI of a `.safetensors` / `.ckpt` file or of a diffusers folder ending in `/` (mounted
+   * into the container, which the role may then read).
+   */
+  readonly baseModel: string;
+  /**
+   * Multiplier the LoRA is fused at; requests may ask for another (`lora_scale`, 0–2).
+   * @default 1 — the LoRA as trained
+   */
+  readonly loraScale?: number;
+}
+
+/** One `AdditionalModelDataSources` entry of a SageMaker model (CreateModel's field names). */
+export interface AdditionalModelDataSource {
+  readonly ChannelName: string;
+  readonly S3DataSource: {
+    readonly S3Uri: string;
+    readonly S3DataType: 'S3Object' | 'S3Prefix';
+    readonly CompressionType: 'None';
+  };
+}
+
+/** What a SageMaker model of this image needs besides the image, the role and its ModelDataUrl. */
+export interface ServingModelInputs {
+  /** The container's environment (MODEL_TYPE, LORA_SCALE and, for a Hub model, BASE_MODEL_ID). */
+  readonly environment: Record<string, string>;
+  /** The base model mounted from S3; empty when it comes from the Hugging Face Hub. */
+  readonly additionalModelDataSources: AdditionalModelDataSource[];
+}
+
+/**
+ * The inference image (`containers/inference`, built by CDK as a linux/amd64 Docker asset) and the
+ * least-privilege role its endpoints run under: pull the image, read trained models under
+ * `models/` and the deploy-time S3 base model, use the pipeline's key, write the endpoint's logs
+ * and metrics.
+ */
+export class ServingContainer extends Construct {
+  /** The image's build context. */
+  public static readonly DIRECTORY = path.join(__dirname, '..', 'containers', 'inference');
+  /**
+   * The channel an S3 base model is mounted as, at `/opt/ml/additional-model-data-sources/base_model/`,
+   * where the server looks for it (`BASE_MODEL_PATH` in `containers/inference/lora_server/settings.py`).
+   */
+  public static readonly BASE_MODEL_CHANNEL = 'base_model';
+  /**
+   * A ContainerStartupHealthCheckTimeoutInSeconds for the endpoint's production variant: loading an
+   * SDXL base model (about 7 GB in fp16, more to download from the Hub) takes minutes, not seconds.
+   */
+  public static readonly STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = 1200;
+
+  /** The image asset; `imageUri` is what a SageMaker model's container names. */
+  public readonly image: ecrAssets.DockerImageAsset;
+  public readonly imageUri: string;
+  /** The execution role of endpoints serving this image. */
+  public readonly role: iam.IRole;
+  /** The model inputs for the deploy-time base model and model type. */
+  public readonly defaults: ServingModelInputs;
+
+  constructor(scope: Construct, id: string, props: ServingContainerProps) {
+    super(scope, id);
+    this.defaults = ServingContainer.modelInputs(props.modelType, props.baseModel, props.loraScale ?? 1);
+
+    this.image = new ecrAssets.DockerImageAsset(this, 'Image', {
+      directory: ServingContainer.DIRECTORY,
+      platform: ecrAssets.Platform.LINUX_AMD64,
+    });
+    this.imageUri = this.image.imageUri;
+
+    const executionRole = new SageMakerExecutionRole(this, 'ExecutionRole', {
+      workload: 'hosting',
+      image: this.image,
+      key: props.storage.key,
+      description: 'Runs the LoRA inference endpoints: reads trained models and the base model, writes endpoint logs',
+    });
+    executionRole.grantRead(props.storage.artifactsBucket, PipelineStorage.MODELS_PREFIX);
+    if (parseS3Uri(props.baseModel)) executionRole.grantReadUri(props.baseModel);
+    this.role = executionRole.role;
+  }
+
+  /**
+   * The environment and base-model mount of a SageMaker model serving a LoRA of `modelType` on
+   * `baseModel`, fused at `loraScale`. Throws on a scale outside 0–2, which the server would refuse.
+   */
+  public static modelInputs(modelType: ModelType, baseModel: string, loraScale = 1): ServingModelInputs {
+    if (!(loraScale >= 0 && loraScale <= 2)) {
+      throw new Error(`loraScale must be from 0 to 2 (the server's LORA_SCALE range), got ${loraScale}`);
+    }
+    const environment: Record<string, string> = { MODEL_TYPE: modelType, LORA_SCALE: String(loraScale) };
+    if (!parseS3Uri(baseModel)) {
+      return { environment: { ...environment, BASE_MODEL_ID: baseModel }, additionalModelDataSources: [] };
+    }
+    const folder = baseModel.endsWith('/');
+    return {
+      environment,
+      additionalModelDataSources: [
+        {
+          ChannelName: ServingContainer.BASE_MODEL_CHANNEL,
+          // A folder is mounted object by object under its prefix; a file as its own name.
+          S3DataSource: { S3Uri: baseModel, S3DataType: folder ? 'S3Prefix' : 'S3Object', CompressionType: 'None' },
+        },
+      ],
+    };
+  }
+}
