@@ -82,12 +82,18 @@ class DiffusersPipeline:
         self.apply_lora_scale(params.lora_scale)
         self._pipe.scheduler = self._scheduler(params.scheduler)
         stopped_at: list[int] = []
+        started = self._clock()
 
         def stop_at_deadline(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            # Stop as soon as the remaining steps, at the pace so far, would end past the deadline
+            # (from the second step on: the first carries warm-up), and in any case at the deadline.
             # diffusers skips the remaining steps once `_interrupt` is set, then still decodes; the
             # half-denoised images are discarded below.
-            if not stopped_at and self._clock() > deadline:
-                stopped_at.append(step + 1)
+            now = self._clock()
+            done = step + 1
+            projected = now + (now - started) / done * (params.num_inference_steps - done)
+            if not stopped_at and (now > deadline or (done >= 2 and projected > deadline)):
+                stopped_at.append(done)
                 pipe._interrupt = True
             return callback_kwargs
 
@@ -105,7 +111,8 @@ class DiffusersPipeline:
         )
         if stopped_at:
             raise GenerationTimeout(
-                f"stopped after {stopped_at[0]} of {params.num_inference_steps} steps at the request's time limit; "
+                f"stopped after {stopped_at[0]} of {params.num_inference_steps} steps: the request would not finish "
+                "within its time limit; "
                 "ask for fewer num_inference_steps or num_images, or a smaller width or height"
             )
         return list(output.images)

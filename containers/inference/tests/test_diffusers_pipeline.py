@@ -164,15 +164,27 @@ def test_the_request_is_passed_to_diffusers_with_one_generator_per_image() -> No
     assert [i.size for i in images] == [(96, 128)] * 3
 
 
-def test_denoising_stops_at_the_deadline_and_the_partial_images_are_not_returned() -> None:
+def paced(seconds_per_step: float) -> tuple[DiffusersPipeline, list[float]]:
+    """A pipeline whose steps each take `seconds_per_step` on a clock the test controls."""
     clock = [0.0]
-    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock)
-    pipeline, _, _ = build(pipe, clock=clock)
-    with pytest.raises(GenerationTimeout, match="stopped after 4 of 25 steps"):
-        pipeline.generate(params(), deadline=3.5)
+    pipeline, _, _ = build(FakeDiffusersPipe(seconds_per_step=seconds_per_step, clock=clock), clock=clock)
+    return pipeline, clock
+
+
+def test_denoising_stops_as_soon_as_the_steps_left_would_end_past_the_deadline() -> None:
+    pipeline, clock = paced(1.0)
+    # 25 steps at 1 s each cannot end by 10 s: seen after the second step, not at the deadline.
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 steps: the request would not finish within its time limit"):
+        pipeline.generate(params(), deadline=10.0)
     # Negative control: with time to spare the same request completes.
     clock[0] = 0.0
     assert len(pipeline.generate(params(), deadline=30.0)) == 1
+
+
+def test_denoising_stops_at_the_deadline_even_on_the_first_step() -> None:
+    pipeline, _ = paced(5.0)
+    with pytest.raises(GenerationTimeout, match="stopped after 1 of 25 steps"):
+        pipeline.generate(params(), deadline=4.0)
 
 
 def test_schedulers_are_built_once_from_the_models_own_config_and_default_restores_it() -> None:
