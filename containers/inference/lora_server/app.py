@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import imaging
 from .logs import JsonLog
 from .service import Busy, GenerationTimeout, Loader, ModelService, NotReady
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .validation import RequestError, parse_json, validate
 
 # A request is a small JSON document; anything near this size is not one.
@@ -30,7 +30,11 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None, l
     """The WSGI app. Production (gunicorn) calls it with no arguments; tests pass a fake loader."""
     log = log or JsonLog()
     if settings is None:
-        settings = Settings.from_env(os.environ)
+        try:
+            settings = Settings.from_env(os.environ)
+        except SettingsError as e:
+            log("settings_invalid", level="error", reason=str(e))
+            raise
     if loader is None:
         # Imported here so that nothing imports torch or diffusers unless production loads a model.
         from .diffusers_pipeline import load_pipeline

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import runpy
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 import pytest
 
 from lora_server import __main__ as entry
+from lora_server.app import create_app
+from lora_server.logs import JsonLog
 from lora_server.configs import CONFIG_REPOS, is_baked
 from lora_server.model_files import BaseModel, ModelFilesError, find_lora_file, resolve_base_model
 from lora_server.settings import BASE_MODEL_PATH, MODEL_DIR, Settings, SettingsError
@@ -59,6 +63,16 @@ def test_lora_scale_must_be_a_number_in_range(value: str) -> None:
 def test_model_type_is_required() -> None:
     with pytest.raises(SettingsError, match="MODEL_TYPE must be"):
         Settings.from_env({})
+
+
+def test_the_server_refuses_to_start_with_bad_settings_and_logs_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_TYPE", "sd3")
+    log = io.StringIO()
+    with pytest.raises(SettingsError):
+        create_app(log=JsonLog(log))
+    [line] = map(json.loads, log.getvalue().splitlines())
+    assert (line["event"], line["level"]) == ("settings_invalid", "error")
+    assert "MODEL_TYPE must be 'sd15' or 'sdxl', got 'sd3'" in line["reason"]
 
 
 # --- the LoRA and the base model on disk ----------------------------------------------------------
