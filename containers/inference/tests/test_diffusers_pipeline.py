@@ -84,10 +84,11 @@ class FakeDiffusersPipe:
 
 
 def params(**overrides: Any) -> GenerationParams:
-    values: dict[str, Any] = dict(
-        prompt="Green pokemon with menacing face", negative_prompt=None, num_inference_steps=25, guidance_scale=7.5,
-        width=64, height=64, seed=100, num_images=1, lora_scale=0.8, scheduler="default", output_format="png",
-    )
+    values: dict[str, Any] = {
+        "prompt": "Green pokemon with menacing face", "negative_prompt": None, "num_inference_steps": 25,
+        "guidance_scale": 7.5, "width": 64, "height": 64, "seed": 100, "num_images": 1, "lora_scale": 0.8,
+        "scheduler": "default", "output_format": "png",
+    }
     return GenerationParams(**{**values, **overrides})
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from lora_server import __main__ as entry
 from lora_server.app import create_app
-from lora_server.logs import JsonLog
 from lora_server.configs import CONFIG_REPOS, is_baked
+from lora_server.logs import JsonLog
 from lora_server.model_files import BaseModel, ModelFilesError, find_lora_file, resolve_base_model
 from lora_server.settings import BASE_MODEL_PATH, MODEL_DIR, Settings, SettingsError
 from lora_server.validation import SCHEDULERS
