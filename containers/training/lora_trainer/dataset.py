@@ -15,6 +15,7 @@ import toml
 from PIL import Image, UnidentifiedImageError
 
 from .errors import TrainingError
+from .files import sha256_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 CAPTION_EXTENSION = ".txt"
@@ -325,14 +326,14 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
             images = _images_in(image_dir)
             for image in images:
                 used.add(image.resolve())
-                digest_entries.append((shown(image), _sha256(image)))
+                digest_entries.append((shown(image), sha256_file(image)))
                 problem = _decode_problem(image)
                 if problem:
                     undecodable.append(f"{shown(image)} ({problem})")
                 caption = image.with_suffix(ext)
                 if caption.is_file() and caption.read_text(encoding="utf-8", errors="replace").strip():
                     used.add(caption.resolve())
-                    digest_entries.append((shown(caption), _sha256(caption)))
+                    digest_entries.append((shown(caption), sha256_file(caption)))
                     captioned += 1
                 elif not class_tokens:
                     missing.append(shown(image))
@@ -351,7 +352,7 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
         )
     toml_path = channel / TOML_NAME
     if toml_path.is_file():
-        digest_entries.append((TOML_NAME, _sha256(toml_path)))
+        digest_entries.append((TOML_NAME, sha256_file(toml_path)))
     ignored = sorted(
         str(p.relative_to(channel))
         for p in channel.rglob("*")
@@ -384,12 +385,6 @@ def _decode_problem(image: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _listing(items: list[str]) -> str:

@@ -24,6 +24,7 @@ from .base_model import resolve_base_model
 from .command import SCRIPTS, Launch, accelerate_argv, epochs_for, kohya_args
 from .dataset import DatasetOptions, prepare_dataset
 from .errors import TrainingError
+from .files import sha256_file, write_json
 from .hyperparameters import parse_hyperparameters
 from .paths import SageMakerPaths
 from .progress import ProgressParser
@@ -140,14 +141,14 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
         result = run_trainer(argv, env, parser, trainer.forwarder)
         if parser.steps_per_epoch and not record.get("steps_per_epoch"):
             record["steps_per_epoch"] = parser.steps_per_epoch
-            _write_json(paths.checkpoints / RUN_RECORD, record)
+            write_json(paths.checkpoints / RUN_RECORD, record)
         _check_result(result, SCRIPTS[model_type], parser.epoch)
         problem = checkpoints.file_problem(final_model)
         if problem:
             raise TrainingError(f"kohya-ss finished without a usable {final_model.name} ({problem}) in {paths.checkpoints}.")
-        _write_json(
+        write_json(
             paths.checkpoints / checkpoints.COMPLETION_MARKER,
-            {"fingerprint": fingerprint, "sha256": _sha256(final_model), "finished_at": _now()},
+            {"fingerprint": fingerprint, "sha256": sha256_file(final_model), "finished_at": _now()},
         )
         for removed in checkpoints.clean_finished(paths.checkpoints, output_name):
             print(f"lora-trainer: removed checkpoint {removed} (training finished)", flush=True)
@@ -169,7 +170,7 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
         "started_at": _iso(started),
         "finished_at": _now(),
     }
-    _write_json(paths.model / METADATA_NAME, metadata)
+    write_json(paths.model / METADATA_NAME, metadata)
     print(f"lora-trainer: wrote {final_model.name} and {METADATA_NAME} to {paths.model}", flush=True)
     return metadata
 
@@ -224,7 +225,7 @@ def _run_record(folder: Path, fingerprint: str) -> dict[str, Any]:
                 "Give this job its own CheckpointConfig S3Uri, or delete that prefix to start over."
             )
     record = {"fingerprint": fingerprint, "created_at": _now()}
-    _write_json(path, record)
+    write_json(path, record)
     return record
 
 
@@ -236,7 +237,7 @@ def _completed(folder: Path, fingerprint: str, final_model: Path) -> bool:
         content = json.loads(marker.read_text(encoding="utf-8"))
     except ValueError:
         return False
-    return isinstance(content, dict) and content.get("fingerprint") == fingerprint and content.get("sha256") == _sha256(final_model)
+    return isinstance(content, dict) and content.get("fingerprint") == fingerprint and content.get("sha256") == sha256_file(final_model)
 
 
 def _check_result(result: TrainerResult, script: str, epoch: int) -> None:
@@ -259,19 +260,8 @@ def _gpu_count() -> int:
     return max(1, sum(1 for line in listing.splitlines() if line.startswith("GPU ")))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
-def _write_json(path: Path, content: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    temporary.replace(path)
 
 
 def _iso(timestamp: float) -> str:

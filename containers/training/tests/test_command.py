@@ -6,6 +6,14 @@ from lora_trainer.command import Launch, accelerate_argv, epochs_for
 from lora_trainer.hyperparameters import parse_hyperparameters
 
 
+# Flags every run gets, written out here rather than imported, so a change to them shows in this test.
+ALWAYS = [
+    "--network_module", "networks.lora", "--save_model_as", "safetensors", "--save_precision", "fp16",
+    "--save_state", "--save_last_n_epochs", "1", "--save_last_n_epochs_state", "1",
+    "--sdpa", "--console_log_simple", "--max_data_loader_n_workers", "2", "--persistent_data_loader_workers",
+]
+
+
 def launch(**overrides) -> Launch:
     base = dict(
         sd_scripts=Path("/opt/sd-scripts"),
@@ -36,9 +44,7 @@ def test_exact_argv_for_sd15_with_the_seed_guides_settings():
         "--resolution", "512,512",
         "--output_dir", "/opt/ml/checkpoints",
         "--max_train_epochs", "16",
-        "--network_module", "networks.lora", "--save_model_as", "safetensors", "--save_precision", "fp16",
-        "--save_state", "--save_last_n_epochs", "1", "--save_last_n_epochs_state", "1",
-        "--sdpa", "--console_log_simple", "--max_data_loader_n_workers", "2", "--persistent_data_loader_workers",
+        *ALWAYS,
         "--output_name", "aws-trained-lora-model",
         "--learning_rate", "0.0001",
         "--network_dim", "32", "--network_alpha", "16.0",
@@ -70,9 +76,7 @@ def test_exact_argv_for_sdxl_on_four_gpus_resuming():
         "--resolution", "1024,1024",
         "--output_dir", "/opt/ml/checkpoints",
         "--max_train_epochs", "16",
-        "--network_module", "networks.lora", "--save_model_as", "safetensors", "--save_precision", "fp16",
-        "--save_state", "--save_last_n_epochs", "1", "--save_last_n_epochs_state", "1",
-        "--sdpa", "--console_log_simple", "--max_data_loader_n_workers", "2", "--persistent_data_loader_workers",
+        *ALWAYS,
         "--output_name", "lora",
         "--learning_rate", "0.0001", "--unet_lr", "5e-05",
         "--network_train_unet_only",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fake_trainer, write_image
+from conftest import fake_trainer
 from fake_kohya import safetensors_bytes
 from lora_trainer.main import Trainer, main
 
