@@ -2,6 +2,7 @@ import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from
 import { type Construct } from 'constructs';
 import { type PipelineConfig } from './config';
 import { PipelineStorage } from './pipeline-storage';
+import { TrainingContainer } from './training-container';
 
 /** Properties of {@link LoraPipelineStack}. */
 export interface LoraPipelineStackProps extends StackProps {
@@ -12,6 +13,7 @@ export interface LoraPipelineStackProps extends StackProps {
 /** The whole pipeline. The stack only wires constructs together; each concern lives in its own construct. */
 export class LoraPipelineStack extends Stack {
   public readonly storage: PipelineStorage;
+  public readonly training: TrainingContainer;
 
   constructor(scope: Construct, id: string, props: LoraPipelineStackProps) {
     super(scope, id, props);
@@ -23,6 +25,12 @@ export class LoraPipelineStack extends Stack {
       checkpointExpiration: Duration.days(config.storage.checkpointExpirationDays),
       noncurrentVersionExpiration: Duration.days(config.storage.noncurrentVersionExpirationDays),
       accessLogExpiration: Duration.days(config.storage.accessLogExpirationDays),
+    });
+
+    this.training = new TrainingContainer(this, 'Training', {
+      storage: this.storage,
+      datasetPrefix: config.datasetPrefix,
+      baseModel: config.baseModel,
     });
 
     new CfnOutput(this, 'DatasetsBucketName', {

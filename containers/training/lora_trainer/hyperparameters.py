@@ -170,8 +170,8 @@ def _decode(spec: Spec, raw: Any) -> tuple[Value | None, Problem | None]:
             return text.lower() == "true", None
         return bad("type", f"must be true or false, not {shown}")
     if spec.type == "integer":
-        if isinstance(text, int) and not isinstance(text, bool):
-            number: float = text
+        if isinstance(text, (int, float)) and not isinstance(text, bool) and float(text).is_integer():
+            number: float = int(text)
         elif isinstance(text, str) and _INTEGER.fullmatch(text.strip()):
             number = int(text.strip())
         else:
