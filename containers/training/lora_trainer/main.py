@@ -135,13 +135,17 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
             # Nothing may reach the Hub (the job can run with network isolation): tokenizers are in
             # the image, the model is in the channel.
             env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        parser = ProgressParser(epoch_offset=launch.resume_epoch)
+
+        def remember_steps_per_epoch(steps: int) -> None:
+            # Saved at once: the attempt may be killed long before it ends.
+            if record.get("steps_per_epoch") != steps:
+                record["steps_per_epoch"] = steps
+                write_json(paths.checkpoints / RUN_RECORD, record)
+
+        parser = ProgressParser(epoch_offset=launch.resume_epoch, on_steps_per_epoch=remember_steps_per_epoch)
         if trainer.forwarder.received:
             raise TrainingError(f"Stopped by {trainer.forwarder.received} before training started; a restarted job starts over cleanly.")
         result = run_trainer(argv, env, parser, trainer.forwarder)
-        if parser.steps_per_epoch and not record.get("steps_per_epoch"):
-            record["steps_per_epoch"] = parser.steps_per_epoch
-            write_json(paths.checkpoints / RUN_RECORD, record)
         _check_result(result, SCRIPTS[model_type], parser.epoch)
         problem = checkpoints.file_problem(final_model)
         if problem:
@@ -253,6 +257,9 @@ def _check_result(result: TrainerResult, script: str, epoch: int) -> None:
 
 
 def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() not in ("", "all"):
+        return max(1, len([d for d in visible.split(",") if d.strip()]))
     try:
         listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):

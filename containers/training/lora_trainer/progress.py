@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 METRIC_DEFINITIONS_PATH = Path(__file__).with_name("metric_definitions.json")
 
@@ -29,11 +29,13 @@ def metric_definitions() -> list[dict[str, str]]:
 class ProgressParser:
     """Feed it the trainer's output as it comes; it yields the lines to print.
 
-    `step_offset` is the number of steps done before this run (a resumed run's bar restarts at 0),
-    so printed steps count from the start of training."""
+    `epoch_offset` is the number of epochs done before this run (a resumed run's bar restarts at 0),
+    so printed steps count from the start of training. `on_steps_per_epoch` hears the steps per epoch
+    kohya reports at its start, which resuming on several GPUs needs."""
 
-    def __init__(self, epoch_offset: int = 0) -> None:
+    def __init__(self, epoch_offset: int = 0, on_steps_per_epoch: Callable[[int], None] | None = None) -> None:
         self.epoch_offset = epoch_offset
+        self.on_steps_per_epoch = on_steps_per_epoch
         self.epoch = epoch_offset
         self.steps_per_epoch: int | None = None
         self.last_step = -1
@@ -64,6 +66,8 @@ class ProgressParser:
         override = _OVERRIDE.search(stripped)
         if override and int(override.group("epochs")) > 0:
             self.steps_per_epoch = int(override.group("steps")) // int(override.group("epochs"))
+            if self.on_steps_per_epoch:
+                self.on_steps_per_epoch(self.steps_per_epoch)
         yield segment.rstrip()
 
     def _progress(self, bar: re.Match[str], line: str) -> Iterator[str]:

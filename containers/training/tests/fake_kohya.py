@@ -64,7 +64,8 @@ def main() -> int:
     name = args.output_name
     epochs = int(args.max_train_epochs)
     every = int(args.save_every_n_epochs)
-    start = int(args.initial_epoch) - 1 if args.initial_epoch else 0
+    # kohya: --initial_step wins; the epoch to start is initial_step // steps per epoch (10 here).
+    start = int(args.initial_step) // 10 if args.initial_step else int(args.initial_epoch) - 1 if args.initial_epoch else 0
     fp16 = args.mixed_precision == "fp16"
     log = os.environ.get("FAKE_KOHYA_LOG")
     if log:

@@ -228,3 +228,25 @@ def test_sigterm_before_training_starts_nothing(opt_ml, image):
     assert train(opt_ml, image, trainer) == 143
     assert opt_ml.runs() == []
     assert opt_ml.failure().startswith("Stopped by SIGTERM before training started")
+
+
+def test_the_steps_per_epoch_are_saved_before_the_attempt_can_die(opt_ml, image, monkeypatch):
+    # Resuming on several GPUs needs them, and a spot attempt may never reach its end.
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "4"})
+    monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "2")
+    assert train(opt_ml, image, fake_trainer(gpus=2)) == 1
+    assert json.loads((opt_ml.paths.checkpoints / "lora-run.json").read_text())["steps_per_epoch"] == 10
+    monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
+    assert train(opt_ml, image, fake_trainer(gpus=2)) == 0
+    second = opt_ml.runs()[1]["argv"]
+    assert second[second.index("--resume") + 2 :] == ["--initial_step", "20"]
+
+
+@pytest.mark.parametrize("visible, expected", [("0,1,2", 3), ("1", 1), ("", None), ("all", None)])
+def test_visible_gpus_decide_the_process_count(monkeypatch, visible, expected):
+    from lora_trainer import main as entrypoint
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(entrypoint.subprocess, "run", lambda *a, **k: type("R", (), {"stdout": "GPU 0: A\nGPU 1: B\n"})())
+    assert entrypoint._gpu_count() == (expected or 2)
