@@ -1,5 +1,6 @@
 import { CONFIG_FIELDS, DEFAULT_BASE_MODELS } from './config-fields';
 import type { ConfigKey, FieldSpec, ModelType, ValueOf } from './config-fields';
+import { distance } from '../lambda/shared/suggest';
 
 export { CONFIG_FIELDS, DEFAULT_BASE_MODELS, LOG_RETENTION_DAYS } from './config-fields';
 export type { ConfigKey, ModelType } from './config-fields';
@@ -55,21 +56,6 @@ const NAMESPACES = [...new Set(CONFIG_KEYS.filter((k) => k.includes('.')).map((k
 
 function show(value: unknown): string {
   return JSON.stringify(value) ?? String(value);
-}
-
-/** Levenshtein distance, to suggest the key a typo meant. */
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return row[b.length];
 }
 
 /**

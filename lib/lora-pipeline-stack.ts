@@ -3,6 +3,7 @@ import { type Construct } from 'constructs';
 import { type PipelineConfig } from './config';
 import { PipelineStorage } from './pipeline-storage';
 import { ServingContainer } from './serving-container';
+import { TrainingContainer } from './training-container';
 
 /** Properties of {@link LoraPipelineStack}. */
 export interface LoraPipelineStackProps extends StackProps {
@@ -13,6 +14,7 @@ export interface LoraPipelineStackProps extends StackProps {
 /** The whole pipeline. The stack only wires constructs together; each concern lives in its own construct. */
 export class LoraPipelineStack extends Stack {
   public readonly storage: PipelineStorage;
+  public readonly training: TrainingContainer;
   public readonly serving: ServingContainer;
 
   constructor(scope: Construct, id: string, props: LoraPipelineStackProps) {
@@ -27,6 +29,11 @@ export class LoraPipelineStack extends Stack {
       accessLogExpiration: Duration.days(config.storage.accessLogExpirationDays),
     });
 
+    this.training = new TrainingContainer(this, 'Training', {
+      storage: this.storage,
+      datasetPrefix: config.datasetPrefix,
+      baseModel: config.baseModel,
+    });
     this.serving = new ServingContainer(this, 'Serving', {
       storage: this.storage,
       modelType: config.modelType,

@@ -25,19 +25,17 @@ describe('ServingContainer image', () => {
   const { app, stack } = synthPipeline();
   const assembly = app.synth();
   const manifest = assembly.getStackArtifact(stack.artifactId).dependencies.find((d) => d instanceof AssetManifestArtifact) as AssetManifestArtifact;
-  const dockerImages = Object.values(manifest.contents.dockerImages ?? {});
+  // The stack's images are keyed by the hash CDK gives each asset.
+  const image = manifest.contents.dockerImages?.[stack.serving.image.assetHash];
+  const staged = path.join(assembly.directory, image?.source.directory ?? 'missing');
 
   test('is built from containers/inference for linux/amd64', () => {
-    expect(dockerImages).toHaveLength(1);
-    const [{ source }] = dockerImages;
-    expect(source.platform).toBe('linux/amd64');
-    const staged = path.join(assembly.directory, source.directory ?? '');
+    expect(image?.source.platform).toBe('linux/amd64');
     expect(fs.readFileSync(path.join(staged, 'Dockerfile'), 'utf8')).toBe(fs.readFileSync(path.join(ServingContainer.DIRECTORY, 'Dockerfile'), 'utf8'));
     expect(ServingContainer.DIRECTORY).toBe(path.resolve(__dirname, '..', 'containers', 'inference'));
   });
 
   test('its build context is what .dockerignore lets in: the server and its requirements, not the tests', () => {
-    const staged = path.join(assembly.directory, dockerImages[0].source.directory ?? '');
     expect(fs.existsSync(path.join(staged, 'lora_server', 'app.py'))).toBe(true);
     expect(fs.existsSync(path.join(staged, 'requirements.txt'))).toBe(true);
     for (const excluded of ['tests', 'README.md', 'requirements-test.txt']) {
@@ -46,7 +44,8 @@ describe('ServingContainer image', () => {
   });
 
   test('the stack exposes its URI for the workflow', () => {
-    expect(stack.resolve(stack.serving.imageUri)).toEqual({ 'Fn::Sub': expect.stringContaining(dockerImages[0].destinations[Object.keys(dockerImages[0].destinations)[0]].imageTag) });
+    const [destination] = Object.values(image?.destinations ?? {});
+    expect(stack.resolve(stack.serving.imageUri)).toEqual({ 'Fn::Sub': expect.stringContaining(destination.imageTag) });
   });
 });
 

@@ -1,0 +1,1 @@
+"""SageMaker training entrypoint for kohya-ss sd-scripts LoRA training."""

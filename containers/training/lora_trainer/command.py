@@ -1,0 +1,114 @@
+"""The exact command line: accelerate launch of kohya-ss sd-scripts' train_network.py (SD 1.5) or
+sdxl_train_network.py (SDXL), every flag checked against sd-scripts v0.10.1."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .hyperparameters import Value, flag_value, load_schema
+
+SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py"}
+# Flags the container always sets: the network type, safetensors output, the spot-resume state
+# (only the newest kept), SDPA attention, plain log lines (kohya's rich handler wraps lines at
+# the console width when there is no terminal) and fp16 LoRA files, which diffusers loads as is.
+FIXED_FLAGS = (
+    "--network_module", "networks.lora",
+    "--save_model_as", "safetensors",
+    "--save_precision", "fp16",
+    "--save_state",
+    "--save_last_n_epochs", "1",
+    "--save_last_n_epochs_state", "1",
+    "--sdpa",
+    "--console_log_simple",
+    "--max_data_loader_n_workers", "2",
+    "--persistent_data_loader_workers",
+)
+# Hyperparameters that the entrypoint turns into other flags, or uses itself.
+_HANDLED = {"model_type", "base_model", "max_train_steps", "max_train_epochs", "resolution", "allow_missing_captions"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the command depends on besides the hyperparameters."""
+
+    sd_scripts: Path
+    base_model: str
+    dataset_config: Path
+    output_dir: Path
+    tokenizer_cache: Path
+    epochs: int
+    gpus: int
+    cpus: int
+    resume_state: Path | None = None
+    resume_epoch: int = 0
+    steps_per_epoch: int | None = None
+
+
+def epochs_for(values: Mapping[str, Value | None], images_per_epoch: int, batch_size: int) -> int:
+    """Training length in whole epochs, since epoch ends are where the state is saved and resumed.
+    max_train_epochs wins; otherwise max_train_steps rounded up to whole epochs of
+    ceil(images_per_epoch / batch_size) steps (aspect-ratio buckets can add a few steps)."""
+    if values["max_train_epochs"] is not None:
+        return int(values["max_train_epochs"])
+    steps_per_epoch = max(1, math.ceil(images_per_epoch / batch_size))
+    return max(1, math.ceil(int(values["max_train_steps"]) / steps_per_epoch))
+
+
+def accelerate_argv(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
+    """accelerate launch with one process per visible GPU and every launcher setting explicit, so
+    no config file or default is consulted; kohya passes mixed_precision to Accelerator itself too."""
+    argv = ["accelerate", "launch", "--num_machines", "1", "--num_processes", str(launch.gpus)]
+    if launch.gpus > 1:
+        argv.append("--multi_gpu")
+    argv += [
+        "--mixed_precision", str(values["mixed_precision"]),
+        "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", str(max(1, launch.cpus // launch.gpus)),
+        str(launch.sd_scripts / SCRIPTS[str(values["model_type"])]),
+    ]
+    return argv + kohya_args(values, launch)
+
+
+def kohya_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
+    resolution = int(values["resolution"])  # type: ignore[arg-type]
+    args = [
+        "--pretrained_model_name_or_path", launch.base_model,
+        "--tokenizer_cache_dir", str(launch.tokenizer_cache),
+        "--dataset_config", str(launch.dataset_config),
+        "--resolution", f"{resolution},{resolution}",
+        "--output_dir", str(launch.output_dir),
+        "--max_train_epochs", str(launch.epochs),
+        *FIXED_FLAGS,
+    ]
+    schema = load_schema()
+    for name, spec in schema.specs.items():
+        value = values[name]
+        if name in _HANDLED or spec.flag is None or value is None:
+            continue
+        if spec.type == "boolean":
+            if value:
+                args.append(spec.flag)
+        else:
+            args += [spec.flag, flag_value(value)]
+    if values["model_type"] == "sdxl":
+        # The SDXL VAE overflows in fp16 (NaN latents); sd-scripts' SDXL guide recommends this.
+        args.append("--no_half_vae")
+    if launch.resume_state is not None:
+        args += ["--resume", str(launch.resume_state), *resume_position(launch)]
+    return args
+
+
+def resume_position(launch: Launch) -> list[str]:
+    """Where the resumed run starts. kohya's --resume alone takes the step count from the state's
+    train_state.json, which counts only the steps of the run that saved it, so a second
+    interruption resumes at the wrong epoch (sd-scripts issues #1999, #2248). The entrypoint gives the
+    epoch explicitly: --initial_epoch on one GPU; on several, --initial_epoch divides by the process
+    count twice, so --initial_step with the steps per epoch kohya reported is given instead."""
+    if launch.gpus == 1:
+        return ["--initial_epoch", str(launch.resume_epoch + 1)]
+    if launch.steps_per_epoch is None:
+        raise ValueError("resuming on several GPUs needs the steps per epoch of an earlier run")
+    return ["--initial_step", str(launch.resume_epoch * launch.steps_per_epoch)]

@@ -1,0 +1,392 @@
+"""The dataset channel: find or generate the kohya dataset.toml, confine its paths to the channel,
+turn a Hugging Face imagefolder metadata.jsonl into captions, and check every image before a GPU
+minute is spent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import toml
+from PIL import Image, UnidentifiedImageError
+
+from .errors import TrainingError
+from .files import sha256_file
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+CAPTION_EXTENSION = ".txt"
+TOML_NAME = "dataset.toml"
+JSONL_NAME = "metadata.jsonl"
+# Files of the dataset contract that are not training data.
+CONTROL_FILES = frozenset({TOML_NAME, "train.json", JSONL_NAME})
+# The path prefix of every SageMaker input channel; guides write toml paths against it.
+CHANNELS_ROOT = PurePosixPath("/opt/ml/input/data")
+# kohya's folder convention: "<repeats>_<class tokens>".
+REPEATS_FOLDER = re.compile(r"^(\d+)_(.+)$")
+MAX_LISTED = 20
+
+# The keys kohya-ss sd-scripts v0.10.1 accepts at each level of dataset.toml (library/config_util.py;
+# it rejects any other). Checked here so a typo fails in seconds with the key named, not after the
+# image pull and model load.
+_DATASET_KEYS = {
+    "batch_size", "bucket_no_upscale", "bucket_reso_steps", "enable_bucket", "max_bucket_reso", "min_bucket_reso",
+    "validation_seed", "validation_split", "resolution", "network_multiplier", "resize_interpolation",
+}
+_ASCENDABLE_KEYS = {
+    "color_aug", "face_crop_aug_range", "flip_aug", "num_repeats", "random_crop", "shuffle_caption", "keep_tokens",
+    "keep_tokens_separator", "secondary_separator", "caption_separator", "enable_wildcard", "token_warmup_min",
+    "token_warmup_step", "caption_prefix", "caption_suffix", "custom_attributes", "resize_interpolation",
+    "caption_dropout_every_n_epochs", "caption_dropout_rate", "caption_tag_dropout_rate", "caption_extension",
+    "class_tokens", "cache_info",
+}
+ALLOWED_KEYS = {
+    "general": _DATASET_KEYS | _ASCENDABLE_KEYS,
+    "datasets": _DATASET_KEYS | _ASCENDABLE_KEYS | {"subsets"},
+    "subsets": _ASCENDABLE_KEYS | {"image_dir", "is_reg", "alpha_mask", "metadata_file"},
+}
+
+
+class DatasetError(TrainingError):
+    """The dataset cannot be trained on; the message says what to fix."""
+
+
+@dataclass
+class SubsetSummary:
+    image_dir: str
+    images: int
+    num_repeats: int
+    class_tokens: str | None = None
+    captions_from: str = CAPTION_EXTENSION
+
+
+@dataclass
+class DatasetSummary:
+    source: str  # "dataset.toml", or how the configuration was generated
+    subsets: list[SubsetSummary]
+    images: int
+    captioned: int
+    images_per_epoch: int
+    batch_size: int
+    missing_captions: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    content_sha256: str = ""
+
+    def lines(self) -> list[str]:
+        out = [
+            f"dataset: {self.images} images ({self.captioned} captioned) in {len(self.subsets)} subset(s), "
+            f"{self.images_per_epoch} image views per epoch, batch size {self.batch_size}, configuration from {self.source}",
+        ]
+        for s in self.subsets:
+            tokens = f", class tokens '{s.class_tokens}'" if s.class_tokens else ""
+            out.append(f"  subset {s.image_dir}: {s.images} images x {s.num_repeats} repeats, captions from {s.captions_from}{tokens}")
+        if self.missing_captions:
+            out.append(f"  without caption: {_listing(self.missing_captions)}")
+        if self.ignored:
+            out.append(f"  ignored (not an image of a subset, nor its caption): {_listing(self.ignored)}")
+        out.append(f"  content sha256: {self.content_sha256}")
+        return out
+
+
+@dataclass
+class PreparedDataset:
+    config_path: Path
+    config: dict[str, Any]
+    summary: DatasetSummary
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What the hyperparameters say about the dataset; dataset.toml values win over them."""
+
+    resolution: int
+    batch_size: int
+    num_repeats: int
+    allow_missing_captions: bool = False
+
+
+def prepare_dataset(channel: Path, work: Path, options: DatasetOptions) -> PreparedDataset:
+    """Returns the effective dataset.toml, written under `work`, and the checked summary.
+    Nothing in the channel is modified (it may be read-only)."""
+    if not channel.is_dir():
+        raise DatasetError(f"The training job has no 'dataset' channel: {channel} does not exist. Give it the dataset folder.")
+    work.mkdir(parents=True, exist_ok=True)
+    channel = channel.resolve()
+    toml_path = channel / TOML_NAME
+    user_config = _read_toml(toml_path) if toml_path.is_file() else {}
+    if user_config:
+        config = _confine_user_config(user_config, channel, work)
+        source = TOML_NAME
+    else:
+        config = _generate_config(channel, work, options)
+        source = f"{'an empty ' + TOML_NAME if toml_path.is_file() else 'the folder layout (no ' + TOML_NAME + ')'}"
+    general = config.setdefault("general", {})
+    # kohya reads '.caption' files unless told otherwise; the dataset contract is '.txt'.
+    general.setdefault("caption_extension", CAPTION_EXTENSION)
+    summary = _check_images(channel, config, options, source)
+    config_path = work / TOML_NAME
+    config_path.write_text(toml.dumps(config), encoding="utf-8")
+    return PreparedDataset(config_path=config_path, config=config, summary=summary)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return toml.loads(path.read_text(encoding="utf-8"))
+    except (toml.TomlDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{TOML_NAME} is not valid TOML: {error}. Fix it, or upload an empty {TOML_NAME} to use the defaults.") from error
+
+
+def inside_channel(value: str, channel: Path, what: str) -> Path:
+    """Maps a path written in dataset.toml into the channel. Absolute paths under /opt/ml/input/data/<any
+    channel>/ (as guides write them) are taken relative to the dataset channel; relative paths are
+    relative to it; anything that resolves outside it is refused."""
+    pure = PurePosixPath(value)
+    if pure.is_absolute():
+        try:
+            relative = pure.relative_to(CHANNELS_ROOT)
+        except ValueError:
+            raise DatasetError(
+                f"{what} '{value}' is outside the dataset folder; write it relative to the folder (e.g. 'images') "
+                f"or under {CHANNELS_ROOT}/dataset/."
+            ) from None
+        parts = relative.parts[1:]  # drop the channel name the author used
+    else:
+        parts = pure.parts
+    resolved = channel.joinpath(*parts).resolve()
+    if resolved != channel and channel not in resolved.parents:
+        raise DatasetError(f"{what} '{value}' leads outside the dataset folder; only paths inside it can be trained on.")
+    return resolved
+
+
+def check_keys(config: dict[str, Any]) -> None:
+    """Refuses keys kohya would refuse, naming each with where it may go instead."""
+    problems = []
+
+    def check(table: Any, level: str, where: str) -> None:
+        if not isinstance(table, dict):
+            problems.append(f"{where} must be a table")
+            return
+        for key in sorted(set(table) - ALLOWED_KEYS[level]):
+            elsewhere = [name for name, keys in ALLOWED_KEYS.items() if key in keys]
+            hint = f" (it belongs in {' or '.join(elsewhere)})" if elsewhere else ""
+            problems.append(f"{where}.{key} is not a kohya dataset setting{hint}")
+
+    for key in sorted(set(config) - {"general", "datasets"}):
+        problems.append(f"top-level key '{key}' is not [general] or [[datasets]]")
+    if "general" in config:
+        check(config["general"], "general", "general")
+    for d_index, dataset in enumerate(config.get("datasets") or []):
+        check(dataset, "datasets", f"datasets[{d_index}]")
+        for s_index, subset in enumerate(dataset.get("subsets") or [] if isinstance(dataset, dict) else []):
+            check(subset, "subsets", f"datasets[{d_index}].subsets[{s_index}]")
+    if problems:
+        raise DatasetError(f"{TOML_NAME}: {'; '.join(problems)}.")
+
+
+def _confine_user_config(config: dict[str, Any], channel: Path, work: Path) -> dict[str, Any]:
+    check_keys(config)
+    datasets = config.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise DatasetError(f"{TOML_NAME} has no [[datasets]] table; add one with a [[datasets.subsets]] image_dir, or leave the file empty.")
+    for d_index, dataset in enumerate(datasets):
+        subsets = dataset.get("subsets") if isinstance(dataset, dict) else None
+        if not isinstance(subsets, list) or not subsets:
+            raise DatasetError(f"{TOML_NAME}: datasets[{d_index}] has no [[datasets.subsets]]; give it at least one subset with an image_dir.")
+        for s_index, subset in enumerate(subsets):
+            where = f"datasets[{d_index}].subsets[{s_index}]"
+            if not isinstance(subset, dict) or ("image_dir" not in subset and "metadata_file" not in subset):
+                raise DatasetError(f"{TOML_NAME}: {where} needs an image_dir (a folder of images and .txt captions).")
+            for key in ("image_dir", "metadata_file"):
+                if key in subset:
+                    if not isinstance(subset[key], str):
+                        raise DatasetError(f"{TOML_NAME}: {where}.{key} must be a string path.")
+                    subset[key] = str(inside_channel(subset[key], channel, f"{where}.{key}"))
+            metadata = subset.get("metadata_file")
+            if metadata is not None:
+                metadata_path = Path(metadata)
+                if metadata_path.suffix != ".jsonl":
+                    raise DatasetError(
+                        f"{TOML_NAME}: {where}.metadata_file must be a Hugging Face imagefolder {JSONL_NAME}; "
+                        "for kohya's own metadata JSON use an image_dir with .txt captions instead."
+                    )
+                if not metadata_path.is_file():
+                    raise DatasetError(f"{TOML_NAME}: {where}.metadata_file '{metadata_path.relative_to(channel)}' does not exist.")
+            image_dir = Path(subset.get("image_dir") or Path(metadata).parent)
+            if not image_dir.is_dir():
+                raise DatasetError(f"{TOML_NAME}: {where}.image_dir '{image_dir.relative_to(channel)}' is not a folder in the dataset.")
+            if metadata is not None:
+                # Trained DreamBooth-style, with the captions written out as .txt files.
+                subset["image_dir"] = str(stage_jsonl(Path(metadata), image_dir, work / "staged" / f"{d_index}-{s_index}", channel))
+                del subset["metadata_file"]
+            else:
+                subset["image_dir"] = str(image_dir)
+    return config
+
+
+def _generate_config(channel: Path, work: Path, options: DatasetOptions) -> dict[str, Any]:
+    subsets: list[dict[str, Any]] = []
+    root_images = _images_in(channel)
+    jsonl = channel / JSONL_NAME
+    if jsonl.is_file():
+        subsets.append({"image_dir": str(stage_jsonl(jsonl, channel, work / "staged" / "root", channel)), "num_repeats": options.num_repeats})
+    elif root_images:
+        subsets.append({"image_dir": str(channel), "num_repeats": options.num_repeats})
+    for folder in sorted(p for p in channel.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        match = REPEATS_FOLDER.match(folder.name)
+        subset: dict[str, Any] = {"image_dir": str(folder.resolve())}
+        if match:
+            subset["num_repeats"] = int(match.group(1))
+            subset["class_tokens"] = match.group(2).replace("_", " ")
+        else:
+            subset["num_repeats"] = options.num_repeats
+        if _images_in(folder):
+            subsets.append(subset)
+    if not subsets:
+        raise DatasetError(
+            f"The dataset folder has no images ({', '.join(IMAGE_EXTENSIONS)}) at its top level or in its subfolders; "
+            "upload images with same-name .txt captions."
+        )
+    return {
+        "general": {"caption_extension": CAPTION_EXTENSION, "shuffle_caption": False, "keep_tokens": 0},
+        "datasets": [
+            {
+                "resolution": options.resolution,
+                "batch_size": options.batch_size,
+                "enable_bucket": True,
+                "bucket_no_upscale": True,
+                "subsets": subsets,
+            }
+        ],
+    }
+
+
+def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> Path:
+    """Writes a folder of links to the images of a Hugging Face imagefolder with a .txt caption each,
+    from metadata.jsonl lines {"file_name": ..., "text": ...}; an existing .txt caption wins."""
+    staged.mkdir(parents=True, exist_ok=True)
+    captions: dict[str, str] = {}
+    for number, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{jsonl.name} line {number}"
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise DatasetError(f"{where} is not JSON: {error}") from error
+        if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) or not isinstance(record.get("text"), str):
+            raise DatasetError(f'{where} needs "file_name" and "text" strings, as a Hugging Face imagefolder has.')
+        image = inside_channel(record["file_name"], jsonl.parent.resolve(), f"{where} file_name")
+        if channel not in image.parents:
+            raise DatasetError(f"{where} file_name '{record['file_name']}' leads outside the dataset folder.")
+        if not image.is_file():
+            raise DatasetError(f"{where} names '{record['file_name']}', which is not in the dataset.")
+        captions[str(image)] = record["text"]
+    for image in _images_in(image_dir):
+        link = staged / image.name
+        if not link.exists():
+            link.symlink_to(image)
+        own_caption = image.with_suffix(CAPTION_EXTENSION)
+        staged_caption = staged / own_caption.name
+        if own_caption.is_file():
+            if not staged_caption.exists():
+                staged_caption.symlink_to(own_caption)
+        elif str(image) in captions:
+            staged_caption.write_text(captions[str(image)], encoding="utf-8")
+    return staged
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions, source: str) -> DatasetSummary:
+    general = config.get("general", {})
+    subsets: list[SubsetSummary] = []
+    used: set[Path] = set()
+    missing: list[str] = []
+    undecodable: list[str] = []
+    digest_entries: list[tuple[str, str]] = []
+    images_total = captioned = views = 0
+    batch_sizes: list[int] = []
+
+    def shown(path: Path) -> str:
+        real = path.resolve()
+        return str(real.relative_to(channel)) if channel in real.parents else path.name
+
+    for dataset in config["datasets"]:
+        batch_sizes.append(int(dataset.get("batch_size", general.get("batch_size", options.batch_size))))
+        for subset in dataset["subsets"]:
+            image_dir = Path(subset.get("image_dir", channel))
+            ext = subset.get("caption_extension", dataset.get("caption_extension", general.get("caption_extension", CAPTION_EXTENSION)))
+            class_tokens = subset.get("class_tokens")
+            repeats = int(subset.get("num_repeats", dataset.get("num_repeats", general.get("num_repeats", options.num_repeats))))
+            images = _images_in(image_dir)
+            for image in images:
+                used.add(image.resolve())
+                digest_entries.append((shown(image), sha256_file(image)))
+                problem = _decode_problem(image)
+                if problem:
+                    undecodable.append(f"{shown(image)} ({problem})")
+                caption = image.with_suffix(ext)
+                if caption.is_file() and caption.read_text(encoding="utf-8", errors="replace").strip():
+                    used.add(caption.resolve())
+                    digest_entries.append((shown(caption), sha256_file(caption)))
+                    captioned += 1
+                elif not class_tokens:
+                    missing.append(shown(image))
+            images_total += len(images)
+            views += len(images) * repeats
+            subsets.append(SubsetSummary(shown(image_dir) if image_dir != channel else ".", len(images), repeats, class_tokens, ext))
+
+    if undecodable:
+        raise DatasetError(f"{len(undecodable)} image(s) cannot be decoded: {_listing(undecodable)}. Re-export or remove them.")
+    if images_total == 0:
+        raise DatasetError(f"The dataset has no images ({', '.join(IMAGE_EXTENSIONS)}) in the folders its {TOML_NAME} names; upload at least one.")
+    if missing and not options.allow_missing_captions:
+        raise DatasetError(
+            f"{len(missing)} of {images_total} image(s) have no caption: {_listing(missing)}. Add a same-name "
+            f"{CAPTION_EXTENSION} file for each, set class_tokens for the subset, or set the hyperparameter allow_missing_captions=true."
+        )
+    toml_path = channel / TOML_NAME
+    if toml_path.is_file():
+        digest_entries.append((TOML_NAME, sha256_file(toml_path)))
+    ignored = sorted(
+        str(p.relative_to(channel))
+        for p in channel.rglob("*")
+        if p.is_file() and p.resolve() not in used and p.name not in CONTROL_FILES
+    )
+    digest = hashlib.sha256()
+    for name, file_digest in sorted(set(digest_entries)):
+        digest.update(f"{name}\0{file_digest}\n".encode())
+    return DatasetSummary(
+        source=source,
+        subsets=subsets,
+        images=images_total,
+        captioned=captioned,
+        images_per_epoch=views,
+        batch_size=max(batch_sizes) if batch_sizes else options.batch_size,
+        missing_captions=missing,
+        ignored=ignored,
+        content_sha256=digest.hexdigest(),
+    )
+
+
+def _decode_problem(image: Path) -> str | None:
+    try:
+        with Image.open(image) as opened:
+            opened.load()
+            if opened.width < 1 or opened.height < 1:
+                return "empty image"
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")

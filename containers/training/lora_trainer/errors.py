@@ -1,0 +1,5 @@
+"""The one exception type the entrypoint turns into SageMaker's failure file."""
+
+
+class TrainingError(Exception):
+    """A failure the user can act on; its message becomes the training job's FailureReason."""

@@ -1,0 +1,132 @@
+"""A stand-in for `accelerate launch train_network.py`, used only by the tests: it accepts the flags
+the entrypoint passes, rejects any other, and writes what kohya-ss sd-scripts v0.10.1 writes where it
+writes it (epoch states saved before the older one is removed, an end-of-training state, then the
+final model), printing kohya's epoch lines and tqdm progress. Environment variables make it fail the
+ways a spot job can: FAKE_KOHYA_DIE_AFTER_EPOCH, FAKE_KOHYA_PARTIAL_NEXT, FAKE_KOHYA_HANG,
+FAKE_KOHYA_EXIT. Every invocation is appended to FAKE_KOHYA_LOG."""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import struct
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+VALUE_FLAGS = [
+    "pretrained_model_name_or_path", "tokenizer_cache_dir", "dataset_config", "resolution", "output_dir", "max_train_epochs",
+    "network_module", "save_model_as", "save_precision", "save_last_n_epochs", "save_last_n_epochs_state",
+    "max_data_loader_n_workers", "output_name", "learning_rate", "unet_lr", "text_encoder_lr", "network_dim", "network_alpha",
+    "mixed_precision", "optimizer_type", "lr_scheduler", "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size",
+    "dataset_repeats", "clip_skip", "prior_loss_weight", "resume", "initial_epoch", "initial_step",
+]
+SWITCHES = [
+    "save_state", "sdpa", "console_log_simple", "persistent_data_loader_workers", "network_train_unet_only", "cache_latents",
+    "cache_text_encoder_outputs", "gradient_checkpointing", "no_half_vae",
+]
+
+
+def safetensors_bytes(values: int = 4) -> bytes:
+    header = json.dumps({"lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [values], "data_offsets": [0, 4 * values]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * (4 * values)
+
+
+def torch_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+
+
+def save_state(folder: Path, epoch: int, fp16: bool, partial: bool = False) -> None:
+    folder.mkdir()
+    (folder / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": epoch * 10}))
+    (folder / "model.safetensors").write_bytes(safetensors_bytes())
+    torch_zip(folder / "optimizer.bin")
+    if partial:  # killed while writing the scheduler: a torch zip cut short
+        (folder / "scheduler.bin").write_bytes((folder / "optimizer.bin").read_bytes()[:20])
+        return
+    torch_zip(folder / "scheduler.bin")
+    if fp16:
+        torch_zip(folder / "scaler.pt")
+    torch_zip(folder / "random_states_0.pkl")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    for name in VALUE_FLAGS:
+        parser.add_argument(f"--{name}")
+    for name in SWITCHES:
+        parser.add_argument(f"--{name}", action="store_true")
+    args = parser.parse_args()  # an unknown flag exits 2, as kohya's argparse does
+    out = Path(args.output_dir)
+    name = args.output_name
+    epochs = int(args.max_train_epochs)
+    every = int(args.save_every_n_epochs)
+    # kohya: --initial_step wins; the epoch to start is initial_step // steps per epoch (10 here).
+    start = int(args.initial_step) // 10 if args.initial_step else int(args.initial_epoch) - 1 if args.initial_epoch else 0
+    fp16 = args.mixed_precision == "fp16"
+    log = os.environ.get("FAKE_KOHYA_LOG")
+    if log:
+        record = {"argv": sys.argv[1:], "start_epoch": start, "hf_offline": os.environ.get("HF_HUB_OFFLINE"), "epochs_run": []}
+    assert Path(args.dataset_config).is_file(), "dataset_config missing"
+    if args.resume:
+        assert (Path(args.resume) / "random_states_0.pkl").is_file(), "resumed from an incomplete state"
+
+    def finish_log() -> None:
+        if log:
+            with open(log, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(record) + "\n")
+
+    if os.environ.get("FAKE_KOHYA_EXIT"):
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB", file=sys.stderr)
+        finish_log()
+        return int(os.environ["FAKE_KOHYA_EXIT"])
+    if os.environ.get("FAKE_KOHYA_HANG"):
+        def on_term(signum, frame):
+            Path(os.environ["FAKE_KOHYA_HANG"]).write_text("SIGTERM received")
+            finish_log()
+            sys.exit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
+        print("epoch 1/1", flush=True)
+        Path(os.environ["FAKE_KOHYA_HANG"] + ".ready").write_text("ready")
+        time.sleep(60)
+        return 9
+
+    print(f"override steps. steps for {epochs} epochs is / 指定エポックまでのステップ数: {epochs * 10}", flush=True)
+    die_after = int(os.environ.get("FAKE_KOHYA_DIE_AFTER_EPOCH", "0"))
+    for epoch in range(start, epochs):
+        print(f"\nepoch {epoch + 1}/{epochs}\n", flush=True)
+        for step in range(1, 11):
+            done = (epoch - start) * 10 + step
+            sys.stderr.write(f"\rsteps:  {done}%|##  | {done}/{epochs * 10} [00:01<00:09,  1.25s/it, avr_loss=0.{epoch + 1}{step:02d}]")
+            sys.stderr.flush()
+        sys.stderr.write("\n")
+        if log:
+            record["epochs_run"].append(epoch + 1)
+        if (epoch + 1) % every == 0 and (epoch + 1) < epochs:
+            (out / f"{name}-{epoch + 1:06d}.safetensors").write_bytes(safetensors_bytes())
+            old_model = out / f"{name}-{epoch + 1 - every:06d}.safetensors"
+            if old_model.exists():
+                old_model.unlink()
+            save_state(out / f"{name}-{epoch + 1:06d}-state", epoch + 1, fp16)
+            old = out / f"{name}-{epoch + 1 - every:06d}-state"
+            if old.exists():
+                shutil.rmtree(old)
+        if die_after and epoch + 1 == die_after:
+            if os.environ.get("FAKE_KOHYA_PARTIAL_NEXT"):
+                save_state(out / f"{name}-{epoch + 2:06d}-state", epoch + 2, fp16, partial=True)
+            finish_log()
+            os._exit(137)  # the instance is gone: no clean-up
+    save_state(out / f"{name}-state", epochs, fp16)
+    (out / f"{name}.safetensors").write_bytes(safetensors_bytes(8))
+    print("model saved.", flush=True)
+    finish_log()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+from pathlib import Path
+
+import pytest
+
+from lora_trainer.command import Launch, accelerate_argv, epochs_for
+from lora_trainer.hyperparameters import parse_hyperparameters
+
+
+# Flags every run gets, written out here rather than imported, so a change to them shows in this test.
+ALWAYS = [
+    "--network_module", "networks.lora", "--save_model_as", "safetensors", "--save_precision", "fp16",
+    "--save_state", "--save_last_n_epochs", "1", "--save_last_n_epochs_state", "1",
+    "--sdpa", "--console_log_simple", "--max_data_loader_n_workers", "2", "--persistent_data_loader_workers",
+]
+
+
+def launch(**overrides) -> Launch:
+    base = dict(
+        sd_scripts=Path("/opt/sd-scripts"),
+        base_model="/opt/ml/input/data/base_model/chilloutmix.safetensors",
+        dataset_config=Path("/tmp/lora-trainer/dataset.toml"),
+        output_dir=Path("/opt/ml/checkpoints"),
+        tokenizer_cache=Path("/opt/tokenizers"),
+        epochs=16,
+        gpus=1,
+        cpus=4,
+    )
+    base.update(overrides)
+    return Launch(**base)
+
+
+def test_exact_argv_for_sd15_with_the_seed_guides_settings():
+    values = parse_hyperparameters(
+        {"mixed_precision": '"fp16"', "max_train_steps": "400", "learning_rate": "0.0001", "optimizer_type": '"AdamW8bit"',
+         "cache_latents": "true", "gradient_checkpointing": "true", "save_every_n_epochs": "1", "output_name": '"aws-trained-lora-model"'}
+    )
+    assert accelerate_argv(values, launch()) == [
+        "accelerate", "launch", "--num_machines", "1", "--num_processes", "1",
+        "--mixed_precision", "fp16", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "4",
+        "/opt/sd-scripts/train_network.py",
+        "--pretrained_model_name_or_path", "/opt/ml/input/data/base_model/chilloutmix.safetensors",
+        "--tokenizer_cache_dir", "/opt/tokenizers",
+        "--dataset_config", "/tmp/lora-trainer/dataset.toml",
+        "--resolution", "512,512",
+        "--output_dir", "/opt/ml/checkpoints",
+        "--max_train_epochs", "16",
+        *ALWAYS,
+        "--output_name", "aws-trained-lora-model",
+        "--learning_rate", "0.0001",
+        "--network_dim", "32", "--network_alpha", "16.0",
+        "--mixed_precision", "fp16",
+        "--optimizer_type", "AdamW8bit",
+        "--lr_scheduler", "constant", "--lr_warmup_steps", "0",
+        "--save_every_n_epochs", "1",
+        "--cache_latents", "--gradient_checkpointing",
+        "--seed", "42", "--train_batch_size", "1", "--dataset_repeats", "10",
+        "--prior_loss_weight", "1.0",
+    ]
+
+
+def test_exact_argv_for_sdxl_on_four_gpus_resuming():
+    values = parse_hyperparameters(
+        {"model_type": "sdxl", "network_train_unet_only": "true", "cache_text_encoder_outputs": "true", "unet_lr": "5e-5",
+         "mixed_precision": "bf16", "cache_latents": "false", "gradient_checkpointing": "false", "network_dim": "16", "network_alpha": "8"}
+    )
+    argv = accelerate_argv(
+        values, launch(base_model="stabilityai/stable-diffusion-xl-base-1.0", gpus=4, cpus=48, resume_state=Path("/opt/ml/checkpoints/lora-000003-state"), resume_epoch=3, steps_per_epoch=25)
+    )
+    assert argv == [
+        "accelerate", "launch", "--num_machines", "1", "--num_processes", "4", "--multi_gpu",
+        "--mixed_precision", "bf16", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "12",
+        "/opt/sd-scripts/sdxl_train_network.py",
+        "--pretrained_model_name_or_path", "stabilityai/stable-diffusion-xl-base-1.0",
+        "--tokenizer_cache_dir", "/opt/tokenizers",
+        "--dataset_config", "/tmp/lora-trainer/dataset.toml",
+        "--resolution", "1024,1024",
+        "--output_dir", "/opt/ml/checkpoints",
+        "--max_train_epochs", "16",
+        *ALWAYS,
+        "--output_name", "lora",
+        "--learning_rate", "0.0001", "--unet_lr", "5e-05",
+        "--network_train_unet_only",
+        "--network_dim", "16", "--network_alpha", "8.0",
+        "--mixed_precision", "bf16",
+        "--optimizer_type", "AdamW8bit",
+        "--lr_scheduler", "constant", "--lr_warmup_steps", "0",
+        "--save_every_n_epochs", "1",
+        "--cache_text_encoder_outputs",
+        "--seed", "42", "--train_batch_size", "1", "--dataset_repeats", "10",
+        "--prior_loss_weight", "1.0",
+        "--no_half_vae",
+        "--resume", "/opt/ml/checkpoints/lora-000003-state", "--initial_step", "75",
+    ]
+
+
+def test_one_gpu_resumes_by_epoch():
+    values = parse_hyperparameters({})
+    argv = accelerate_argv(values, launch(resume_state=Path("/c/lora-000002-state"), resume_epoch=2))
+    assert argv[-4:] == ["--resume", "/c/lora-000002-state", "--initial_epoch", "3"]
+    assert "--skip_until_initial_step" not in argv
+
+
+def test_several_gpus_cannot_resume_without_the_steps_per_epoch():
+    with pytest.raises(ValueError, match="steps per epoch"):
+        accelerate_argv(parse_hyperparameters({}), launch(gpus=2, resume_state=Path("/c/s"), resume_epoch=1))
+
+
+@pytest.mark.parametrize(
+    "given, images_per_epoch, batch, epochs",
+    [
+        ({"max_train_steps": "400"}, 100, 1, 4),  # 100 steps an epoch
+        ({"max_train_steps": "401"}, 100, 1, 5),  # rounded up, never short
+        ({"max_train_steps": "400"}, 100, 4, 16),  # 25 steps an epoch
+        ({"max_train_steps": "5"}, 100, 1, 1),  # at least one epoch
+        ({"max_train_steps": "400", "max_train_epochs": "3"}, 100, 1, 3),  # epochs win
+    ],
+)
+def test_steps_become_whole_epochs(given, images_per_epoch, batch, epochs):
+    assert epochs_for(parse_hyperparameters(given), images_per_epoch, batch) == epochs

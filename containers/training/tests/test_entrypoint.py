@@ -1,0 +1,252 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import fake_trainer
+from fake_kohya import safetensors_bytes
+from lora_trainer.main import Trainer, main
+
+RUN_ENTRYPOINT = Path(__file__).with_name("run_entrypoint.py")
+
+
+def train(opt_ml, image, trainer=None):
+    return main(["train"], opt_ml.paths, image, trainer or fake_trainer())
+
+
+def checkpoint_names(opt_ml):
+    return sorted(p.name for p in opt_ml.paths.checkpoints.iterdir())
+
+
+def test_a_run_writes_the_lora_and_its_metadata(opt_ml, image, capsys):
+    opt_ml.captioned_images(3)
+    opt_ml.hyperparameters({"max_train_steps": "60", "output_name": '"pokemon"', "num_repeats": "10"})
+    assert train(opt_ml, image) == 0
+    assert sorted(p.name for p in opt_ml.paths.model.iterdir()) == ["pokemon.safetensors", "training-metadata.json"]
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    assert metadata["epochs"] == 2  # 60 steps of 30 images per epoch at batch size 1
+    assert metadata["hyperparameters"]["output_name"] == "pokemon"
+    assert metadata["base_model"] == {"kind": "Hugging Face id", "name": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+    assert metadata["sd_scripts_version"] == "v0.10.1"
+    assert metadata["dataset"]["images"] == 3 and len(metadata["dataset"]["content_sha256"]) == 64
+    assert metadata["resumed_after_epoch"] is None and metadata["reused_completed_model"] is False
+    [run] = opt_ml.runs()
+    assert run["epochs_run"] == [1, 2] and run["hf_offline"] is None  # a Hub id may be downloaded
+    # Finished: only the model, the marker and the run record stay in the checkpoints.
+    assert checkpoint_names(opt_ml) == ["lora-run.json", "pokemon.safetensors", "training-complete.json"]
+    out = capsys.readouterr().out
+    assert "lora-metrics step=1 epoch=1 loss=0.101 seconds_per_step=1.250" in out
+    assert "lora-metrics step=20 epoch=2 loss=0.210" in out
+    assert not opt_ml.paths.failure.exists()
+
+
+def test_resume_across_two_interruptions(opt_ml, image, monkeypatch, capsys):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "6", "mixed_precision": "fp16"})
+
+    # First attempt: the instance is reclaimed after epoch 2, in the middle of saving epoch 3.
+    monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "2")
+    monkeypatch.setenv("FAKE_KOHYA_PARTIAL_NEXT", "1")
+    assert train(opt_ml, image) == 1
+    assert "exit status 137" in opt_ml.failure()
+    assert "lora-000003-state" in checkpoint_names(opt_ml)
+
+    # Second attempt: resumes after epoch 2, drops the partial state, is reclaimed after epoch 4.
+    monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "4")
+    monkeypatch.delenv("FAKE_KOHYA_PARTIAL_NEXT")
+    assert train(opt_ml, image) == 1
+    assert checkpoint_names(opt_ml) == ["lora-000004-state", "lora-000004.safetensors", "lora-run.json"]
+
+    # Third attempt: resumes after epoch 4 and finishes.
+    monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
+    assert train(opt_ml, image) == 0
+
+    runs = opt_ml.runs()
+    assert [r["epochs_run"] for r in runs] == [[1, 2], [3, 4], [5, 6]]  # every epoch exactly once
+    assert [r["argv"][r["argv"].index("--max_train_epochs") + 1] for r in runs] == ["6", "6", "6"]
+    resumes = [r["argv"][r["argv"].index("--resume") + 1 :] if "--resume" in r["argv"] else [] for r in runs]
+    assert [Path(r[0]).name if r else None for r in resumes] == [None, "lora-000002-state", "lora-000004-state"]
+    assert [r[1:] for r in resumes] == [[], ["--initial_epoch", "3"], ["--initial_epoch", "5"]]
+    out = capsys.readouterr().out
+    assert "removed checkpoint lora-000003-state (scheduler.bin: unreadable" in out
+    assert "lora-metrics step=41 epoch=5 loss=0.501" in out  # steps count from the start of training
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    assert metadata["resumed_after_epoch"] == 4
+
+
+def test_a_completed_run_is_not_trained_again(opt_ml, image):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "2"})
+    assert train(opt_ml, image) == 0
+    model = (opt_ml.paths.model / "lora.safetensors").read_bytes()
+    for path in opt_ml.paths.model.iterdir():
+        path.unlink()
+    # SageMaker restarted the job after training ended (e.g. during the upload of the model).
+    assert train(opt_ml, image) == 0
+    assert len(opt_ml.runs()) == 1
+    assert (opt_ml.paths.model / "lora.safetensors").read_bytes() == model
+    assert json.loads((opt_ml.paths.model / "training-metadata.json").read_text())["reused_completed_model"] is True
+
+
+def test_a_final_model_without_the_completion_marker_is_trained_again(opt_ml, image):
+    # Negative control: a model file alone (maybe cut short by the interruption) proves nothing.
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "1"})
+    opt_ml.paths.checkpoints.mkdir(parents=True)
+    (opt_ml.paths.checkpoints / "lora.safetensors").write_bytes(safetensors_bytes()[:-2])
+    assert train(opt_ml, image) == 0
+    assert len(opt_ml.runs()) == 1
+
+
+def test_checkpoints_of_another_run_are_not_resumed(opt_ml, image):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "2", "learning_rate": "1e-4"})
+    assert train(opt_ml, image) == 0
+    opt_ml.hyperparameters({"max_train_epochs": "2", "learning_rate": "2e-4"})
+    assert train(opt_ml, image) == 1
+    assert opt_ml.failure().startswith("The checkpoint location holds the state of a different run")
+    assert len(opt_ml.runs()) == 1
+
+
+def test_a_base_model_channel_trains_offline(opt_ml, image):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "1"})
+    model = opt_ml.paths.channel("base_model") / "chilloutmix_NiPrunedFp32Fix.safetensors"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(safetensors_bytes())
+    assert train(opt_ml, image) == 0
+    [run] = opt_ml.runs()
+    assert run["hf_offline"] == "1"
+    assert run["argv"][run["argv"].index("--pretrained_model_name_or_path") + 1] == str(model)
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    assert metadata["base_model"] == {"kind": "single file", "name": "chilloutmix_NiPrunedFp32Fix.safetensors"}
+
+
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        ({"sd/model_index.json": "{}", "sd/unet/config.json": "{}"}, "diffusers folder"),
+        ({"a.ckpt": "x", "readme.md": "x"}, "single file"),
+    ],
+)
+def test_base_model_channel_layouts(opt_ml, image, layout, expected):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "1"})
+    for name, content in layout.items():
+        path = opt_ml.paths.channel("base_model") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    assert train(opt_ml, image) == 0
+    assert json.loads((opt_ml.paths.model / "training-metadata.json").read_text())["base_model"]["kind"] == expected
+
+
+@pytest.mark.parametrize(
+    "setup, hyperparameters, failure",
+    [
+        (None, {"network_dim": "0", "xformers": "true"}, 'Invalid hyperparameters (2 problems): "network_dim": must be at least 1, not "0"; "xformers": is set by the container'),
+        ("no images", {}, "The dataset folder has no images"),
+        ("two base models", {}, "The base_model channel holds 2 model files (a.safetensors, b.safetensors)"),
+        ("channel and id", {"base_model": "owner/model"}, "Both a base_model channel and the base_model hyperparameter (owner/model) are given"),
+        ("trainer crash", {}, "kohya-ss train_network.py failed with exit status 3: RuntimeError: CUDA out of memory."),
+        ("bad json", None, "hyperparameters.json is not JSON"),
+        ("shuffle and cache", {"model_type": "sdxl", "network_train_unet_only": "true", "cache_text_encoder_outputs": "true"}, "cache_text_encoder_outputs cannot be combined with shuffle_caption"),
+    ],
+)
+def test_every_failure_leaves_a_reason_for_sagemaker(opt_ml, image, monkeypatch, setup, hyperparameters, failure):
+    if setup != "no images":
+        opt_ml.captioned_images(1)
+    if setup in ("two base models", "channel and id"):
+        for name in ("a.safetensors", "b.safetensors")[: 2 if setup == "two base models" else 1]:
+            path = opt_ml.paths.channel("base_model") / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(safetensors_bytes())
+    if setup == "trainer crash":
+        monkeypatch.setenv("FAKE_KOHYA_EXIT", "3")
+    if setup == "shuffle and cache":
+        (opt_ml.dataset / "dataset.toml").write_text("[general]\nshuffle_caption = true\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    if setup == "bad json":
+        opt_ml.paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
+        opt_ml.paths.hyperparameters.write_text("{")
+    else:
+        opt_ml.hyperparameters(hyperparameters)
+    assert train(opt_ml, image) == 1
+    assert opt_ml.failure().startswith(failure)
+    assert len(opt_ml.failure()) <= 1024
+    assert not (opt_ml.paths.model / "lora.safetensors").exists()
+    assert len(opt_ml.runs()) == (1 if setup == "trainer crash" else 0)  # mistakes are caught before training
+
+
+def test_the_failure_reason_is_cut_to_sagemakers_limit(opt_ml, image):
+    opt_ml.hyperparameters({f"unknown_{index:03d}": "1" for index in range(60)})
+    assert train(opt_ml, image) == 1
+    assert len(opt_ml.failure()) == 1024
+
+
+def test_an_unexpected_error_is_still_reported(opt_ml, image):
+    opt_ml.captioned_images(1)
+    trainer = Trainer(command=["/nonexistent/trainer"], gpus=1)
+    assert train(opt_ml, image, trainer) == 1
+    assert opt_ml.failure().startswith("Internal error in the training entrypoint: FileNotFoundError")
+
+
+def test_only_the_train_argument_is_accepted(opt_ml, image):
+    assert main(["serve"], opt_ml.paths, image, fake_trainer()) == 2
+    assert "run it with the argument 'train'" in opt_ml.failure()
+
+
+def test_sigterm_reaches_the_trainer(opt_ml, tmp_path):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({})
+    marker = tmp_path / "trainer-got-sigterm"
+    env = dict(os.environ, FAKE_KOHYA_HANG=str(marker))
+    process = subprocess.Popen(
+        [sys.executable, str(RUN_ENTRYPOINT), str(opt_ml.paths.root), str(opt_ml.paths.work)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not Path(str(marker) + ".ready").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "timeout"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert marker.read_text() == "SIGTERM received"
+    assert process.returncode == 143
+    assert "received SIGTERM; stopping the trainer" in output
+    assert opt_ml.failure().startswith("Stopped by SIGTERM during epoch 1")
+    assert json.loads(opt_ml.log.read_text().splitlines()[0])["epochs_run"] == []
+
+
+def test_sigterm_before_training_starts_nothing(opt_ml, image):
+    opt_ml.captioned_images(1)
+    trainer = fake_trainer()
+    trainer.forwarder.received = "SIGTERM"
+    assert train(opt_ml, image, trainer) == 143
+    assert opt_ml.runs() == []
+    assert opt_ml.failure().startswith("Stopped by SIGTERM before training started")
+
+
+def test_the_steps_per_epoch_are_saved_before_the_attempt_can_die(opt_ml, image, monkeypatch):
+    # Resuming on several GPUs needs them, and a spot attempt may never reach its end.
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "4"})
+    monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "2")
+    assert train(opt_ml, image, fake_trainer(gpus=2)) == 1
+    assert json.loads((opt_ml.paths.checkpoints / "lora-run.json").read_text())["steps_per_epoch"] == 10
+    monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
+    assert train(opt_ml, image, fake_trainer(gpus=2)) == 0
+    second = opt_ml.runs()[1]["argv"]
+    assert second[second.index("--resume") + 2 :] == ["--initial_step", "20"]
+
+
+@pytest.mark.parametrize("visible, expected", [("0,1,2", 3), ("1", 1), ("", None), ("all", None)])
+def test_visible_gpus_decide_the_process_count(monkeypatch, visible, expected):
+    from lora_trainer import main as entrypoint
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(entrypoint.subprocess, "run", lambda *a, **k: type("R", (), {"stdout": "GPU 0: A\nGPU 1: B\n"})())
+    assert entrypoint._gpu_count() == (expected or 2)

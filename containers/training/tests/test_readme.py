@@ -1,0 +1,24 @@
+import json
+import re
+from pathlib import Path
+
+from lora_trainer.hyperparameters import load_schema
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_hyperparameter_table_matches_the_schema():
+    section = README.read_text().split("## Hyperparameters")[1].split("\n## ")[0]
+    rows = {m[0]: (m[1].strip(), m[2].strip()) for m in re.findall(r"^\| `(\w+)` \| [^|]*(?:\\\|[^|]*)* \| ([^|]+) \| ([^|]+) \|", section, re.M)}
+    schema = load_schema()
+    assert list(rows) == list(schema.specs)
+    for name, spec in schema.specs.items():
+        default, flag = rows[name]
+        assert flag == (f"`{spec.flag}`" if spec.flag else "—"), name
+        if isinstance(spec.default, dict):
+            expected = ", ".join(f"`{v}` ({k})" for k, v in spec.default.items())
+        elif spec.default is None:
+            expected = "unset"
+        else:
+            expected = f"`{spec.default if isinstance(spec.default, str) else json.dumps(spec.default)}`"
+        assert default == expected, name
