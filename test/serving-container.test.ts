@@ -38,6 +38,7 @@ describe('ServingContainer image', () => {
   test('its build context is what .dockerignore lets in: the server and its requirements, not the tests', () => {
     expect(fs.existsSync(path.join(staged, 'lora_server', 'app.py'))).toBe(true);
     expect(fs.existsSync(path.join(staged, 'requirements.txt'))).toBe(true);
+    expect(fs.existsSync(path.join(staged, 'constraints.txt'))).toBe(true);
     for (const excluded of ['tests', 'README.md', 'requirements-test.txt']) {
       expect([excluded, fs.existsSync(path.join(staged, excluded))]).toEqual([excluded, false]);
     }
@@ -47,6 +48,15 @@ describe('ServingContainer image', () => {
     const [destination] = Object.values(image?.destinations ?? {});
     expect(stack.resolve(stack.serving.imageUri)).toEqual({ 'Fn::Sub': expect.stringContaining(destination.imageTag) });
   });
+});
+
+test('the image keeps its base image’s torch, which diffusers 0.40 needs at 2.6 or later', () => {
+  const dockerfile = fs.readFileSync(path.join(ServingContainer.DIRECTORY, 'Dockerfile'), 'utf8');
+  const [, version] = /^ARG BASE_IMAGE=pytorch\/pytorch:(\d+\.\d+\.\d+)-/m.exec(dockerfile) ?? [];
+  const [major, minor] = version.split('.').map(Number);
+  expect(major * 100 + minor).toBeGreaterThanOrEqual(206);
+  expect(fs.readFileSync(path.join(ServingContainer.DIRECTORY, 'constraints.txt'), 'utf8')).toMatch(new RegExp(`^torch==${version.replace(/\./g, '\\.')}$`, 'm'));
+  expect(dockerfile).toContain('pip install --no-cache-dir -r requirements.txt -c constraints.txt');
 });
 
 describe('ServingContainer execution role', () => {
