@@ -13,13 +13,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
+from collections.abc import Mapping
 
 from .errors import TrainingError
 
 SCHEMA_PATH = Path(__file__).with_name("hyperparameters.schema.json")
 
-Value = Union[str, int, float, bool]
+Value = str | int | float | bool
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")

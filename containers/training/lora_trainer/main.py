@@ -17,7 +17,8 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from . import checkpoints
 from .base_model import resolve_base_model
@@ -47,7 +48,7 @@ class Image:
     sd_scripts_version: str = "unknown"
 
     @classmethod
-    def from_env(cls) -> "Image":
+    def from_env(cls) -> Image:
         return cls(
             Path(os.environ.get("SD_SCRIPTS_DIR", "/opt/sd-scripts")),
             Path(os.environ.get("TOKENIZER_CACHE_DIR", "/opt/tokenizers")),

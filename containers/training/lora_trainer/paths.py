@@ -15,7 +15,7 @@ class SageMakerPaths:
     work: Path = Path("/tmp/lora-trainer")
 
     @classmethod
-    def from_env(cls) -> "SageMakerPaths":
+    def from_env(cls) -> SageMakerPaths:
         return cls(Path(os.environ.get("OPT_ML", "/opt/ml")), Path(os.environ.get("LORA_WORK_DIR", "/tmp/lora-trainer")))
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 METRIC_DEFINITIONS_PATH = Path(__file__).with_name("metric_definitions.json")
 

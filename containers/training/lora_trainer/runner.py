@@ -13,7 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .progress import ProgressParser
 
@@ -35,7 +35,7 @@ class SignalForwarder:
         self.child: subprocess.Popen[bytes] | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "SignalForwarder":
+    def __enter__(self) -> SignalForwarder:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
