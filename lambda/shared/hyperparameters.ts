@@ -34,6 +34,7 @@ const documentSchema = z.object({
   $comment: z.string(),
   version: z.literal(1),
   hyperparameters: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), specSchema),
+  ignoredPrefixes: z.array(z.string().min(1)),
   reserved: z.record(z.string(), z.string()),
 });
 
@@ -66,15 +67,16 @@ function defaultFor(spec: HyperparameterSpec, modelType: string): Hyperparameter
  * every key of the schema with its effective value, or every problem at once.
  */
 export function validateHyperparameters(raw: Readonly<Record<string, unknown>>): HyperparameterResult {
-  const { hyperparameters: specs, reserved } = HYPERPARAMETER_SCHEMA;
+  const { hyperparameters: specs, reserved, ignoredPrefixes } = HYPERPARAMETER_SCHEMA;
   const problems: HyperparameterProblem[] = [];
   const given: Record<string, HyperparameterValue> = {};
   for (const key of Object.keys(raw).sort()) {
-    if (key in reserved) {
+    if (ignoredPrefixes.some((prefix) => key.startsWith(prefix))) continue;
+    if (Object.hasOwn(reserved, key)) {
       problems.push({ key, code: 'reserved', message: `is set by the container; ${reserved[key]}` });
       continue;
     }
-    const spec = specs[key];
+    const spec = Object.hasOwn(specs, key) ? specs[key] : undefined;
     if (!spec) {
       const near = closest(key, Object.keys(specs));
       const hint = near ? `; did you mean "${near}"?` : `; known keys: ${Object.keys(specs).sort().join(', ')}`;
@@ -102,6 +104,10 @@ export function validateHyperparameters(raw: Readonly<Record<string, unknown>>):
       code: 'conflict',
       message: 'needs network_train_unet_only = true: cached text encoder outputs cannot train the text encoder',
     });
+  }
+  if (values.lr_warmup_steps && (values.lr_scheduler === 'constant' || values.optimizer_type === 'Adafactor')) {
+    const why = values.optimizer_type === 'Adafactor' ? 'Adafactor brings its own schedule' : 'the constant schedule has none';
+    problems.push({ key: 'lr_warmup_steps', code: 'conflict', message: `needs a schedule with warm-up, such as lr_scheduler = constant_with_warmup; ${why}` });
   }
   if ('text_encoder_lr' in given && values.network_train_unet_only === true) {
     problems.push({ key: 'text_encoder_lr', code: 'conflict', message: 'has no effect with network_train_unet_only = true; remove one of them' });

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from .hyperparameters import Value, flag_value, load_schema
 
 SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py"}
-# Flags the container always sets: the network type, safetensors output, the spot-resume state
-# (only the newest kept), SDPA attention, plain log lines (kohya's rich handler wraps lines at
+# Flags the container always sets: the network type, safetensors output, the spot-resume state (two
+# kept: kohya deletes the older right after writing the newer, and SageMaker uploads asynchronously,
+# so keeping one could leave S3 with only a half-uploaded state; the entrypoint prunes to the newest
+# complete one when it starts), SDPA attention, plain log lines (kohya's rich handler wraps lines at
 # the console width when there is no terminal) and fp16 LoRA files, which diffusers loads as is.
 FIXED_FLAGS = (
     "--network_module", "networks.lora",
@@ -20,7 +22,7 @@ FIXED_FLAGS = (
     "--save_precision", "fp16",
     "--save_state",
     "--save_last_n_epochs", "1",
-    "--save_last_n_epochs_state", "1",
+    "--save_last_n_epochs_state", "2",
     "--sdpa",
     "--console_log_simple",
     "--max_data_loader_n_workers", "2",

@@ -17,7 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from .errors import TrainingError
 from .files import sha256_file
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+# Exactly what kohya-ss sd-scripts v0.10.1 globs for (library/train_util.py IMAGE_EXTENSIONS): an
+# image it would not train must not be counted, checked or hashed here, and one it trains must be.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
 CAPTION_EXTENSION = ".txt"
 TOML_NAME = "dataset.toml"
 JSONL_NAME = "metadata.jsonl"
@@ -25,8 +27,13 @@ JSONL_NAME = "metadata.jsonl"
 CONTROL_FILES = frozenset({TOML_NAME, "train.json", JSONL_NAME})
 # The path prefix of every SageMaker input channel; guides write toml paths against it.
 CHANNELS_ROOT = PurePosixPath("/opt/ml/input/data")
-# kohya's folder convention: "<repeats>_<class tokens>".
+# kohya's folder convention: "<repeats>_<class tokens>" (class tokens keep their underscores).
 REPEATS_FOLDER = re.compile(r"^(\d+)_(.+)$")
+# A generated configuration lowers the default repeats until training has this many epochs, since
+# epoch ends are where spot resume points are saved.
+MIN_EPOCHS = 4
+# kohya's default max_bucket_reso; a larger resolution needs a larger one (it asserts otherwise).
+DEFAULT_MAX_BUCKET_RESO = 1024
 MAX_LISTED = 20
 
 # The keys kohya-ss sd-scripts v0.10.1 accepts at each level of dataset.toml (library/config_util.py;
@@ -106,6 +113,10 @@ class DatasetOptions:
     batch_size: int
     num_repeats: int
     allow_missing_captions: bool = False
+    # The requested training length when it is given in steps, and whether num_repeats was given
+    # explicitly: together they let a generated configuration choose repeats that leave resume points.
+    max_train_steps: int | None = None
+    num_repeats_given: bool = True
 
 
 def prepare_dataset(channel: Path, work: Path, options: DatasetOptions) -> PreparedDataset:
@@ -126,6 +137,7 @@ def prepare_dataset(channel: Path, work: Path, options: DatasetOptions) -> Prepa
     general = config.setdefault("general", {})
     # kohya reads '.caption' files unless told otherwise; the dataset contract is '.txt'.
     general.setdefault("caption_extension", CAPTION_EXTENSION)
+    _fit_buckets(config, options)
     summary = _check_images(channel, config, options, source)
     config_path = work / TOML_NAME
     config_path.write_text(toml.dumps(config), encoding="utf-8")
@@ -182,6 +194,12 @@ def check_keys(config: dict[str, Any]) -> None:
         check(dataset, "datasets", f"datasets[{d_index}]")
         for s_index, subset in enumerate(dataset.get("subsets") or [] if isinstance(dataset, dict) else []):
             check(subset, "subsets", f"datasets[{d_index}].subsets[{s_index}]")
+    tables = [config.get("general") or {}, *[d for d in config.get("datasets") or [] if isinstance(d, dict)]]
+    if any(isinstance(t, dict) and ("validation_split" in t or "validation_seed" in t) for t in tables):
+        problems.append(
+            "validation_split and validation_seed are not supported: the training length and spot resume are planned "
+            "on the whole dataset; remove them"
+        )
     if problems:
         raise DatasetError(f"{TOML_NAME}: {'; '.join(problems)}.")
 
@@ -219,7 +237,7 @@ def _confine_user_config(config: dict[str, Any], channel: Path, work: Path) -> d
                 raise DatasetError(f"{TOML_NAME}: {where}.image_dir '{image_dir.relative_to(channel)}' is not a folder in the dataset.")
             if metadata is not None:
                 # Trained DreamBooth-style, with the captions written out as .txt files.
-                subset["image_dir"] = str(stage_jsonl(Path(metadata), image_dir, work / "staged" / f"{d_index}-{s_index}", channel))
+                subset["image_dir"] = str(stage_jsonl(Path(metadata), image_dir, work / "staged" / f"{d_index}-{s_index}", channel)[0])
                 del subset["metadata_file"]
             else:
                 subset["image_dir"] = str(image_dir)
@@ -228,27 +246,36 @@ def _confine_user_config(config: dict[str, Any], channel: Path, work: Path) -> d
 
 def _generate_config(channel: Path, work: Path, options: DatasetOptions) -> dict[str, Any]:
     subsets: list[dict[str, Any]] = []
-    root_images = _images_in(channel)
+    defaulted: list[dict[str, Any]] = []  # subsets whose repeats come from the hyperparameter
+    covered: set[Path] = set()
     jsonl = channel / JSONL_NAME
     if jsonl.is_file():
-        subsets.append({"image_dir": str(stage_jsonl(jsonl, channel, work / "staged" / "root", channel)), "num_repeats": options.num_repeats})
-    elif root_images:
+        staged, covered = stage_jsonl(jsonl, channel, work / "staged" / "root", channel)
+        subsets.append({"image_dir": str(staged), "num_repeats": options.num_repeats})
+        defaulted.append(subsets[-1])
+    elif _images_in(channel):
         subsets.append({"image_dir": str(channel), "num_repeats": options.num_repeats})
+        defaulted.append(subsets[-1])
     for folder in sorted(p for p in channel.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.resolve() in covered or not _images_in(folder):
+            continue
         match = REPEATS_FOLDER.match(folder.name)
+        if match and int(match.group(1)) < 1:
+            continue  # kohya skips a folder with no repeats; its files are reported as ignored
         subset: dict[str, Any] = {"image_dir": str(folder.resolve())}
         if match:
             subset["num_repeats"] = int(match.group(1))
-            subset["class_tokens"] = match.group(2).replace("_", " ")
+            subset["class_tokens"] = match.group(2)
         else:
             subset["num_repeats"] = options.num_repeats
-        if _images_in(folder):
-            subsets.append(subset)
+            defaulted.append(subset)
+        subsets.append(subset)
     if not subsets:
         raise DatasetError(
-            f"The dataset folder has no images ({', '.join(IMAGE_EXTENSIONS)}) at its top level or in its subfolders; "
+            "The dataset folder has no images (.png, .jpg, .jpeg, .webp, .bmp) at its top level or in its subfolders; "
             "upload images with same-name .txt captions."
         )
+    _leave_resume_points(subsets, defaulted, options)
     return {
         "general": {"caption_extension": CAPTION_EXTENSION, "shuffle_caption": False, "keep_tokens": 0},
         "datasets": [
@@ -263,11 +290,40 @@ def _generate_config(channel: Path, work: Path, options: DatasetOptions) -> dict
     }
 
 
-def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> Path:
-    """Writes a folder of links to the images of a Hugging Face imagefolder with a .txt caption each,
-    from metadata.jsonl lines {"file_name": ..., "text": ...}; an existing .txt caption wins."""
+def _leave_resume_points(subsets: list[dict[str, Any]], defaulted: list[dict[str, Any]], options: DatasetOptions) -> None:
+    """With the default repeats, a large dataset would make the whole run one epoch, and kohya saves no
+    state after the last epoch: a spot interruption would restart from zero. The repeats that came
+    from the default are lowered (never raised) until the requested steps span MIN_EPOCHS epochs."""
+    if options.max_train_steps is None or options.num_repeats_given or not defaulted:
+        return
+    count = {id(s): len(_images_in(Path(s["image_dir"]))) for s in subsets}
+    fixed_views = sum(count[id(s)] * s["num_repeats"] for s in subsets if all(s is not d for d in defaulted))
+    plain_images = sum(count[id(s)] for s in defaulted)
+    views_per_epoch = options.max_train_steps * options.batch_size // MIN_EPOCHS
+    repeats = max(1, min(options.num_repeats, (views_per_epoch - fixed_views) // plain_images))
+    for subset in defaulted:
+        subset["num_repeats"] = repeats
+
+
+def _fit_buckets(config: dict[str, Any], options: DatasetOptions) -> None:
+    """kohya asserts max(resolution) <= max_bucket_reso (default 1024) when bucketing; a larger
+    resolution gets a matching max_bucket_reso unless the toml sets one."""
+    general = config.get("general", {})
+    for dataset in config["datasets"]:
+        resolution = dataset.get("resolution", general.get("resolution", options.resolution))
+        largest = max(resolution) if isinstance(resolution, list) else int(resolution)
+        if largest > DEFAULT_MAX_BUCKET_RESO and "max_bucket_reso" not in dataset and "max_bucket_reso" not in general:
+            dataset["max_bucket_reso"] = largest
+
+
+def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> tuple[Path, set[Path]]:
+    """Writes a folder of links to the images of a Hugging Face imagefolder, each with a .txt caption
+    from metadata.jsonl lines {"file_name": ..., "text": ...} (file_name may name a subfolder; an
+    existing .txt caption wins), plus the images beside the jsonl it does not list. Returns the
+    folder and the folders whose images the jsonl lists."""
     staged.mkdir(parents=True, exist_ok=True)
-    captions: dict[str, str] = {}
+    base = jsonl.parent.resolve()
+    captions: dict[Path, str] = {}
     for number, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -278,28 +334,31 @@ def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> Pa
             raise DatasetError(f"{where} is not JSON: {error}") from error
         if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) or not isinstance(record.get("text"), str):
             raise DatasetError(f'{where} needs "file_name" and "text" strings, as a Hugging Face imagefolder has.')
-        image = inside_channel(record["file_name"], jsonl.parent.resolve(), f"{where} file_name")
+        image = inside_channel(record["file_name"], base, f"{where} file_name")
         if channel not in image.parents:
             raise DatasetError(f"{where} file_name '{record['file_name']}' leads outside the dataset folder.")
         if not image.is_file():
             raise DatasetError(f"{where} names '{record['file_name']}', which is not in the dataset.")
-        captions[str(image)] = record["text"]
-    for image in _images_in(image_dir):
-        link = staged / image.name
+        if image.suffix not in IMAGE_EXTENSIONS:
+            raise DatasetError(f"{where} names '{record['file_name']}', which is not an image kohya trains ({', '.join(IMAGE_EXTENSIONS[:5])}).")
+        captions[image] = record["text"]
+    for image in sorted(set(captions) | {p.resolve() for p in _images_in(image_dir)}):
+        relative = image.relative_to(base) if base in image.parents else Path(image.name)
+        link = staged / "__".join(relative.parts)
         if not link.exists():
             link.symlink_to(image)
         own_caption = image.with_suffix(CAPTION_EXTENSION)
-        staged_caption = staged / own_caption.name
+        staged_caption = link.with_suffix(CAPTION_EXTENSION)
         if own_caption.is_file():
             if not staged_caption.exists():
                 staged_caption.symlink_to(own_caption)
-        elif str(image) in captions:
-            staged_caption.write_text(captions[str(image)], encoding="utf-8")
-    return staged
+        elif image in captions:
+            staged_caption.write_text(captions[image], encoding="utf-8")
+    return staged, {image.parent for image in captions}
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
 def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions, source: str) -> DatasetSummary:
@@ -309,7 +368,7 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
     missing: list[str] = []
     undecodable: list[str] = []
     digest_entries: list[tuple[str, str]] = []
-    images_total = captioned = views = 0
+    images_total = captioned = train_views = reg_views = 0
     batch_sizes: list[int] = []
 
     def shown(path: Path) -> str:
@@ -321,6 +380,8 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
         for subset in dataset["subsets"]:
             image_dir = Path(subset.get("image_dir", channel))
             ext = subset.get("caption_extension", dataset.get("caption_extension", general.get("caption_extension", CAPTION_EXTENSION)))
+            if not isinstance(ext, str) or not ext.startswith("."):
+                raise DatasetError(f"{TOML_NAME}: caption_extension must start with a dot, like '.txt', not {ext!r}.")
             class_tokens = subset.get("class_tokens")
             repeats = int(subset.get("num_repeats", dataset.get("num_repeats", general.get("num_repeats", options.num_repeats))))
             images = _images_in(image_dir)
@@ -330,7 +391,7 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
                 problem = _decode_problem(image)
                 if problem:
                     undecodable.append(f"{shown(image)} ({problem})")
-                caption = image.with_suffix(ext)
+                caption = image.with_name(image.stem + ext)
                 if caption.is_file() and caption.read_text(encoding="utf-8", errors="replace").strip():
                     used.add(caption.resolve())
                     digest_entries.append((shown(caption), sha256_file(caption)))
@@ -338,13 +399,18 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
                 elif not class_tokens:
                     missing.append(shown(image))
             images_total += len(images)
-            views += len(images) * repeats
+            if subset.get("is_reg"):
+                reg_views += len(images) * repeats
+            else:
+                train_views += len(images) * repeats
             subsets.append(SubsetSummary(shown(image_dir) if image_dir != channel else ".", len(images), repeats, class_tokens, ext))
 
     if undecodable:
         raise DatasetError(f"{len(undecodable)} image(s) cannot be decoded: {_listing(undecodable)}. Re-export or remove them.")
     if images_total == 0:
-        raise DatasetError(f"The dataset has no images ({', '.join(IMAGE_EXTENSIONS)}) in the folders its {TOML_NAME} names; upload at least one.")
+        raise DatasetError(
+            f"The dataset has no images ({', '.join(IMAGE_EXTENSIONS[:5])}) in the folders its {TOML_NAME} names; upload at least one."
+        )
     if missing and not options.allow_missing_captions:
         raise DatasetError(
             f"{len(missing)} of {images_total} image(s) have no caption: {_listing(missing)}. Add a same-name "
@@ -366,7 +432,9 @@ def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions
         subsets=subsets,
         images=images_total,
         captioned=captioned,
-        images_per_epoch=views,
+        # kohya repeats or trims regularization images to as many views as the training images have,
+        # so they double an epoch whatever their own count.
+        images_per_epoch=train_views * 2 if reg_views else train_views,
         batch_size=max(batch_sizes) if batch_sizes else options.batch_size,
         missing_captions=missing,
         ignored=ignored,

@@ -75,6 +75,7 @@ class Spec:
 class Schema:
     specs: dict[str, Spec]
     reserved: dict[str, str]
+    ignored_prefixes: tuple[str, ...] = ()
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> Schema:
@@ -96,7 +97,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> Schema:
             multiple_of=raw.get("multipleOf"),
             models=tuple(raw["models"]) if "models" in raw else None,
         )
-    return Schema(specs=specs, reserved=dict(document["reserved"]))
+    return Schema(specs=specs, reserved=dict(document["reserved"]), ignored_prefixes=tuple(document["ignoredPrefixes"]))
 
 
 def parse_hyperparameters(raw: Mapping[str, Any], schema: Schema | None = None) -> dict[str, Value | None]:
@@ -107,6 +108,8 @@ def parse_hyperparameters(raw: Mapping[str, Any], schema: Schema | None = None) 
     problems: list[Problem] = []
     given: dict[str, Value] = {}
     for key in sorted(raw):
+        if key.startswith(schema.ignored_prefixes):
+            continue
         if key in schema.reserved:
             problems.append(Problem(key, "reserved", f"is set by the container; {schema.reserved[key]}"))
             continue
@@ -144,6 +147,12 @@ def _conflicts(values: Mapping[str, Value | None], given: Mapping[str, Value]) -
                 "conflict",
                 "needs network_train_unet_only = true: cached text encoder outputs cannot train the text encoder",
             )
+        )
+    if values["lr_warmup_steps"] and (values["lr_scheduler"] == "constant" or values["optimizer_type"] == "Adafactor"):
+        # kohya's scheduler factory raises on it, after the model is loaded and the latents cached.
+        why = "Adafactor brings its own schedule" if values["optimizer_type"] == "Adafactor" else "the constant schedule has none"
+        problems.append(
+            Problem("lr_warmup_steps", "conflict", f"needs a schedule with warm-up, such as lr_scheduler = constant_with_warmup; {why}")
         )
     if "text_encoder_lr" in given and values["network_train_unet_only"]:
         problems.append(Problem("text_encoder_lr", "conflict", "has no effect with network_train_unet_only = true; remove one of them"))

@@ -35,8 +35,10 @@ RUN_RECORD = "lora-run.json"
 METADATA_NAME = "training-metadata.json"
 # SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
 FAILURE_REASON_LIMIT = 1024
-# kohya refuses text encoder caching together with these caption augmentations.
+# kohya refuses text encoder caching with these caption augmentations (sdxl_train_network.py), and
+# latent caching with these image augmentations (train_network.py), after loading the model.
 _CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate", "token_warmup_step")
+_IMAGE_AUGMENTATIONS = ("color_aug", "random_crop")
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,16 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
             batch_size=int(values["train_batch_size"]),  # type: ignore[arg-type]
             num_repeats=int(values["num_repeats"]),  # type: ignore[arg-type]
             allow_missing_captions=bool(values["allow_missing_captions"]),
+            max_train_steps=None if values["max_train_epochs"] is not None else int(values["max_train_steps"]),  # type: ignore[arg-type]
+            num_repeats_given="num_repeats" in raw,
         ),
     )
     for line in prepared.summary.lines():
         print(line, flush=True)
     if values["cache_text_encoder_outputs"]:
-        _refuse_caption_augmentation(prepared.config)
+        _refuse(prepared.config, _CAPTION_AUGMENTATIONS, "cache_text_encoder_outputs", "captions are encoded once, so they cannot change per step")
+    if values["cache_latents"]:
+        _refuse(prepared.config, _IMAGE_AUGMENTATIONS, "cache_latents", "images are encoded once, so they cannot change per step")
 
     fingerprint = _fingerprint(values, prepared.summary.content_sha256, base.name_or_path, base.kind, image.sd_scripts_version)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -111,6 +117,13 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
             print(f"lora-trainer: cannot place {state.path.name} on {gpus} GPUs without the steps per epoch; starting over", flush=True)
             state = None
         resumed_from = state.epoch if state else None
+        saves = (epochs - 1) // int(values["save_every_n_epochs"])  # type: ignore[arg-type]
+        if saves == 0:
+            print(
+                f"lora-trainer: WARNING: {epochs} epoch(s) with a state every {values['save_every_n_epochs']}: no resume point "
+                "before the end, so a spot interruption restarts training; lower num_repeats or save_every_n_epochs",
+                flush=True,
+            )
         print(
             f"lora-trainer: training {epochs} epoch(s) on {gpus} GPU(s); "
             + (f"resuming after epoch {state.epoch} from {state.path.name}" if state else "starting from the base model"),
@@ -192,17 +205,14 @@ def _read_hyperparameters(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _refuse_caption_augmentation(config: dict[str, Any]) -> None:
+def _refuse(config: dict[str, Any], keys: Sequence[str], setting: str, why: str) -> None:
     tables = [config.get("general", {})]
     for dataset in config.get("datasets", []):
         tables.append(dataset)
         tables.extend(dataset.get("subsets", []))
-    used = sorted({key for table in tables for key in _CAPTION_AUGMENTATIONS if table.get(key)})
+    used = sorted({key for table in tables for key in keys if table.get(key)})
     if used:
-        raise TrainingError(
-            f"cache_text_encoder_outputs cannot be combined with {', '.join(used)} in dataset.toml "
-            "(captions are encoded once, so they cannot change per step); remove one or the other."
-        )
+        raise TrainingError(f"{setting} cannot be combined with {', '.join(used)} in dataset.toml ({why}); remove one or the other.")
 
 
 def _fingerprint(values: dict[str, Any], dataset_sha256: str, base_model: str, base_kind: str, version: str) -> str:

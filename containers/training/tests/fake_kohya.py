@@ -23,6 +23,20 @@ VALUE_FLAGS = [
     "mixed_precision", "optimizer_type", "lr_scheduler", "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size",
     "dataset_repeats", "clip_skip", "prior_loss_weight", "resume", "initial_epoch", "initial_step",
 ]
+# The types and choices sd-scripts v0.10.1 declares for them (train_network.py, library/train_util.py);
+# optimizer_type is free text there, limited here to names its get_optimizer knows.
+TYPES = {
+    **{name: {"type": int} for name in (
+        "max_train_epochs", "save_last_n_epochs", "save_last_n_epochs_state", "max_data_loader_n_workers", "network_dim",
+        "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size", "dataset_repeats", "clip_skip", "initial_epoch", "initial_step",
+    )},
+    **{name: {"type": float} for name in ("learning_rate", "unet_lr", "network_alpha", "prior_loss_weight")},
+    "text_encoder_lr": {"type": float, "nargs": "*"},
+    "mixed_precision": {"choices": ["no", "fp16", "bf16"]},
+    "save_precision": {"choices": [None, "float", "fp16", "bf16"]},
+    "save_model_as": {"choices": [None, "ckpt", "safetensors", "diffusers", "diffusers_safetensors"]},
+    "optimizer_type": {"choices": ["AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "SGDNesterov", "SGDNesterov8bit", "Adafactor"]},
+}
 SWITCHES = [
     "save_state", "sdpa", "console_log_simple", "persistent_data_loader_workers", "network_train_unet_only", "cache_latents",
     "cache_text_encoder_outputs", "gradient_checkpointing", "no_half_vae",
@@ -56,7 +70,7 @@ def save_state(folder: Path, epoch: int, fp16: bool, partial: bool = False) -> N
 def main() -> int:
     parser = argparse.ArgumentParser()
     for name in VALUE_FLAGS:
-        parser.add_argument(f"--{name}")
+        parser.add_argument(f"--{name}", **TYPES.get(name, {}))
     for name in SWITCHES:
         parser.add_argument(f"--{name}", action="store_true")
     args = parser.parse_args()  # an unknown flag exits 2, as kohya's argparse does
@@ -113,7 +127,7 @@ def main() -> int:
             if old_model.exists():
                 old_model.unlink()
             save_state(out / f"{name}-{epoch + 1:06d}-state", epoch + 1, fp16)
-            old = out / f"{name}-{epoch + 1 - every:06d}-state"
+            old = out / f"{name}-{epoch + 1 - every * args.save_last_n_epochs_state:06d}-state"
             if old.exists():
                 shutil.rmtree(old)
         if die_after and epoch + 1 == die_after:

@@ -9,7 +9,7 @@ from lora_trainer.hyperparameters import parse_hyperparameters
 # Flags every run gets, written out here rather than imported, so a change to them shows in this test.
 ALWAYS = [
     "--network_module", "networks.lora", "--save_model_as", "safetensors", "--save_precision", "fp16",
-    "--save_state", "--save_last_n_epochs", "1", "--save_last_n_epochs_state", "1",
+    "--save_state", "--save_last_n_epochs", "1", "--save_last_n_epochs_state", "2",
     "--sdpa", "--console_log_simple", "--max_data_loader_n_workers", "2", "--persistent_data_loader_workers",
 ]
 

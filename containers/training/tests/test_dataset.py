@@ -90,7 +90,7 @@ def test_kohya_repeat_folders_without_a_toml(opt_ml):
     prepared = prepare(opt_ml)
     subsets = prepared.config["datasets"][0]["subsets"]
     assert [(os.path.basename(s["image_dir"]), s["num_repeats"], s.get("class_tokens")) for s in subsets] == [
-        ("20_pikachu_style", 20, "pikachu style"),
+        ("20_pikachu_style", 20, "pikachu_style"),  # kohya keeps the underscores
         ("5_sks dog", 5, "sks dog"),
         ("plain", 10, None),
     ]
@@ -243,3 +243,101 @@ def test_the_summary_is_printed_in_words(opt_ml):
     assert lines[0].startswith("dataset: 2 images (2 captioned) in 1 subset(s), 6 image views per epoch, batch size 1")
     assert lines[1] == "  subset 3_cat: 2 images x 3 repeats, captions from .txt, class tokens 'cat'"
     assert lines[-1].startswith("  content sha256: ")
+
+
+def test_file_names_kohya_would_not_train_are_not_counted(opt_ml):
+    opt_ml.captioned_images(1)
+    write_image(opt_ml.dataset / "b.bmp", fmt="BMP")
+    (opt_ml.dataset / "b.txt").write_text("bitmap")
+    write_image(opt_ml.dataset / "Mixed.Png", fmt="PNG")  # kohya globs *.png and *.PNG, not *.Png
+    write_image(opt_ml.dataset / "0_skipped" / "x.png")  # kohya skips folders with 0 repeats
+    prepared = prepare(opt_ml)
+    assert prepared.summary.images == 2
+    assert prepared.summary.ignored == ["0_skipped/x.png", "Mixed.Png"]
+
+
+def test_an_imagefolder_whose_file_names_name_subfolders(opt_ml):
+    for split in ("train", "extra"):
+        write_image(opt_ml.dataset / split / f"{split}.png")
+    lines = [{"file_name": "train/train.png", "text": "from the train split"}, {"file_name": "extra/extra.png", "text": "extra"}]
+    (opt_ml.dataset / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    prepared = prepare(opt_ml)
+    [subset] = prepared.config["datasets"][0]["subsets"]  # the listed folders are not subsets of their own
+    staged = subset["image_dir"]
+    assert sorted(os.listdir(staged)) == ["extra__extra.png", "extra__extra.txt", "train__train.png", "train__train.txt"]
+    assert open(os.path.join(staged, "train__train.txt")).read() == "from the train split"
+    assert (prepared.summary.images, prepared.summary.captioned) == (2, 2)
+
+
+def test_a_jsonl_file_name_that_is_not_an_image(opt_ml):
+    (opt_ml.dataset / "clip.gif").write_bytes(b"GIF89a")
+    (opt_ml.dataset / "metadata.jsonl").write_text(json.dumps({"file_name": "clip.gif", "text": "x"}))
+    with pytest.raises(DatasetError, match="not an image kohya trains"):
+        prepare(opt_ml)
+
+
+def test_regularization_images_double_an_epoch(opt_ml):
+    opt_ml.captioned_images(3, opt_ml.dataset / "train")
+    opt_ml.captioned_images(7, opt_ml.dataset / "reg", prefix="reg")
+    (opt_ml.dataset / "dataset.toml").write_text(
+        "[[datasets]]\n[[datasets.subsets]]\nimage_dir = 'train'\nnum_repeats = 2\n"
+        "[[datasets.subsets]]\nimage_dir = 'reg'\nis_reg = true\nnum_repeats = 1\n"
+    )
+    # kohya fills the regularization views up to (or trims them down to) the 6 training views.
+    assert prepare(opt_ml).summary.images_per_epoch == 12
+
+
+def test_validation_splits_are_refused(opt_ml):
+    opt_ml.captioned_images(2)
+    (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\nvalidation_split = 0.1\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    with pytest.raises(DatasetError, match="validation_split and validation_seed are not supported"):
+        prepare(opt_ml)
+
+
+def test_a_caption_extension_needs_its_dot(opt_ml):
+    opt_ml.captioned_images(1)
+    (opt_ml.dataset / "dataset.toml").write_text("[general]\ncaption_extension = 'txt'\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    with pytest.raises(DatasetError, match="caption_extension must start with a dot"):
+        prepare(opt_ml)
+
+
+@pytest.mark.parametrize("toml_text, expected", [
+    ("", 1536),  # generated at the resolution hyperparameter
+    ("[[datasets]]\nresolution = [1280, 768]\n[[datasets.subsets]]\nimage_dir = '.'\n", 1280),
+    ("[[datasets]]\nresolution = 1280\nmax_bucket_reso = 2048\n[[datasets.subsets]]\nimage_dir = '.'\n", 2048),  # the toml's own wins
+])
+def test_resolutions_over_1024_get_buckets_to_match(opt_ml, toml_text, expected):
+    opt_ml.captioned_images(1)
+    (opt_ml.dataset / "dataset.toml").write_text(toml_text)
+    prepared = prepare(opt_ml, DatasetOptions(resolution=1536, batch_size=1, num_repeats=10))
+    assert prepared.config["datasets"][0]["max_bucket_reso"] == expected
+
+
+def test_no_max_bucket_reso_is_added_at_1024_or_below(opt_ml):
+    opt_ml.captioned_images(1)
+    assert "max_bucket_reso" not in prepare(opt_ml, DatasetOptions(resolution=1024, batch_size=1, num_repeats=10)).config["datasets"][0]
+
+
+@pytest.mark.parametrize(
+    "images, steps, given, expected_repeats",
+    [
+        (200, 1600, False, 2),  # 10 repeats would make one 2000-step epoch: no resume point at all
+        (10, 1600, False, 10),  # 16 epochs of 100 steps already: left alone, never raised
+        (1000, 1600, False, 1),  # cannot go below one
+        (200, 1600, True, 10),  # the user asked for these repeats
+        (200, None, False, 10),  # the length is given in epochs
+    ],
+)
+def test_default_repeats_leave_spot_resume_points(opt_ml, images, steps, given, expected_repeats):
+    opt_ml.captioned_images(images)
+    options = DatasetOptions(resolution=512, batch_size=1, num_repeats=10, max_train_steps=steps, num_repeats_given=given)
+    assert prepare(opt_ml, options).config["datasets"][0]["subsets"][0]["num_repeats"] == expected_repeats
+
+
+def test_repeat_folders_keep_their_repeats_when_the_rest_is_lowered(opt_ml):
+    opt_ml.captioned_images(100, opt_ml.dataset / "plain")
+    opt_ml.captioned_images(10, opt_ml.dataset / "5_char")
+    options = DatasetOptions(resolution=512, batch_size=1, num_repeats=10, max_train_steps=1600, num_repeats_given=False)
+    subsets = prepare(opt_ml, options).config["datasets"][0]["subsets"]
+    # 400 views an epoch for 4 epochs: 50 from 5_char, the plain folder's 100 images get 3 repeats.
+    assert [(os.path.basename(s["image_dir"]), s["num_repeats"]) for s in subsets] == [("5_char", 5), ("plain", 3)]

@@ -60,7 +60,8 @@ def test_resume_across_two_interruptions(opt_ml, image, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "4")
     monkeypatch.delenv("FAKE_KOHYA_PARTIAL_NEXT")
     assert train(opt_ml, image) == 1
-    assert checkpoint_names(opt_ml) == ["lora-000004-state", "lora-000004.safetensors", "lora-run.json"]
+    # kohya keeps two states; the older is the fallback should the newer not reach S3 whole.
+    assert checkpoint_names(opt_ml) == ["lora-000003-state", "lora-000004-state", "lora-000004.safetensors", "lora-run.json"]
 
     # Third attempt: resumes after epoch 4 and finishes.
     monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
@@ -74,6 +75,7 @@ def test_resume_across_two_interruptions(opt_ml, image, monkeypatch, capsys):
     assert [r[1:] for r in resumes] == [[], ["--initial_epoch", "3"], ["--initial_epoch", "5"]]
     out = capsys.readouterr().out
     assert "removed checkpoint lora-000003-state (scheduler.bin: unreadable" in out
+    assert "removed checkpoint lora-000003-state (superseded by lora-000004-state)" in out
     assert "lora-metrics step=41 epoch=5 loss=0.501" in out  # steps count from the start of training
     metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
     assert metadata["resumed_after_epoch"] == 4
@@ -250,3 +252,30 @@ def test_visible_gpus_decide_the_process_count(monkeypatch, visible, expected):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     monkeypatch.setattr(entrypoint.subprocess, "run", lambda *a, **k: type("R", (), {"stdout": "GPU 0: A\nGPU 1: B\n"})())
     assert entrypoint._gpu_count() == (expected or 2)
+
+
+def test_a_plan_without_resume_points_is_announced(opt_ml, image, capsys):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "3", "save_every_n_epochs": "3"})
+    assert train(opt_ml, image) == 0
+    assert "WARNING: 3 epoch(s) with a state every 3: no resume point" in capsys.readouterr().out
+
+
+def test_latent_caching_refuses_image_augmentation_before_training(opt_ml, image):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({})
+    (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\ncolor_aug = true\n")
+    assert train(opt_ml, image) == 1
+    assert opt_ml.failure().startswith("cache_latents cannot be combined with color_aug in dataset.toml")
+    assert opt_ml.runs() == []
+    opt_ml.hyperparameters({"cache_latents": "false"})  # control: without caching it trains
+    assert train(opt_ml, image) == 0
+
+
+def test_default_repeats_are_lowered_for_a_large_dataset(opt_ml, image):
+    opt_ml.captioned_images(50)
+    opt_ml.hyperparameters({"max_train_steps": "100"})
+    assert train(opt_ml, image) == 0
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    # 10 repeats would be one 500-step epoch; 1 repeat gives 2 epochs of 50 steps.
+    assert (metadata["dataset"]["subsets"][0]["num_repeats"], metadata["epochs"]) == (1, 2)
