@@ -61,6 +61,12 @@ describe.each(IMAGES)('containers/%s', (name) => {
     }
   });
 
+  test('everything fetched at build time is fixed: Hub revisions are commit hashes', () => {
+    const revisions = [...dockerfile.matchAll(/^ARG (\w*(?:REVISION|COMMIT))=(\S*)$/gm)].map(([, name, value]) => [name, value]);
+    expect(revisions.filter(([, value]) => !/^[0-9a-f]{40}$/.test(value))).toEqual([]);
+    expect(dockerfile).not.toMatch(/^ARG \w*(?:REVISION|COMMIT)\s*$/m);
+  });
+
   test('the build context is limited by a .dockerignore and the image is lean', () => {
     expect(fs.readFileSync(path.join(folder, '.dockerignore'), 'utf8')).toMatch(/^\*$/m);
     const runs = dockerfile.replace(/\\\n/g, ' ').split('\n').filter((line) => line.startsWith('RUN '));
