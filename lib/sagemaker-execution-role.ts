@@ -96,12 +96,13 @@ export class SageMakerExecutionRole extends Construct {
       }),
     );
 
-    // Read and write SSE-KMS objects and encrypt output artifacts under the key, and let SageMaker
-    // create the grant that encrypts the instance's storage volume, only for AWS resources.
+    // Read SSE-KMS objects under the key; a training job also writes them (checkpoints, the output
+    // artifact), while an endpoint only reads. SageMaker may create the grant that encrypts the
+    // instance's storage volume, only for AWS resources.
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'UseTheDataKey',
-        actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'],
+        actions: props.workload === 'training' ? ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'] : ['kms:Decrypt'],
         resources: [props.key.keyArn],
       }),
     );
@@ -153,14 +154,25 @@ export class SageMakerExecutionRole extends Construct {
     this.addObjectStatement(bucket, prefix, ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload']);
   }
 
-  /** Lets the workload read an `s3://` location outside the pipeline's buckets, such as a base model. */
-  public grantReadUri(uri: string): void {
+  /**
+   * Lets the workload read an `s3://` location outside the pipeline's buckets, such as a base model:
+   * a folder (ending in `/`) or, with `exactObject`, exactly one object. Without it a file URI is
+   * read as a key prefix, which is how a training channel (S3Prefix) downloads a single file.
+   */
+  public grantReadUri(uri: string, options: { readonly exactObject?: boolean } = {}): void {
     const location = parseS3Uri(uri);
     if (!location) throw new Error(`not an s3:// URI: ${uri}`);
-    this.grantRead(s3.Bucket.fromBucketName(this, `Bucket-${location.bucket}`, location.bucket), location.key);
+    const exact = options.exactObject === true && location.key !== '' && !location.key.endsWith('/');
+    const id = `Bucket-${location.bucket}`;
+    const bucket = (this.node.tryFindChild(id) as s3.IBucket | undefined) ?? s3.Bucket.fromBucketName(this, id, location.bucket);
+    this.addObjectStatement(bucket, location.key, ['s3:GetObject'], exact);
   }
 
-  private addObjectStatement(bucket: s3.IBucket, prefix: string, actions: string[]): void {
+  private addObjectStatement(bucket: s3.IBucket, prefix: string, actions: string[], exact = false): void {
+    if (exact) {
+      this.role.addToPrincipalPolicy(new iam.PolicyStatement({ actions, resources: [bucket.arnForObjects(prefix)] }));
+      return;
+    }
     const objects = `${prefix}*`;
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({

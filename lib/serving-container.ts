@@ -88,7 +88,8 @@ export class ServingContainer extends Construct {
       description: 'Runs the LoRA inference endpoints: reads trained models and the base model, writes endpoint logs',
     });
     executionRole.grantRead(props.storage.artifactsBucket, PipelineStorage.MODELS_PREFIX);
-    if (parseS3Uri(props.baseModel)) executionRole.grantReadUri(props.baseModel);
+    // A single file is mounted as one S3Object, so the role reads exactly that object.
+    if (parseS3Uri(props.baseModel)) executionRole.grantReadUri(props.baseModel, { exactObject: true });
     this.role = executionRole.role;
   }
 

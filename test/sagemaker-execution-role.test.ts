@@ -29,6 +29,14 @@ function statements(template: Template): Statement[] {
 const actionsOf = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
 
 describe('SageMakerExecutionRole', () => {
+  test.each<[SageMakerWorkload, string[]]>([
+    ['training', ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey']],
+    ['hosting', ['kms:Decrypt']],
+  ])('%s uses the key for exactly %j (and volume grants)', (workload, keyActions) => {
+    const all = statements(build(workload).template);
+    expect(actionsOf(all.find((s) => s.Sid === 'UseTheDataKey')!)).toEqual(keyActions);
+  });
+
   test('only SageMaker in this account can assume it', () => {
     const { template } = build('training');
     template.hasResourceProperties('AWS::IAM::Role', {
@@ -109,6 +117,18 @@ describe('SageMakerExecutionRole', () => {
         Action: 's3:GetObject',
         Resource: 'arn:aws:s3:::models-bucket/sd/base.safetensors*',
       }),
+    ]);
+  });
+
+  test('an exact object grant reads that key alone, with no listing; a folder stays a prefix', () => {
+    const { template } = build('hosting', (role) => {
+      role.grantReadUri('s3://models-bucket/sd/base.safetensors', { exactObject: true });
+      role.grantReadUri('s3://models-bucket/sdxl/', { exactObject: true });
+    });
+    const s3Statements = statements(template).filter((s) => actionsOf(s).some((a) => a.startsWith('s3:')));
+    expect(s3Statements.map((s) => [s.Action, s.Resource])).toEqual([
+      ['s3:GetObject', ['arn:aws:s3:::models-bucket/sd/base.safetensors', 'arn:aws:s3:::models-bucket/sdxl/*']],
+      ['s3:ListBucket', 'arn:aws:s3:::models-bucket'],
     ]);
   });
 

@@ -83,7 +83,8 @@ describe('ServingContainer execution role', () => {
 
   test.each([
     ['s3://models/sdxl/', 'models/sdxl/*'],
-    ['s3://base-models/sd/chilloutmix_NiPrunedFp32Fix.safetensors', 'base-models/sd/chilloutmix_NiPrunedFp32Fix.safetensors*'],
+    // A file is mounted as one S3Object: exactly that key, not every key it prefixes.
+    ['s3://base-models/sd/chilloutmix_NiPrunedFp32Fix.safetensors', 'base-models/sd/chilloutmix_NiPrunedFp32Fix.safetensors'],
   ])('reads an S3 base model %s at exactly its location', (baseModel, objects) => {
     const { stack, statements } = servingStatements({ baseModel });
     const reads = stack.resolve(statements.filter((s) => actionsOf(s).includes('s3:GetObject')).flatMap((s) => s.Resource));
@@ -103,6 +104,8 @@ describe('ServingContainer execution role', () => {
     const { stack, statements } = servingStatements();
     const resourcesOf = (action: string) => statements.filter((s) => actionsOf(s).includes(action)).map((s) => stack.resolve(s.Resource));
     expect(resourcesOf('kms:Decrypt')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^StorageDataKey/), 'Arn'] }]);
+    // An endpoint only reads: it may decrypt, never encrypt or make data keys.
+    expect(statements.flatMap(actionsOf).filter((a) => a.startsWith('kms:')).sort()).toEqual(['kms:CreateGrant', 'kms:Decrypt', 'kms:DescribeKey']);
     expect(resourcesOf('ecr:BatchGetImage')).toEqual([
       { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':ecr:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':repository/', { 'Fn::Sub': expect.stringContaining('container-assets') }]] },
     ]);
