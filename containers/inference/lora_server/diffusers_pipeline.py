@@ -24,7 +24,8 @@ from PIL.Image import Image
 from .logs import JsonLog
 from .lora_file import inspect_lora
 from .model_files import find_lora_file, resolve_base_model
-from .service import GenerationTimeout
+from .budget import megapixels
+from .service import GenerationTimeout, NotEnoughTime
 from .settings import Settings
 from .validation import SCHEDULERS, GenerationParams
 
@@ -50,6 +51,8 @@ class DiffusersPipeline:
         self._log = log
         self._clock = clock
         self._schedulers: dict[str, Any] = {"default": pipe.scheduler}
+        # Seconds per denoising step per megapixel of output, measured on the last request.
+        self._pace: float | None = None
         self._fused_scale: float | None = None
         self._maybe_fused = False
         self.apply_lora_scale(lora_scale)
@@ -78,10 +81,21 @@ class DiffusersPipeline:
             self._schedulers[name] = self._make_scheduler(name, self._schedulers["default"].config)
         return self._schedulers[name]
 
+    def estimate_seconds(self, params: GenerationParams) -> float | None:
+        """Denoising time for `params` at the pace of the last request; None before the first."""
+        if self._pace is None:
+            return None
+        return self._pace * params.num_inference_steps * megapixels(params)
+
     def generate(self, params: GenerationParams, deadline: float) -> list[Image]:
+        needed = self.estimate_seconds(params)
+        if needed is not None and self._clock() + needed > deadline:
+            # Refused before any GPU time is spent on a request that would be stopped part-way.
+            raise NotEnoughTime(needed, deadline - self._clock())
         self.apply_lora_scale(params.lora_scale)
         self._pipe.scheduler = self._scheduler(params.scheduler)
         stopped_at: list[int] = []
+        paced: list[tuple[int, float]] = []
         started = self._clock()
 
         def stop_at_deadline(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +105,7 @@ class DiffusersPipeline:
             # half-denoised images are discarded below.
             now = self._clock()
             done = step + 1
+            paced[:] = [(done, now - started)]
             projected = now + (now - started) / done * (params.num_inference_steps - done)
             if not stopped_at and (now > deadline or (done >= 2 and projected > deadline)):
                 stopped_at.append(done)
@@ -109,6 +124,9 @@ class DiffusersPipeline:
             generator=[self._make_generator(params.seed + i) for i in range(params.num_images)],
             callback_on_step_end=stop_at_deadline,
         )
+        if paced and paced[0][0] >= 2:
+            done, seconds = paced[0]
+            self._pace = seconds / done / megapixels(params)
         if stopped_at:
             raise GenerationTimeout(
                 f"stopped after {stopped_at[0]} of {params.num_inference_steps} steps: the request would not finish "

@@ -90,6 +90,7 @@ class FakePipeline:
     hold: threading.Event | None = None
     noise: bool = False
     calls: list[GenerationParams] = field(default_factory=list)
+    deadlines: list[float] = field(default_factory=list)
     running: int = 0
     max_running: int = 0
 
@@ -98,6 +99,7 @@ class FakePipeline:
         self.max_running = max(self.max_running, self.running)
         try:
             self.calls.append(params)
+            self.deadlines.append(deadline)
             if self.hold is not None:
                 self.hold.wait(5)
             if self.failures:
@@ -122,6 +124,7 @@ class Server:
     pipeline: FakePipeline
     log: io.StringIO
     release: threading.Event
+    app_service: Any = None
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in map(json.loads, self.log.getvalue().splitlines()) if e["event"] == name]
@@ -164,7 +167,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             return pipeline
 
         app = create_app(settings_for(tmp_path, **settings), loader=loader, log=JsonLog(log))
-        server = Server(app.test_client(), pipeline, log, release)
+        server = Server(app.test_client(), pipeline, log, release, app.extensions["model_service"])
         if loaded:
             wait_for(lambda: server.client.get("/ping").status_code != 503)
         return server

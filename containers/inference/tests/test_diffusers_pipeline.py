@@ -19,7 +19,7 @@ from PIL import Image
 
 from lora_server.diffusers_pipeline import ADAPTER, DiffusersPipeline
 from lora_server.logs import JsonLog
-from lora_server.service import GenerationTimeout
+from lora_server.service import GenerationTimeout, NotEnoughTime
 from lora_server.validation import GenerationParams
 
 BASE_WEIGHT = 10.0
@@ -186,6 +186,22 @@ def test_denoising_stops_at_the_deadline_even_on_the_first_step() -> None:
     pipeline, _ = paced(5.0)
     with pytest.raises(GenerationTimeout, match="stopped after 1 of 25 steps"):
         pipeline.generate(params(), deadline=4.0)
+
+
+def test_a_request_the_last_pace_says_cannot_end_in_time_is_refused_before_any_gpu_work() -> None:
+    pipeline, clock = paced(1.0)
+    assert pipeline.estimate_seconds(params()) is None  # nothing measured yet: never refused
+    pipeline.generate(params(num_inference_steps=10), deadline=1e9)  # 1 s a step at 64 x 64
+    pipe = pipeline._pipe
+    calls, fuses = len(pipe.calls), pipe.fuses
+    clock[0] = 0.0
+    # 25 steps at 1 s each, and twice the pixels: 50 s, with 40 s left.
+    with pytest.raises(NotEnoughTime) as refused:
+        pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=40.0)
+    assert (refused.value.needed_seconds, refused.value.left_seconds) == (pytest.approx(50.0), 40.0)
+    assert (len(pipe.calls), pipe.fuses) == (calls, fuses)  # no denoising, no re-fuse
+    # Negative control: with the time it needs, the same request runs.
+    assert len(pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=51.0)) == 2
 
 
 def test_schedulers_are_built_once_from_the_models_own_config_and_default_restores_it() -> None:
