@@ -43,9 +43,15 @@ class DiffusersPipeline:
         make_generator: Callable[[int], Any],
         make_scheduler: Callable[[str, Any], Any],
         log: JsonLog,
+        vae_dtype: Any,
+        empty_cache: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pipe = pipe
+        self._vae_dtype = vae_dtype
+        self._empty_cache = empty_cache
+        # Decode the images of a request one at a time: 4 at once in fp32 (SDXL) may not fit.
+        pipe.vae.enable_slicing()
         self._make_generator = make_generator
         self._make_scheduler = make_scheduler
         self._log = log
@@ -92,6 +98,27 @@ class DiffusersPipeline:
         if needed is not None and self._clock() + needed > deadline:
             # Refused before any GPU time is spent on a request that would be stopped part-way.
             raise NotEnoughTime(needed, deadline - self._clock())
+        try:
+            return self._generate(params, deadline)
+        except GenerationTimeout:
+            raise  # denoising was interrupted and the decode completed: nothing to undo
+        except Exception:
+            self._recover()
+            raise
+
+    def _recover(self) -> None:
+        """Undoes what a failure part-way through a generation can leave behind.
+
+        The SDXL pipeline upcasts its fp16 VAE to fp32 for the decode and casts it back only after
+        a decode that succeeds (pipeline_stable_diffusion_xl.py in diffusers 0.40): a decode that
+        fails (out of memory) would leave it in fp32, and every later decode of fp16 latents would
+        fail on the dtype mismatch. Memory a failed step held is returned to the GPU as well.
+        """
+        self._pipe.vae.to(dtype=self._vae_dtype)
+        self._empty_cache()
+        self._log("generation_recovered", vae_dtype=str(self._vae_dtype))
+
+    def _generate(self, params: GenerationParams, deadline: float) -> list[Image]:
         self.apply_lora_scale(params.lora_scale)
         self._pipe.scheduler = self._scheduler(params.scheduler)
         stopped_at: list[int] = []
@@ -182,4 +209,6 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
         make_generator=lambda seed: torch.Generator(device="cpu").manual_seed(seed),
         make_scheduler=make_scheduler,
         log=log,
+        vae_dtype=torch.float16,
+        empty_cache=torch.cuda.empty_cache,
     )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from lora_server import imaging
 from lora_server.app import create_app
 from lora_server.imaging import MAX_RESPONSE_BYTES
 from lora_server.logs import JsonLog
@@ -275,6 +276,48 @@ def test_a_response_over_six_megabytes_gives_413_saying_what_to_reduce(make_serv
     assert "fewer num_images" in error and "output_format jpeg" in error
     # Negative control: the same images one at a time fit, as PNG too.
     assert server.invoke({"prompt": PROMPT, "width": 1024, "height": 1024}).status_code == 200
+
+
+def test_the_limit_is_six_million_bytes_less_a_margin_not_six_mebibytes() -> None:
+    assert 5_950_000 < MAX_RESPONSE_BYTES < 6_000_000
+    imaging.check_size(MAX_RESPONSE_BYTES, 1, "png")
+    # Over 6 MB (6,000,000 bytes) but under 6 MiB (6,291,456): SageMaker would refuse it.
+    with pytest.raises(imaging.ResponseTooLarge, match="6100000 bytes"):
+        imaging.check_size(6_100_000, 1, "png")
+
+
+def test_a_response_that_cannot_fit_is_refused_before_generating(make_server: Any) -> None:
+    server = make_server(model_type="sdxl")
+    # 2 x 1536 x 1536 PNG, base64 in JSON: at least 1 byte a pixel, 6.3 MB.
+    response = server.invoke({"prompt": PROMPT, "num_images": 2, "width": 1536, "height": 1536})
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert "would be at least about 6291456 bytes" in error
+    assert "fewer num_images" in error and "output_format jpeg" in error
+    assert server.pipeline.calls == []
+    # Negative controls: one such image fits, and so does the first of them alone, raw.
+    assert server.invoke({"prompt": PROMPT, "width": 1536, "height": 1536}).status_code == 200
+    assert server.invoke({"prompt": PROMPT, "num_images": 2, "width": 1024, "height": 1536}, accept="image/png").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fields", "status"),
+    [
+        ("sdxl", {"num_images": 2, "width": 1536, "height": 1536, "output_format": "jpeg"}, 400),
+        ("sdxl", {"num_images": 4, "width": 1536, "height": 1536, "output_format": "jpeg"}, 400),
+        ("sdxl", {"num_images": 4, "width": 1024, "height": 1024, "output_format": "jpeg"}, 200),
+        ("sdxl", {"num_images": 1, "width": 1536, "height": 1536, "output_format": "jpeg"}, 200),
+        ("sd15", {"num_images": 4, "width": 1024, "height": 1024, "output_format": "jpeg"}, 200),
+    ],
+)
+def test_the_pixels_of_a_request_are_capped_per_model_type(make_server: Any, model_type: str, fields: dict[str, Any], status: int) -> None:
+    server = make_server(model_type=model_type)
+    response = server.invoke({"prompt": PROMPT, **fields})
+    assert response.status_code == status
+    if status == 400:
+        assert response.get_json()["field"] == "num_images"
+        assert "must be at most 4194304 pixels for sdxl" in response.get_json()["error"]
+        assert server.pipeline.calls == []
 
 
 def test_one_raw_png_of_the_largest_size_fits(make_server: Any) -> None:

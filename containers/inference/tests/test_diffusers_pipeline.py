@@ -4,7 +4,9 @@
 - `set_adapters(names, adapter_weights=[w])` sets each LoRA layer's scale to w (PEFT `set_scale`);
 - `fuse_lora(lora_scale=s)` multiplies that scale by s (PEFT `scale_layer`) and merges it into the weight;
 - `unfuse_lora()` subtracts what is merged at the layer's current scale (PEFT `unmerge`);
-- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes.
+- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes;
+  like the SDXL pipeline, it upcasts an fp16 VAE to fp32 for the decode and casts it back only after a
+  decode that succeeds, and a decode of fp16 latents by an fp32 VAE fails on the dtype mismatch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,27 @@ class FakeScheduler:
     config: dict[str, Any] = field(default_factory=lambda: {"num_train_timesteps": 1000})
 
 
+class FakeVae:
+    def __init__(self) -> None:
+        self.dtype = "float16"
+        self.slicing = False
+        self.fail_next_decode = False
+
+    def enable_slicing(self) -> None:
+        self.slicing = True
+
+    def to(self, dtype: str) -> FakeVae:
+        self.dtype = dtype
+        return self
+
+    def decode(self, latents_dtype: str) -> None:
+        if latents_dtype != self.dtype:
+            raise RuntimeError("Input type (c10::Half) and bias type (float) should be the same")
+        if self.fail_next_decode:
+            self.fail_next_decode = False
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+
 class FakeDiffusersPipe:
     def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None) -> None:
         self.weight = BASE_WEIGHT
@@ -42,6 +65,7 @@ class FakeDiffusersPipe:
         self.fuses = 0
         self.fail_next_fuse = False
         self._interrupt = False
+        self.vae = FakeVae()
         self._seconds_per_step = seconds_per_step
         self._clock = clock
 
@@ -79,6 +103,15 @@ class FakeDiffusersPipe:
             if self._clock is not None:
                 self._clock[0] += self._seconds_per_step
             kwargs["callback_on_step_end"](self, step, 999 - step, {})
+        # pipeline_stable_diffusion_xl.py: needs_upcasting = vae.dtype == float16 and force_upcast.
+        latents_dtype = "float16"
+        needs_upcasting = self.vae.dtype == "float16"
+        if needs_upcasting:
+            self.vae.to(dtype="float32")
+            latents_dtype = "float32"
+        self.vae.decode(latents_dtype)
+        if needs_upcasting:
+            self.vae.to(dtype="float16")
         images = [Image.new("RGB", (kwargs["width"], kwargs["height"])) for _ in kwargs["generator"]]
         return type("Output", (), {"images": images})()
 
@@ -107,6 +140,8 @@ def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] |
         make_generator=lambda seed: f"generator({seed})",
         make_scheduler=make_scheduler,
         log=JsonLog(log),
+        vae_dtype="float16",
+        empty_cache=lambda: pipe.calls.append({"empty_cache": True}),
         clock=lambda: time[0],
     )
     return pipeline, built, log
@@ -150,6 +185,31 @@ def test_a_failed_refuse_is_repaired_by_the_next_request() -> None:
     assert pipeline.fused_scale is None
     pipeline.generate(params(lora_scale=1.0), deadline=1e9)
     assert (pipe.calls[-1]["effective_scale"], pipeline.fused_scale) == (pytest.approx(1.0), 1.0)
+
+
+def test_negative_control_a_failed_decode_leaves_the_vae_in_fp32_and_breaks_later_requests() -> None:
+    # What the fake models of diffusers 0.40's SDXL pipeline, called directly (no recovery).
+    pipe = FakeDiffusersPipe()
+    pipe.vae.fail_next_decode = True
+    call = {"num_inference_steps": 2, "width": 8, "height": 8, "generator": [None], "callback_on_step_end": lambda *a: a[-1]}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipe(**call)
+    assert pipe.vae.dtype == "float32"
+    with pytest.raises(RuntimeError, match="should be the same"):
+        pipe(**call)
+
+
+def test_after_a_failed_decode_the_vae_is_back_in_fp16_and_the_next_request_succeeds() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, log = build(pipe, lora_scale=1.0)
+    assert pipe.vae.slicing  # images are decoded one at a time
+    pipe.vae.fail_next_decode = True
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipeline.generate(params(lora_scale=1.0), deadline=1e9)
+    assert pipe.vae.dtype == "float16"
+    assert pipe.calls[-1] == {"empty_cache": True}
+    assert "generation_recovered" in log.getvalue()
+    assert len(pipeline.generate(params(lora_scale=1.0), deadline=1e9)) == 1
 
 
 def test_the_request_is_passed_to_diffusers_with_one_generator_per_image() -> None:
