@@ -1,15 +1,22 @@
 """The real model: a diffusers Stable Diffusion (1.5 or XL) pipeline with the trained LoRA fused in.
 
 torch and diffusers are imported only inside `load_pipeline`, so the rest of the server (and its
-tests) runs without them. `DiffusersPipeline` takes the loaded pipeline and two factories, which
+tests) runs without them. `DiffusersPipeline` takes the loaded pipeline and a few factories, which
 is what lets the tests drive this class's real logic with a stand-in for the diffusers object.
 
 How the LoRA scale works: the LoRA is loaded as a PEFT adapter and fused (merged) into the base
-weights at LORA_SCALE, so denoising steps cost the same as without a LoRA. A request with another
-`lora_scale` re-fuses: unfuse, set the adapter's weight to the new scale (`set_adapters` sets it
-absolutely; `fuse_lora(lora_scale=…)` would multiply the scale already set and compound), fuse
-again. That costs about a second, once; the weights then stay at that scale until a request asks
-for another, so a run of requests at one scale pays once.
+weights at LORA_SCALE, so denoising steps cost the same as without a LoRA. PEFT 0.21 merges with
+`weight.data += delta` and unmerges with `weight.data -= delta`, in fp16 on the GPU, so an unfuse
+and a fuse each round the weights once more: re-fusing again and again would let the weights drift
+further from the trained ones. So the first time a request asks for another `lora_scale`, the
+weights of every LoRA-targeted layer, as fused at LORA_SCALE at load and untouched since, are copied
+to CPU memory. Every change of scale starts from that copy: copy it back (exact), set PEFT's scale
+back to LORA_SCALE (its merged flags are unchanged by the copy, so PEFT's state is again "merged at
+LORA_SCALE"), then, for another scale, unfuse, `set_adapters` with the new weight and fuse. The
+weights at a scale are thus always the same, one unfuse and one fuse away from the load-time ones,
+and exactly those at LORA_SCALE. (`set_adapters` sets the scale absolutely; `fuse_lora(lora_scale=…)`
+would multiply the scale already set and compound.) That costs about a second, once; the weights
+then stay at that scale until a request asks for another.
 """
 
 from __future__ import annotations
@@ -21,15 +28,38 @@ from typing import Any
 
 from PIL.Image import Image
 
+from .budget import megapixels
 from .logs import JsonLog
 from .lora_file import inspect_lora
 from .model_files import find_lora_file, resolve_base_model
-from .budget import megapixels
 from .service import GenerationTimeout, NotEnoughTime
 from .settings import Settings
 from .validation import SCHEDULERS, GenerationParams
 
 ADAPTER = "trained"
+# The pipeline components diffusers fuses a kohya LoRA into (fuse_lora's default components).
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+class WeightCopy:
+    """A CPU copy of tensors, made once, and copied back on demand; works on any torch tensors."""
+
+    def __init__(self, tensors: Callable[[], list[Any]]) -> None:
+        self._tensors = tensors
+        self._pairs: list[tuple[Any, Any]] | None = None
+
+    def save(self) -> int:
+        """Copies the tensors to CPU memory the first time; returns the bytes copied (0 after the first)."""
+        if self._pairs is not None:
+            return 0
+        pairs = [(t, t.detach().to("cpu", copy=True)) for t in self._tensors()]
+        self._pairs = pairs
+        return sum(saved.numel() * saved.element_size() for _, saved in pairs)
+
+    def restore(self) -> None:
+        assert self._pairs is not None, "restore() before save()"
+        for tensor, saved in self._pairs:
+            tensor.data.copy_(saved)
 
 
 class DiffusersPipeline:
@@ -45,9 +75,13 @@ class DiffusersPipeline:
         log: JsonLog,
         vae_dtype: Any,
         empty_cache: Callable[[], None],
+        lora_weights: Callable[[], list[Any]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pipe = pipe
+        self._default_scale = lora_scale
+        # The weights of the LoRA-targeted layers as fused at LORA_SCALE: copied before the first re-fuse.
+        self._fused_weights = WeightCopy(lora_weights)
         self._vae_dtype = vae_dtype
         self._empty_cache = empty_cache
         # Decode the images of a request one at a time: 4 at once in fp32 (SDXL) may not fit.
@@ -59,26 +93,43 @@ class DiffusersPipeline:
         self._schedulers: dict[str, Any] = {"default": pipe.scheduler}
         # Seconds per denoising step per megapixel of output, measured on the last request.
         self._pace: float | None = None
-        self._fused_scale: float | None = None
-        self._maybe_fused = False
-        self.apply_lora_scale(lora_scale)
+        started = clock()
+        self._fuse_at(lora_scale)
+        self._fused_scale: float | None = lora_scale
+        self._log("lora_fused", lora_scale=lora_scale, ms=round((clock() - started) * 1000))
 
     @property
     def fused_scale(self) -> float | None:
         """The scale the LoRA is fused at; None while unknown (a re-fuse failed), so the next request re-fuses."""
         return self._fused_scale
 
+    def _fuse_at(self, scale: float) -> None:
+        self._pipe.set_adapters([ADAPTER], adapter_weights=[scale])
+        self._pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=1.0)
+
     def apply_lora_scale(self, scale: float) -> None:
         if scale == self._fused_scale:
             return
         started = self._clock()
+        # Only ever reached first at LORA_SCALE, with the weights as fused at load.
+        saved = self._fused_weights.save()
+        if saved:
+            self._log("lora_weights_saved", bytes=saved)
+        known = self._fused_scale is not None
         self._fused_scale = None
-        if self._maybe_fused:
-            # Unmerges with the scale each layer was merged at; a layer not merged is left as it is.
+        if not known:
+            # A change of scale failed part-way: some layers may be merged, at some scale, and others
+            # not. Unfuse what is merged and fuse every layer at LORA_SCALE, so that all are merged
+            # at LORA_SCALE in PEFT's eyes; the copy below then makes the weights agree.
             self._pipe.unfuse_lora()
-        self._pipe.set_adapters([ADAPTER], adapter_weights=[scale])
-        self._maybe_fused = True
-        self._pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=1.0)
+            self._fuse_at(self._default_scale)
+        self._fused_weights.restore()
+        # Copying weights leaves PEFT's merged flags alone; its scale goes back to LORA_SCALE, which
+        # the copied weights are merged at, so that an unfuse subtracts exactly what is merged.
+        self._pipe.set_adapters([ADAPTER], adapter_weights=[self._default_scale])
+        if scale != self._default_scale:
+            self._pipe.unfuse_lora()
+            self._fuse_at(scale)
         self._fused_scale = scale
         self._log("lora_fused", lora_scale=scale, ms=round((self._clock() - started) * 1000))
 
@@ -196,6 +247,17 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
     # Attention: diffusers' default processor on torch 2 is SDPA (AttnProcessor2_0); nothing to set.
     pipe.load_lora_weights(str(lora_path.parent), weight_name=lora_path.name, adapter_name=ADAPTER)
 
+    def lora_weights() -> list[Any]:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return [
+            module.get_base_layer().weight
+            for name in LORA_COMPONENTS
+            if getattr(pipe, name, None) is not None
+            for module in getattr(pipe, name).modules()
+            if isinstance(module, BaseTunerLayer)
+        ]
+
     def make_scheduler(name: str, config: Any) -> Any:
         spec = SCHEDULERS[name]
         assert spec is not None, "the default scheduler is never rebuilt"
@@ -211,4 +273,5 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
         log=log,
         vae_dtype=torch.float16,
         empty_cache=torch.cuda.empty_cache,
+        lora_weights=lora_weights,
     )

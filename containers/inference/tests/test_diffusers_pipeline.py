@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,69 @@ from lora_server.logs import JsonLog
 from lora_server.service import GenerationTimeout, NotEnoughTime
 from lora_server.validation import GenerationParams
 
-BASE_WEIGHT = 10.0
-LORA_DELTA = 1.0
+def f16(x: float) -> float:
+    """x rounded to IEEE half precision, as an fp16 tensor on the GPU stores it."""
+    return struct.unpack("<e", struct.pack("<e", x))[0]
+
+
+class FakeTensor:
+    """An fp16 tensor: every value written is rounded to half precision."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = [f16(v) for v in values]
+
+    @property
+    def data(self) -> FakeTensor:
+        return self
+
+    def detach(self) -> FakeTensor:
+        return self
+
+    def to(self, device: str, copy: bool = False) -> FakeTensor:
+        assert (device, copy) == ("cpu", True)
+        return FakeTensor(self.values)
+
+    def copy_(self, other: FakeTensor) -> FakeTensor:
+        self.values = list(other.values)
+        return self
+
+    def numel(self) -> int:
+        return len(self.values)
+
+    def element_size(self) -> int:
+        return 2
+
+
+class FakeLoraLayer:
+    """A PEFT 0.21 LoRA layer (tuners/lora/layer.py): `scaling` set absolutely by set_scale, multiplied by
+    scale_layer; merge adds `scaling * delta` to the fp16 weight unless merged; unmerge subtracts it."""
+
+    def __init__(self, base: list[float], delta: list[float]) -> None:
+        self.weight = FakeTensor(base)
+        self.delta = [f16(d) for d in delta]
+        self.scaling = 1.0
+        self.merged = False
+
+    def _shift(self, sign: int) -> None:
+        self.weight.values = [f16(w + sign * f16(self.scaling * d)) for w, d in zip(self.weight.values, self.delta, strict=True)]
+
+    def merge(self) -> None:
+        if not self.merged:
+            self._shift(+1)
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self._shift(-1)
+            self.merged = False
+
+
+def make_layers() -> list[FakeLoraLayer]:
+    # Base weights of a few magnitudes, LoRA deltas much smaller: where fp16 rounding shows.
+    return [
+        FakeLoraLayer([(-1) ** i * (0.3 + 0.37 * i + 0.011 * layer) for i in range(16)], [0.0123 * ((i * 7 + layer) % 11 - 5) for i in range(16)])
+        for layer in range(4)
+    ]
 
 
 @dataclass
@@ -57,42 +119,54 @@ class FakeVae:
 
 class FakeDiffusersPipe:
     def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None) -> None:
-        self.weight = BASE_WEIGHT
-        self.scale = 1.0
-        self.merged = False
+        self.layers = make_layers()
+        self.base = [list(layer.weight.values) for layer in self.layers]
         self.scheduler = FakeScheduler("model's own")
         self.calls: list[dict[str, Any]] = []
         self.fuses = 0
-        self.fail_next_fuse = False
+        # Fail the next fuse after merging this many layers (None: do not fail).
+        self.fail_fuse_after: int | None = None
         self._interrupt = False
         self.vae = FakeVae()
         self._seconds_per_step = seconds_per_step
         self._clock = clock
 
     @property
+    def weights(self) -> list[list[float]]:
+        return [list(layer.weight.values) for layer in self.layers]
+
+    @property
     def effective_scale(self) -> float:
-        return (self.weight - BASE_WEIGHT) / LORA_DELTA
+        """The scale the weights carry, whatever PEFT believes: the least-squares fit of W - W0 = scale * delta."""
+        pairs = [(w - b, d) for layer, base in zip(self.layers, self.base, strict=True) for w, b, d in zip(layer.weight.values, base, layer.delta, strict=True)]
+        return sum(moved * d for moved, d in pairs) / sum(d * d for _, d in pairs)
+
+    @property
+    def peft_state(self) -> set[tuple[bool, float]]:
+        """(merged, scaling) of every layer: one element when the layers agree."""
+        return {(layer.merged, layer.scaling) for layer in self.layers}
 
     def set_adapters(self, names: list[str], adapter_weights: list[float]) -> None:
+        # diffusers' set_weights_and_activate_adapters: set_scale on every layer, merged or not.
         assert names == [ADAPTER]
-        if self.merged:
-            raise AssertionError("PEFT would re-scale a merged layer and unmerge the wrong amount later")
-        self.scale = adapter_weights[0]
+        for layer in self.layers:
+            layer.scaling = adapter_weights[0]
 
     def fuse_lora(self, adapter_names: list[str], lora_scale: float = 1.0) -> None:
+        # diffusers' _fuse_lora_apply: scale_layer(lora_scale) if it is not 1, then merge, layer by layer.
         assert adapter_names == [ADAPTER]
-        if self.fail_next_fuse:
-            self.fail_next_fuse = False
-            raise RuntimeError("CUDA out of memory while fusing")
-        self.scale *= lora_scale
-        self.weight += self.scale * LORA_DELTA
-        self.merged = True
+        for index, layer in enumerate(self.layers):
+            if index == self.fail_fuse_after:
+                self.fail_fuse_after = None
+                raise RuntimeError("CUDA out of memory while fusing")
+            if lora_scale != 1.0:
+                layer.scaling *= lora_scale
+            layer.merge()
         self.fuses += 1
 
     def unfuse_lora(self) -> None:
-        if self.merged:
-            self.weight -= self.scale * LORA_DELTA
-            self.merged = False
+        for layer in self.layers:
+            layer.unmerge()
 
     def __call__(self, **kwargs: Any) -> Any:
         self.calls.append({**kwargs, "scheduler": self.scheduler, "effective_scale": self.effective_scale})
@@ -142,6 +216,7 @@ def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] |
         log=JsonLog(log),
         vae_dtype="float16",
         empty_cache=lambda: pipe.calls.append({"empty_cache": True}),
+        lora_weights=lambda: [layer.weight for layer in pipe.layers],
         clock=lambda: time[0],
     )
     return pipeline, built, log
@@ -150,20 +225,64 @@ def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] |
 def test_the_lora_is_fused_at_lora_scale_when_loaded() -> None:
     pipe = FakeDiffusersPipe()
     pipeline, _, log = build(pipe, lora_scale=0.8)
-    assert (pipe.merged, pipe.effective_scale, pipeline.fused_scale) == (True, pytest.approx(0.8), 0.8)
+    assert (pipe.peft_state, pipe.effective_scale, pipeline.fused_scale) == ({(True, 0.8)}, pytest.approx(0.8, abs=0.01), 0.8)
     assert json.loads(log.getvalue())["event"] == "lora_fused"
 
 
 def test_a_request_at_another_scale_refuses_once_and_a_later_default_request_restores_it() -> None:
     pipe = FakeDiffusersPipe()
-    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    pipeline, _, log = build(pipe, lora_scale=0.8)
     seen = []
     for scale in (0.8, 1.5, 1.5, 0.0, 0.8, 2.0):
         pipeline.generate(params(lora_scale=scale), deadline=1e9)
         seen.append(pipe.calls[-1]["effective_scale"])
-    assert seen == pytest.approx([0.8, 1.5, 1.5, 0.0, 0.8, 2.0])
-    # One fuse at load, then one per change of scale; none for a repeated scale.
-    assert pipe.fuses == 1 + 4
+        assert pipe.peft_state == {(True, scale)}
+    assert seen == pytest.approx([0.8, 1.5, 1.5, 0.0, 0.8, 2.0], abs=0.01)
+    # One fuse at load, then one per change of scale away from LORA_SCALE; none for a repeated scale.
+    assert pipe.fuses == 1 + 3
+    # The fused weights were copied once, before the first change: 4 layers of 16 fp16 values.
+    assert [json.loads(line)["bytes"] for line in log.getvalue().splitlines() if "lora_weights_saved" in line] == [4 * 16 * 2]
+
+
+def _alternate(pipeline: DiffusersPipeline, scales: list[float]) -> None:
+    for scale in scales:
+        pipeline.apply_lora_scale(scale)
+
+
+SCALES = [1.5, 0.8, 0.3, 0.8, 2.0, 0.8, 1.1, 0.8] * 20  # ends at LORA_SCALE (0.8)
+
+
+def test_weights_at_lora_scale_stay_exactly_as_fused_at_load_however_often_the_scale_changes() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    fused = pipe.weights
+    _alternate(pipeline, SCALES)
+    assert pipe.weights == fused
+    assert pipe.peft_state == {(True, 0.8)}
+
+
+def test_weights_at_another_scale_are_one_refuse_from_the_load_time_weights_never_more() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    pipeline.apply_lora_scale(1.5)
+    once = pipe.weights
+    _alternate(pipeline, [*SCALES, 1.5])
+    assert pipe.weights == once
+    assert pipe.peft_state == {(True, 1.5)}
+
+
+def test_negative_control_refusing_without_the_copy_lets_the_weights_drift() -> None:
+    # The former way: unfuse, set_adapters, fuse, each rounding the fp16 weights once more.
+    pipe = FakeDiffusersPipe()
+    pipe.set_adapters([ADAPTER], adapter_weights=[0.8])
+    pipe.fuse_lora([ADAPTER])
+    fused = pipe.weights
+    for scale in SCALES:
+        pipe.unfuse_lora()
+        pipe.set_adapters([ADAPTER], adapter_weights=[scale])
+        pipe.fuse_lora([ADAPTER])
+    assert pipe.peft_state == {(True, 0.8)}
+    assert pipe.weights != fused
 
 
 def test_negative_control_fuse_lora_with_a_scale_would_compound() -> None:
@@ -173,18 +292,28 @@ def test_negative_control_fuse_lora_with_a_scale_would_compound() -> None:
     pipe.fuse_lora([ADAPTER], lora_scale=0.8)
     pipe.unfuse_lora()
     pipe.fuse_lora([ADAPTER], lora_scale=1.5)
-    assert pipe.effective_scale == pytest.approx(1.2)
+    assert pipe.effective_scale == pytest.approx(1.2, abs=0.01)
 
 
-def test_a_failed_refuse_is_repaired_by_the_next_request() -> None:
+@pytest.mark.parametrize("next_scale", [1.0, 0.5, 1.7])
+def test_a_refuse_that_fails_part_way_is_repaired_by_the_next_request(next_scale: float) -> None:
     pipe = FakeDiffusersPipe()
     pipeline, _, _ = build(pipe, lora_scale=1.0)
-    pipe.fail_next_fuse = True
+    fused = pipe.weights
+    pipeline.apply_lora_scale(1.7)
+    at_17 = pipe.weights
+    pipe.fail_fuse_after = 2  # two layers merged at 0.5, two not merged at all
     with pytest.raises(RuntimeError, match="while fusing"):
         pipeline.generate(params(lora_scale=0.5), deadline=1e9)
     assert pipeline.fused_scale is None
-    pipeline.generate(params(lora_scale=1.0), deadline=1e9)
-    assert (pipe.calls[-1]["effective_scale"], pipeline.fused_scale) == (pytest.approx(1.0), 1.0)
+    assert len(pipe.peft_state) == 2
+    pipeline.generate(params(lora_scale=next_scale), deadline=1e9)
+    assert (pipe.peft_state, pipeline.fused_scale) == ({(True, next_scale)}, next_scale)
+    assert pipe.calls[-1]["effective_scale"] == pytest.approx(next_scale, abs=0.01)
+    if next_scale == 1.0:
+        assert pipe.weights == fused
+    if next_scale == 1.7:
+        assert pipe.weights == at_17
 
 
 def test_negative_control_a_failed_decode_leaves_the_vae_in_fp32_and_breaks_later_requests() -> None:
