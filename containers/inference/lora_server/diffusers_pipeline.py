@@ -235,7 +235,9 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
     if settings.model_type == "sd15":
         # SDXL has no safety checker; for SD 1.5 it is skipped too, as from_single_file skips it,
         # so a folder and a single file of the same model behave alike. Moderation is the caller's.
-        options.update(safety_checker=None, requires_safety_checker=False)
+        # Its feature extractor only feeds the safety checker; in transformers 5.17 it is the
+        # torchvision-backed CLIPImageProcessor, which needs torchvision, so it is not loaded either.
+        options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     if base.kind == "single_file":
         pipe = pipeline_class.from_single_file(
             base.location, config=str(settings.configs_dir / settings.model_type), local_files_only=True, **options
