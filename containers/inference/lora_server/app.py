@@ -92,7 +92,7 @@ def _invoke(service: ModelService, settings: Settings, received: float, context:
     params = validate(body, settings.model_type, settings.lora_scale, secrets.randbelow(2**32))
     if response_type != JSON:
         wanted = f"image/{params.output_format}"
-        if "output_format" not in body:
+        if body.get("output_format") is None:
             params = replace(params, output_format=response_type.removeprefix("image/"))
         elif accept.quality(wanted) <= 0:
             raise RequestError(f"output_format {params.output_format} conflicts with Accept {request.headers['Accept']!r}", "output_format")

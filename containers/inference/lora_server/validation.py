@@ -128,12 +128,16 @@ def _side(body: dict[str, Any], name: str, model_type: ModelType) -> int:
 
 
 def validate(body: dict[str, Any], model_type: ModelType, default_lora_scale: float, random_seed: int) -> GenerationParams:
-    """Checks every field of a request body, applying defaults; raises RequestError naming the first bad field."""
+    """Checks every field of a request body, applying defaults; raises RequestError naming the first bad field.
+
+    A field given as null takes its default, as if it were absent (`"seed": null` is a random seed).
+    """
     unknown = sorted(set(body) - set(GenerationParams.__dataclass_fields__))
     if unknown:
         raise RequestError(
             f"unknown field {unknown[0]!r}; the fields are {', '.join(GenerationParams.__dataclass_fields__)}", unknown[0]
         )
+    body = {name: value for name, value in body.items() if value is not None}
     prompt = _text(body, "prompt", required=True)
     assert prompt is not None
     return GenerationParams(

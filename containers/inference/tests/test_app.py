@@ -23,6 +23,7 @@ from lora_server.logs import JsonLog
 from lora_server.__main__ import GUNICORN_CONFIG
 from lora_server.service import GenerationTimeout, NotEnoughTime
 from lora_server.settings import MAX_INVOCATIONS_IN_FLIGHT
+from lora_server.validation import GenerationParams
 
 from .conftest import SDXL_MODULES, FakePipeline, lora_shapes, settings_for, wait_for, write_safetensors
 
@@ -111,7 +112,6 @@ BAD_FIELDS = [
     ({"width": 248}, "width"),
     ({"width": 1032}, "width"),
     ({"height": 1030}, "height"),
-    ({"height": None}, "height"),
     ({"seed": -1}, "seed"),
     ({"seed": 2**32}, "seed"),
     ({"seed": "7"}, "seed"),
@@ -148,6 +148,21 @@ def test_the_limits_of_each_field_are_accepted(make_server: Any) -> None:
     ):
         response = server.invoke({"prompt": PROMPT, **fields})
         assert response.status_code == 200, response.get_json()
+
+
+def test_null_takes_the_default_for_every_optional_field(make_server: Any) -> None:
+    server = make_server(lora_scale=0.8)
+    optional = [name for name in GenerationParams.__dataclass_fields__ if name != "prompt"]
+    nulls = server.invoke({"prompt": PROMPT, **dict.fromkeys(optional, None)}, accept="image/jpeg")
+    assert nulls.status_code == 200, nulls.get_json()
+    assert (nulls.mimetype, nulls.headers["X-Amzn-SageMaker-Custom-Attributes"].startswith("seed=")) == ("image/jpeg", True)
+    parameters = server.invoke({"prompt": PROMPT, "seed": None, "negative_prompt": None}).get_json()["parameters"]
+    assert isinstance(parameters["seed"], int) and parameters["negative_prompt"] is None
+    absent = server.invoke({"prompt": PROMPT}).get_json()["parameters"]
+    assert {k: v for k, v in parameters.items() if k != "seed"} == {k: v for k, v in absent.items() if k != "seed"}
+    # Negative control: the required prompt may not be null.
+    refused = server.invoke({"prompt": None})
+    assert (refused.status_code, refused.get_json()["field"], refused.get_json()["error"]) == (400, "prompt", "prompt is required")
 
 
 def test_sizes_are_bounded_per_model_type(make_server: Any) -> None:
