@@ -28,7 +28,6 @@ from typing import Any
 
 from PIL.Image import Image
 
-from .budget import megapixels
 from .logs import JsonLog
 from .lora_file import inspect_lora
 from .model_files import find_lora_file, resolve_base_model
@@ -91,8 +90,8 @@ class DiffusersPipeline:
         self._log = log
         self._clock = clock
         self._schedulers: dict[str, Any] = {"default": pipe.scheduler}
-        # Seconds per denoising step per megapixel of output, measured on the last request.
-        self._pace: float | None = None
+        # Seconds per denoising step, measured on the last request of each shape (see _shape).
+        self._step_seconds: dict[tuple[int, bool], float] = {}
         started = clock()
         self._fuse_at(lora_scale)
         self._fused_scale: float | None = lora_scale
@@ -138,11 +137,20 @@ class DiffusersPipeline:
             self._schedulers[name] = self._make_scheduler(name, self._schedulers["default"].config)
         return self._schedulers[name]
 
+    @staticmethod
+    def _shape(params: GenerationParams) -> tuple[int, bool]:
+        """What a step's cost depends on: the pixels denoised, and whether classifier-free guidance
+        doubles the U-Net's batch (diffusers guides only with guidance_scale > 1)."""
+        return params.width * params.height * params.num_images, params.guidance_scale > 1
+
     def estimate_seconds(self, params: GenerationParams) -> float | None:
-        """Denoising time for `params` at the pace of the last request; None before the first."""
-        if self._pace is None:
-            return None
-        return self._pace * params.num_inference_steps * megapixels(params)
+        """Denoising time for `params` at the pace of the last request of its shape; None before one.
+
+        Only the same shape is trusted: a step's cost does not scale simply with the pixels
+        (attention grows faster, fixed costs weigh more on small images).
+        """
+        seconds = self._step_seconds.get(self._shape(params))
+        return None if seconds is None else seconds * params.num_inference_steps
 
     def generate(self, params: GenerationParams, deadline: float) -> list[Image]:
         needed = self.estimate_seconds(params)
@@ -204,7 +212,7 @@ class DiffusersPipeline:
         )
         if paced and paced[0][0] >= 2:
             done, seconds = paced[0]
-            self._pace = seconds / done / megapixels(params)
+            self._step_seconds[self._shape(params)] = seconds / done
         if stopped_at:
             raise GenerationTimeout(
                 f"stopped after {stopped_at[0]} of {params.num_inference_steps} steps: the request would not finish "

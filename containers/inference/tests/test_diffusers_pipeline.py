@@ -380,17 +380,20 @@ def test_denoising_stops_at_the_deadline_even_on_the_first_step() -> None:
 def test_a_request_the_last_pace_says_cannot_end_in_time_is_refused_before_any_gpu_work() -> None:
     pipeline, clock = paced(1.0)
     assert pipeline.estimate_seconds(params()) is None  # nothing measured yet: never refused
-    pipeline.generate(params(num_inference_steps=10), deadline=1e9)  # 1 s a step at 64 x 64
+    pipeline.generate(params(num_inference_steps=10, num_images=2), deadline=1e9)  # 1 s a step
     pipe = pipeline._pipe
     calls, fuses = len(pipe.calls), pipe.fuses
     clock[0] = 0.0
-    # 25 steps at 1 s each, and twice the pixels: 50 s, with 40 s left.
+    # 25 steps at 1 s each: 25 s, with 20 s left.
     with pytest.raises(NotEnoughTime) as refused:
-        pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=40.0)
-    assert (refused.value.needed_seconds, refused.value.left_seconds) == (pytest.approx(50.0), 40.0)
+        pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=20.0)
+    assert (refused.value.needed_seconds, refused.value.left_seconds) == (pytest.approx(25.0), 20.0)
     assert (len(pipe.calls), pipe.fuses) == (calls, fuses)  # no denoising, no re-fuse
-    # Negative control: with the time it needs, the same request runs.
-    assert len(pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=51.0)) == 2
+    # Negative controls: with the time it needs, the same request runs; one of another shape (other
+    # pixels, or no guidance) has no estimate, so only the step callback can stop it.
+    assert len(pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=26.0)) == 2
+    assert pipeline.estimate_seconds(params(num_images=1)) is None
+    assert pipeline.estimate_seconds(params(num_images=2, guidance_scale=1.0)) is None
 
 
 def test_schedulers_are_built_once_from_the_models_own_config_and_default_restores_it() -> None:
