@@ -17,7 +17,7 @@ from . import imaging
 from .logs import JsonLog
 from .service import Busy, GenerationTimeout, Loader, ModelService, NotReady
 from .settings import Settings, SettingsError
-from .validation import RequestError, parse_json, validate
+from .validation import RequestError, check_output_pixels, parse_json, validate
 
 # A request is a small JSON document; anything near this size is not one.
 MAX_REQUEST_BYTES = 64 * 1024
@@ -92,11 +92,13 @@ def _invoke(service: ModelService, settings: Settings, received: float, context:
     params = validate(body, settings.model_type, settings.lora_scale, secrets.randbelow(2**32))
     if response_type != JSON:
         wanted = f"image/{params.output_format}"
-        if "output_format" not in body:
+        if body.get("output_format") is None:
             params = replace(params, output_format=response_type.removeprefix("image/"))
         elif accept.quality(wanted) <= 0:
             raise RequestError(f"output_format {params.output_format} conflicts with Accept {request.headers['Accept']!r}", "output_format")
     context.update(parameters=params.for_log(settings.log_prompts), response_type=response_type)
+    imaging.check_can_fit(params.width, params.height, params.num_images, params.output_format, response_type == JSON)
+    check_output_pixels(params, settings.model_type)
 
     generation = service.generate(params, received)
     encode_started = time.monotonic()

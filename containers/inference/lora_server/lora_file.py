@@ -11,13 +11,18 @@ reads them (loaders/lora_conversion_utils.py):
   `lora_unet_mid_block_…`, `lora_unet_up_blocks_…`.
 - SDXL: text encoders `lora_te1_…` and `lora_te2_…`; U-Net in the original SGM block names
   `lora_unet_input_blocks_…`, `lora_unet_middle_block_…`, `lora_unet_output_blocks_…`.
-Each module has `.lora_down.weight`, `.lora_up.weight` and usually `.alpha`.
+Each module has `.lora_down.weight` ([rank, in_features]), `.lora_up.weight` and usually `.alpha`;
+diffusers refuses an `.alpha` of no module. SD 2 LoRAs use SD 1.5's names: only widths tell them
+apart, the text encoder's (768 for SD 1.5 and SDXL's first, 1024 for SD 2, 1280 for SDXL's second)
+and the cross-attention context's (768, 1024, 2048 for SDXL), both readable from header shapes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,8 +37,23 @@ _FAMILY_PREFIXES: dict[ModelType, tuple[str, ...]] = {
     "sd15": ("lora_te_", "lora_unet_down_blocks_", "lora_unet_mid_block_", "lora_unet_up_blocks_"),
     "sdxl": ("lora_te1_", "lora_te2_", "lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_"),
 }
-# kohya-ss writes `ss_base_model_version`: "sd_v1", "sd_v1_v", "sd_v2", "sd_v2_v" or "sdxl_base_v1-0".
+# kohya-ss sd-scripts v0.10.1 writes `ss_base_model_version`: "sd_v1" or "sd_v2", with "_v" appended
+# for v-parameterization (library/model_util.py, get_model_version_str_for_sd1_sd2), or
+# "sdxl_base_v1-0" (library/sdxl_model_util.py, MODEL_VERSION_SDXL_BASE_V1_0).
 _BASE_MODEL_VERSIONS: dict[str, ModelType] = {"sd_v1": "sd15", "sdxl_base_v1-0": "sdxl"}
+_V_PREDICTION_VERSIONS = ("sd_v1_v", "sd_v2_v")
+
+# in_features of lora_down that a module's width fixes, per family: (module name pattern, width).
+# Text encoder attention projections and first MLP layer take the hidden size; a U-Net
+# cross-attention key or value takes the text context.
+_TE_INPUTS = re.compile(r"_self_attn_(q|k|v|out)_proj$|_mlp_fc1$")
+_CONTEXT_INPUTS = re.compile(r"_attn2_to_(k|v)$")
+_WIDTHS: dict[ModelType, dict[str, int]] = {
+    "sd15": {"lora_te_": 768, "lora_unet_": 768},
+    "sdxl": {"lora_te1_": 768, "lora_te2_": 1280, "lora_unet_": 2048},
+}
+_SD2_WIDTH = 1024
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 class LoraFileError(Exception):
@@ -63,6 +83,7 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
                     f"{path.name}: not a safetensors file (header length {length} is outside 2..{MAX_HEADER_BYTES} bytes)"
                 )
             raw = f.read(length)
+            size = f.seek(0, 2)
     except OSError as e:
         raise LoraFileError(f"{path}: cannot be read: {e}") from e
     if len(raw) < length:
@@ -78,7 +99,24 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
         raise LoraFileError(f"{path.name}: corrupt safetensors header (__metadata__ must map names to strings)")
     if not all(isinstance(entry, dict) and "shape" in entry for entry in header.values()):
         raise LoraFileError(f"{path.name}: corrupt safetensors header (a tensor entry has no shape)")
+    _check_offsets(path, header, size - 8 - length)
     return header, metadata
+
+
+def _check_offsets(path: Path, header: dict[str, dict], body: int) -> None:
+    """Each tensor's data_offsets must lie within the data that follows the header, and match its shape."""
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+            raise LoraFileError(f"{path.name}: corrupt safetensors header ({name} has no valid data_offsets)")
+        if offsets[1] > body:
+            raise LoraFileError(
+                f"{path.name}: truncated: {name} ends at byte {offsets[1]} of the data, the file holds {body}; "
+                "the upload or extraction of model.tar.gz was cut short"
+            )
+        width = _DTYPE_BYTES.get(entry.get("dtype", ""))
+        if width is not None and offsets[1] - offsets[0] != width * math.prod(entry["shape"]):
+            raise LoraFileError(f"{path.name}: corrupt safetensors header ({name}: data_offsets do not match its shape)")
 
 
 def inspect_lora(path: Path, expected: ModelType) -> LoraInfo:
@@ -98,6 +136,9 @@ def inspect_lora(path: Path, expected: ModelType) -> LoraInfo:
     if not downs or downs != ups:
         unpaired = sorted(downs ^ ups)
         raise LoraFileError(f"{path.name}: not a usable LoRA: lora_down/lora_up weights do not pair up (first: {unpaired[:1]})")
+    orphans = sorted({k.removesuffix(".alpha") for k in tensors if k.endswith(".alpha")} - downs)
+    if orphans:
+        raise LoraFileError(f"{path.name}: not a usable LoRA: an .alpha belongs to no lora_down/lora_up pair (first: {orphans[0]}.alpha)")
 
     families = {family for family, prefixes in _FAMILY_PREFIXES.items() if any(m.startswith(prefixes) for m in downs)}
     unknown = sorted(m for m in downs if not any(m.startswith(p) for ps in _FAMILY_PREFIXES.values() for p in ps))
@@ -108,6 +149,12 @@ def inspect_lora(path: Path, expected: ModelType) -> LoraInfo:
     (found,) = families
 
     version = metadata.get("ss_base_model_version")
+    if version in _V_PREDICTION_VERSIONS:
+        raise LoraFileError(
+            f"{path.name}: was trained for a v-prediction model (ss_base_model_version '{version}'); "
+            "v-prediction is not supported: serve a LoRA trained on an epsilon-prediction SD 1.5 or SDXL model"
+        )
+    _check_widths(path, tensors, downs, found)
     if version is not None and _BASE_MODEL_VERSIONS.get(version) != found:
         raise LoraFileError(
             f"{path.name}: its metadata says it was trained on '{version}', which does not match its {found} module names"
@@ -119,6 +166,29 @@ def inspect_lora(path: Path, expected: ModelType) -> LoraInfo:
         )
     ranks = {tensors[f"{m}.lora_down.weight"]["shape"][0] for m in downs}
     return LoraInfo(model_type=found, modules=len(downs), rank=ranks.pop() if len(ranks) == 1 else None, metadata=metadata)
+
+
+def _check_widths(path: Path, tensors: dict[str, dict], downs: set[str], found: ModelType) -> None:
+    """The widths the header shapes show must be the family's; SD 2 (1024) is named as such."""
+    for module in sorted(downs):
+        if not (_TE_INPUTS.search(module) or _CONTEXT_INPUTS.search(module)):
+            continue
+        shape = tensors[f"{module}.lora_down.weight"]["shape"]
+        prefix = next((p for p in _WIDTHS[found] if module.startswith(p)), None)
+        if prefix is None or len(shape) < 2:
+            continue
+        expected = _WIDTHS[found][prefix]
+        if shape[1] == expected:
+            continue
+        if found == "sd15" and shape[1] == _SD2_WIDTH:
+            raise LoraFileError(
+                f"{path.name}: is an SD 2 LoRA ({module} takes {_SD2_WIDTH} features; SD 1.5 has {expected}); "
+                "SD 2 is not supported: serve an SD 1.5 or SDXL LoRA"
+            )
+        raise LoraFileError(
+            f"{path.name}: {module} takes {shape[1]} features, but {_LABEL[found]} has {expected} there; "
+            "it was not trained on an SD 1.5 or SDXL model"
+        )
 
 
 _LABEL: dict[ModelType, str] = {"sd15": "SD 1.5", "sdxl": "SDXL"}

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from PIL.Image import Image
 
+from .budget import finish_seconds
 from .logs import JsonLog
 from .settings import Settings
 from .validation import GenerationParams
@@ -19,7 +20,11 @@ class Pipeline(Protocol):
     """What the server needs from a loaded model; production's is `diffusers_pipeline.DiffusersPipeline`."""
 
     def generate(self, params: GenerationParams, deadline: float) -> list[Image]:
-        """Images for `params`; raises GenerationTimeout once `time.monotonic()` passes `deadline`."""
+        """Images for `params`, denoised by `deadline` (`time.monotonic()`).
+
+        Raises NotEnoughTime before denoising when its estimate says it cannot end by then, and
+        GenerationTimeout once denoising is certain to end past it.
+        """
         ...
 
 
@@ -31,11 +36,20 @@ class NotReady(Exception):
 
 
 class Busy(Exception):
-    """The request waited for the GPU until its deadline (503)."""
+    """Too many requests are in flight, or this one waited for the GPU too long to finish (503: retry)."""
 
 
 class GenerationTimeout(Exception):
-    """Denoising was stopped at the request's deadline (504)."""
+    """The request cannot finish within its time limit even alone (504: ask for less)."""
+
+
+class NotEnoughTime(Exception):
+    """Raised by a pipeline before denoising: the time left is less than the request needs."""
+
+    def __init__(self, needed_seconds: float, left_seconds: float) -> None:
+        super().__init__(f"needs about {needed_seconds:.0f} s of denoising, {max(left_seconds, 0):.0f} s are left")
+        self.needed_seconds = needed_seconds
+        self.left_seconds = left_seconds
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,11 @@ class Generation:
 
 
 class ModelService:
-    """Loads the model in a background thread (so /ping answers at once), then runs one generation at a time."""
+    """Loads the model in a background thread (so /ping answers at once), then runs one generation at a time.
+
+    At most `settings.max_in_flight` invocations are admitted at once (one generating, the others
+    waiting for the GPU); any other is refused with Busy at once rather than queued.
+    """
 
     def __init__(self, settings: Settings, loader: Loader, log: JsonLog) -> None:
         self._settings = settings
@@ -55,6 +73,8 @@ class ModelService:
         self._pipeline: Pipeline | None = None
         self._failure: str | None = None
         self._gpu = threading.Lock()
+        self._admission = threading.Lock()
+        self._in_flight = 0
 
     def start(self) -> threading.Thread:
         # A daemon thread: a SIGTERM during a long load must not wait for it.
@@ -89,15 +109,48 @@ class ModelService:
         if pipeline is None:
             state, reason = self.status
             raise NotReady("the model is still loading; retry shortly" if state == "loading" else f"the model failed to load: {reason}")
-        deadline = received + self._settings.request_timeout_seconds
+        with self._admission:
+            if self._in_flight >= self._settings.max_in_flight:
+                raise Busy(
+                    f"busy: {self._in_flight} requests are running or waiting for the GPU; "
+                    "retry shortly, or add endpoint instances"
+                )
+            self._in_flight += 1
+        try:
+            return self._generate(pipeline, params, received)
+        finally:
+            with self._admission:
+                self._in_flight -= 1
+
+    def _generate(self, pipeline: Pipeline, params: GenerationParams, received: float) -> Generation:
+        timeout = self._settings.request_timeout_seconds
+        # Denoising must end early enough to decode, encode and send the images within the time limit.
+        denoise_seconds = timeout - finish_seconds(self._settings.model_type, params)
+        if denoise_seconds <= 0:
+            raise GenerationTimeout(
+                f"its images would take longer to decode and encode than its time limit of {timeout:g} s; "
+                "ask for fewer num_images or a smaller width or height"
+            )
+        deadline = received + denoise_seconds
         if not self._gpu.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise Busy(
-                f"waited {self._settings.request_timeout_seconds:g} s for the GPU behind other requests; "
-                "retry, or add endpoint instances"
+                f"waited {denoise_seconds:.1f} s for the GPU behind other requests, which leaves no time to generate "
+                f"within its {timeout:g} s limit; retry, or add endpoint instances"
             )
         try:
             start = time.monotonic()
-            images = pipeline.generate(params, deadline)
+            try:
+                images = pipeline.generate(params, deadline)
+            except NotEnoughTime as e:
+                if e.needed_seconds <= denoise_seconds:
+                    # It would fit alone: the time went in waiting behind other requests.
+                    raise Busy(
+                        f"waited {start - received:.0f} s for the GPU behind other requests and now {e}; retry"
+                    ) from e
+                raise GenerationTimeout(
+                    f"{e}, more than its time limit allows; "
+                    "ask for fewer num_inference_steps or num_images, or a smaller width or height"
+                ) from e
             done = time.monotonic()
         finally:
             self._gpu.release()

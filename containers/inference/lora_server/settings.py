@@ -21,6 +21,9 @@ CONFIGS_DIR = "/opt/lora-server/configs"
 # denoising step take a few seconds, so the denoising deadline must stay well below that.
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 50.0
 MAX_REQUEST_TIMEOUT_SECONDS = 55.0
+# Invocations admitted at once: one on the GPU, the others waiting for it. One more is answered 503
+# at once, so that the gunicorn threads (gunicorn_config.py) never all wait and /ping always has one.
+MAX_INVOCATIONS_IN_FLIGHT = 3
 
 
 class SettingsError(Exception):
@@ -37,6 +40,7 @@ class Settings:
     request_timeout_seconds: float
     log_prompts: bool
     configs_dir: Path
+    max_in_flight: int = MAX_INVOCATIONS_IN_FLIGHT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -15,6 +15,10 @@ MAX_SEED = 2**32 - 1
 # Per model type: (smallest, largest, default) side in pixels. Both families work in 8-pixel
 # latent cells; SD 1.5 was trained at 512, SDXL at 1024, and quality falls off far from those.
 SIDES: dict[ModelType, tuple[int, int, int]] = {"sd15": (256, 1024, 512), "sdxl": (512, 1536, 1024)}
+# Per model type, the most pixels a request may produce (width x height x num_images): what a 24 GB
+# GPU denoises and decodes (one image at a time, SDXL's VAE in fp32) within the time limit. 4 x
+# 1024 x 1024; SD 1.5's side bounds keep it within this anyway, SDXL's 1536 sides do not.
+MAX_OUTPUT_PIXELS: dict[ModelType, int] = {"sd15": 4 * 1024 * 1024, "sdxl": 4 * 1024 * 1024}
 
 # Scheduler names a request may choose, and the diffusers class (with options) each one builds
 # from the base model's scheduler config. "default" keeps the base model's own scheduler.
@@ -124,12 +128,16 @@ def _side(body: dict[str, Any], name: str, model_type: ModelType) -> int:
 
 
 def validate(body: dict[str, Any], model_type: ModelType, default_lora_scale: float, random_seed: int) -> GenerationParams:
-    """Checks every field of a request body, applying defaults; raises RequestError naming the first bad field."""
+    """Checks every field of a request body, applying defaults; raises RequestError naming the first bad field.
+
+    A field given as null takes its default, as if it were absent (`"seed": null` is a random seed).
+    """
     unknown = sorted(set(body) - set(GenerationParams.__dataclass_fields__))
     if unknown:
         raise RequestError(
             f"unknown field {unknown[0]!r}; the fields are {', '.join(GenerationParams.__dataclass_fields__)}", unknown[0]
         )
+    body = {name: value for name, value in body.items() if value is not None}
     prompt = _text(body, "prompt", required=True)
     assert prompt is not None
     return GenerationParams(
@@ -145,3 +153,16 @@ def validate(body: dict[str, Any], model_type: ModelType, default_lora_scale: fl
         scheduler=_choice(body, "scheduler", tuple(SCHEDULERS), "default"),
         output_format=_choice(body, "output_format", OUTPUT_FORMATS, "png"),
     )
+
+
+def check_output_pixels(params: GenerationParams, model_type: ModelType) -> None:
+    """Refuses more pixels than the model type may produce in one request (400 naming num_images)."""
+    pixels = params.width * params.height * params.num_images
+    limit = MAX_OUTPUT_PIXELS[model_type]
+    if pixels > limit:
+        raise RequestError(
+            f"num_images x width x height must be at most {limit} pixels for {model_type} "
+            f"(4 images of 1024 x 1024), got {params.num_images} x {params.width} x {params.height} = {pixels}; "
+            "ask for fewer num_images or a smaller width or height",
+            "num_images",
+        )

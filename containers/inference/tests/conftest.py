@@ -42,10 +42,26 @@ def write_safetensors(path: Path, shapes: dict[str, list[int]], metadata: dict[s
     return path
 
 
-def lora_shapes(modules: list[str], rank: int = 4) -> dict[str, list[int]]:
+# The in_features a module's lora_down takes where the model fixes it: the text encoders' hidden
+# size (SD 1.5 and SDXL's first 768, SDXL's second 1280) and the cross-attention context (768 for
+# SD 1.5, 2048 for SDXL); 8 elsewhere, to keep the files small.
+TE_WIDTHS = {"lora_te_": 768, "lora_te1_": 768, "lora_te2_": 1280}
+
+
+def in_features(module: str) -> int:
+    for prefix, width in TE_WIDTHS.items():
+        if module.startswith(prefix) and ("_self_attn_" in module or module.endswith("_mlp_fc1")):
+            return width
+    if module.endswith(("_attn2_to_k", "_attn2_to_v")):
+        return 2048 if module.startswith(("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_")) else 768
+    return 8
+
+
+def lora_shapes(modules: list[str], rank: int = 4, width: int | None = None) -> dict[str, list[int]]:
+    """kohya's tensors for `modules`; `width` overrides every in_features (to make a foreign model's LoRA)."""
     shapes: dict[str, list[int]] = {}
     for module in modules:
-        shapes[f"{module}.lora_down.weight"] = [rank, 8]
+        shapes[f"{module}.lora_down.weight"] = [rank, width or in_features(module)]
         shapes[f"{module}.lora_up.weight"] = [8, rank]
         shapes[f"{module}.alpha"] = []
     return shapes
@@ -90,6 +106,7 @@ class FakePipeline:
     hold: threading.Event | None = None
     noise: bool = False
     calls: list[GenerationParams] = field(default_factory=list)
+    deadlines: list[float] = field(default_factory=list)
     running: int = 0
     max_running: int = 0
 
@@ -98,6 +115,7 @@ class FakePipeline:
         self.max_running = max(self.max_running, self.running)
         try:
             self.calls.append(params)
+            self.deadlines.append(deadline)
             if self.hold is not None:
                 self.hold.wait(5)
             if self.failures:
@@ -122,6 +140,7 @@ class Server:
     pipeline: FakePipeline
     log: io.StringIO
     release: threading.Event
+    app_service: Any = None
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in map(json.loads, self.log.getvalue().splitlines()) if e["event"] == name]
@@ -164,7 +183,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             return pipeline
 
         app = create_app(settings_for(tmp_path, **settings), loader=loader, log=JsonLog(log))
-        server = Server(app.test_client(), pipeline, log, release)
+        server = Server(app.test_client(), pipeline, log, release, app.extensions["model_service"])
         if loaded:
             wait_for(lambda: server.client.get("/ping").status_code != 503)
         return server

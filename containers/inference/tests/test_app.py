@@ -5,18 +5,25 @@ from __future__ import annotations
 import base64
 import io
 import json
+import runpy
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from lora_server import imaging
 from lora_server.app import create_app
 from lora_server.imaging import MAX_RESPONSE_BYTES
 from lora_server.logs import JsonLog
-from lora_server.service import GenerationTimeout
+from lora_server.__main__ import GUNICORN_CONFIG
+from lora_server.service import GenerationTimeout, NotEnoughTime
+from lora_server.settings import MAX_INVOCATIONS_IN_FLIGHT
+from lora_server.validation import GenerationParams
 
 from .conftest import SDXL_MODULES, FakePipeline, lora_shapes, settings_for, wait_for, write_safetensors
 
@@ -105,7 +112,6 @@ BAD_FIELDS = [
     ({"width": 248}, "width"),
     ({"width": 1032}, "width"),
     ({"height": 1030}, "height"),
-    ({"height": None}, "height"),
     ({"seed": -1}, "seed"),
     ({"seed": 2**32}, "seed"),
     ({"seed": "7"}, "seed"),
@@ -142,6 +148,21 @@ def test_the_limits_of_each_field_are_accepted(make_server: Any) -> None:
     ):
         response = server.invoke({"prompt": PROMPT, **fields})
         assert response.status_code == 200, response.get_json()
+
+
+def test_null_takes_the_default_for_every_optional_field(make_server: Any) -> None:
+    server = make_server(lora_scale=0.8)
+    optional = [name for name in GenerationParams.__dataclass_fields__ if name != "prompt"]
+    nulls = server.invoke({"prompt": PROMPT, **dict.fromkeys(optional, None)}, accept="image/jpeg")
+    assert nulls.status_code == 200, nulls.get_json()
+    assert (nulls.mimetype, nulls.headers["X-Amzn-SageMaker-Custom-Attributes"].startswith("seed=")) == ("image/jpeg", True)
+    parameters = server.invoke({"prompt": PROMPT, "seed": None, "negative_prompt": None}).get_json()["parameters"]
+    assert isinstance(parameters["seed"], int) and parameters["negative_prompt"] is None
+    absent = server.invoke({"prompt": PROMPT}).get_json()["parameters"]
+    assert {k: v for k, v in parameters.items() if k != "seed"} == {k: v for k, v in absent.items() if k != "seed"}
+    # Negative control: the required prompt may not be null.
+    refused = server.invoke({"prompt": None})
+    assert (refused.status_code, refused.get_json()["field"], refused.get_json()["error"]) == (400, "prompt", "prompt is required")
 
 
 def test_sizes_are_bounded_per_model_type(make_server: Any) -> None:
@@ -272,6 +293,48 @@ def test_a_response_over_six_megabytes_gives_413_saying_what_to_reduce(make_serv
     assert server.invoke({"prompt": PROMPT, "width": 1024, "height": 1024}).status_code == 200
 
 
+def test_the_limit_is_six_million_bytes_less_a_margin_not_six_mebibytes() -> None:
+    assert 5_950_000 < MAX_RESPONSE_BYTES < 6_000_000
+    imaging.check_size(MAX_RESPONSE_BYTES, 1, "png")
+    # Over 6 MB (6,000,000 bytes) but under 6 MiB (6,291,456): SageMaker would refuse it.
+    with pytest.raises(imaging.ResponseTooLarge, match="6100000 bytes"):
+        imaging.check_size(6_100_000, 1, "png")
+
+
+def test_a_response_that_cannot_fit_is_refused_before_generating(make_server: Any) -> None:
+    server = make_server(model_type="sdxl")
+    # 2 x 1536 x 1536 PNG, base64 in JSON: at least 1 byte a pixel, 6.3 MB.
+    response = server.invoke({"prompt": PROMPT, "num_images": 2, "width": 1536, "height": 1536})
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert "would be at least about 6291456 bytes" in error
+    assert "fewer num_images" in error and "output_format jpeg" in error
+    assert server.pipeline.calls == []
+    # Negative controls: one such image fits, and so does the first of them alone, raw.
+    assert server.invoke({"prompt": PROMPT, "width": 1536, "height": 1536}).status_code == 200
+    assert server.invoke({"prompt": PROMPT, "num_images": 2, "width": 1024, "height": 1536}, accept="image/png").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fields", "status"),
+    [
+        ("sdxl", {"num_images": 2, "width": 1536, "height": 1536, "output_format": "jpeg"}, 400),
+        ("sdxl", {"num_images": 4, "width": 1536, "height": 1536, "output_format": "jpeg"}, 400),
+        ("sdxl", {"num_images": 4, "width": 1024, "height": 1024, "output_format": "jpeg"}, 200),
+        ("sdxl", {"num_images": 1, "width": 1536, "height": 1536, "output_format": "jpeg"}, 200),
+        ("sd15", {"num_images": 4, "width": 1024, "height": 1024, "output_format": "jpeg"}, 200),
+    ],
+)
+def test_the_pixels_of_a_request_are_capped_per_model_type(make_server: Any, model_type: str, fields: dict[str, Any], status: int) -> None:
+    server = make_server(model_type=model_type)
+    response = server.invoke({"prompt": PROMPT, **fields})
+    assert response.status_code == status
+    if status == 400:
+        assert response.get_json()["field"] == "num_images"
+        assert "must be at most 4194304 pixels for sdxl" in response.get_json()["error"]
+        assert server.pipeline.calls == []
+
+
 def test_one_raw_png_of_the_largest_size_fits(make_server: Any) -> None:
     server = make_server(FakePipeline(noise=True))
     # 1024 x 1024 of noise is ~3 MB as PNG: under the limit raw, over it twice as base64 in JSON.
@@ -295,16 +358,115 @@ def test_gpu_work_is_serialized(make_server: Any) -> None:
 
 def test_a_request_that_waits_for_the_gpu_past_its_time_limit_gives_503(make_server: Any) -> None:
     hold = threading.Event()
-    server = make_server(FakePipeline(hold=hold), request_timeout_seconds=1.0)
+    # 4 s from arrival, of which a 512 x 512 image reserves 2.26 s for decoding and encoding.
+    server = make_server(FakePipeline(hold=hold), request_timeout_seconds=4.0)
     first = threading.Thread(target=server.invoke)
     first.start()
     wait_for(lambda: server.pipeline.running == 1)
     started = time.monotonic()
     waited = server.invoke()
-    assert (waited.status_code, time.monotonic() - started < 3) == (503, True)
-    assert "waited 1 s for the GPU" in waited.get_json()["error"]
+    assert (waited.status_code, 1.5 < time.monotonic() - started < 3) == (503, True)
+    assert "waited 1.7 s for the GPU behind other requests" in waited.get_json()["error"]
     hold.set()
     first.join()
+
+
+def test_denoising_must_end_early_enough_to_decode_and_encode_within_the_time_limit(make_server: Any) -> None:
+    server = make_server(model_type="sdxl", request_timeout_seconds=50.0)
+    before = time.monotonic()
+    server.invoke({"prompt": PROMPT, "width": 1024, "height": 1024, "num_images": 2})
+    server.invoke({"prompt": PROMPT, "width": 512, "height": 512})
+    large, small = (deadline - before for deadline in server.pipeline.deadlines)
+    # 2 s plus 2 s per megapixel for SDXL: 2 x 1024 x 1024 is 2.1 MP, 512 x 512 is 0.26 MP.
+    assert 50 - 2 - 2 * 2.097152 <= large < 50 - 2 - 2 * 2.097152 + 0.5
+    assert 50 - 2 - 2 * 0.262144 <= small < 50 - 2 - 2 * 0.262144 + 0.5
+
+
+def test_a_request_whose_finishing_alone_exceeds_the_time_limit_gives_504_at_once(make_server: Any) -> None:
+    server = make_server(request_timeout_seconds=3.0)
+    response = server.invoke({"prompt": PROMPT, "width": 1024, "height": 1024, "num_images": 4})
+    assert response.status_code == 504
+    assert "longer to decode and encode than its time limit of 3 s" in response.get_json()["error"]
+    assert server.pipeline.calls == []
+
+
+@pytest.mark.parametrize(
+    ("needed", "status", "message"),
+    [
+        # It would fit in a whole budget: the time went waiting, so retrying is the answer.
+        (20.0, 503, "needs about 20 s of denoising, 3 s are left; retry"),
+        # It would not fit even alone: the request must ask for less.
+        (70.0, 504, "needs about 70 s of denoising, 3 s are left, more than its time limit allows; ask for fewer"),
+    ],
+)
+def test_a_request_the_pipeline_estimates_too_long_is_refused_before_denoising(
+    make_server: Any, needed: float, status: int, message: str
+) -> None:
+    server = make_server(FakePipeline(failures=[NotEnoughTime(needed, 3.0)]))
+    response = server.invoke()
+    assert response.status_code == status
+    assert message in response.get_json()["error"]
+    assert server.invoke().status_code == 200
+
+
+# --- admission: /ping always has a thread ------------------------------------------------------------
+
+
+def test_invocations_beyond_those_in_flight_are_refused_at_once_with_503(make_server: Any) -> None:
+    hold = threading.Event()
+    server = make_server(FakePipeline(hold=hold))
+    results: list[int] = []
+    workers = [threading.Thread(target=lambda: results.append(server.invoke().status_code)) for _ in range(MAX_INVOCATIONS_IN_FLIGHT)]
+    for worker in workers:
+        worker.start()
+    # One generates, the others wait for the GPU: all are admitted.
+    wait_for(lambda: server.pipeline.running == 1 and server.app_service._in_flight == MAX_INVOCATIONS_IN_FLIGHT)
+    started = time.monotonic()
+    refused = server.invoke()
+    assert (refused.status_code, time.monotonic() - started < 0.5) == (503, True)
+    assert refused.get_json()["error"].startswith(f"busy: {MAX_INVOCATIONS_IN_FLIGHT} requests are running or waiting for the GPU; retry")
+    hold.set()
+    for worker in workers:
+        worker.join()
+    # Negative control: the admitted ones all succeed, and a request after them is admitted again.
+    assert results == [200] * MAX_INVOCATIONS_IN_FLIGHT
+    assert server.invoke().status_code == 200
+
+
+def _ping_under_load(server: Any, threads: int, invocations: int) -> float | None:
+    """Sends `invocations` and then one /ping through one pool of `threads` threads, as gunicorn's
+    gthread worker does (workers/gthread.py: every request goes to ThreadPoolExecutor(max_workers=threads));
+    returns how long /ping took, or None if it had no answer within 2 s."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        calls = [pool.submit(server.invoke) for _ in range(invocations)]
+        wait_for(lambda: server.pipeline.running == 1)
+        time.sleep(0.05)  # the others reach the admission check or the GPU lock
+        started = time.monotonic()
+        ping = pool.submit(lambda: server.client.get("/ping").status_code)
+        try:
+            assert ping.result(timeout=2) == 200
+            took: float | None = time.monotonic() - started
+        except FuturesTimeout:
+            took = None
+        server.pipeline.hold.set()
+        for call in calls:
+            call.result(timeout=10)
+    return took
+
+
+def test_ping_answers_within_two_seconds_while_many_invocations_are_in_flight(make_server: Any) -> None:
+    gunicorn = runpy.run_path(str(GUNICORN_CONFIG))
+    server = make_server(FakePipeline(hold=threading.Event()))
+    took = _ping_under_load(server, threads=gunicorn["threads"], invocations=3 * gunicorn["threads"])
+    assert took is not None and took < 2
+    statuses = [e["status"] for e in server.events("invocation")]
+    assert statuses.count(200) == MAX_INVOCATIONS_IN_FLIGHT and set(statuses) == {200, 503}
+
+
+def test_negative_control_without_admission_ping_queues_behind_waiting_invocations(make_server: Any) -> None:
+    # The former set-up: 4 threads and every invocation admitted to wait for the GPU.
+    server = make_server(FakePipeline(hold=threading.Event()), max_in_flight=100)
+    assert _ping_under_load(server, threads=4, invocations=4) is None
 
 
 # --- error isolation -------------------------------------------------------------------------------

@@ -4,13 +4,16 @@
 - `set_adapters(names, adapter_weights=[w])` sets each LoRA layer's scale to w (PEFT `set_scale`);
 - `fuse_lora(lora_scale=s)` multiplies that scale by s (PEFT `scale_layer`) and merges it into the weight;
 - `unfuse_lora()` subtracts what is merged at the layer's current scale (PEFT `unmerge`);
-- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes.
+- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes;
+  like the SDXL pipeline, it upcasts an fp16 VAE to fp32 for the decode and casts it back only after a
+  decode that succeeds, and a decode of fp16 latents by an fp32 VAE fails on the dtype mismatch.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +22,72 @@ from PIL import Image
 
 from lora_server.diffusers_pipeline import ADAPTER, DiffusersPipeline
 from lora_server.logs import JsonLog
-from lora_server.service import GenerationTimeout
+from lora_server.service import GenerationTimeout, NotEnoughTime
 from lora_server.validation import GenerationParams
 
-BASE_WEIGHT = 10.0
-LORA_DELTA = 1.0
+def f16(x: float) -> float:
+    """x rounded to IEEE half precision, as an fp16 tensor on the GPU stores it."""
+    return struct.unpack("<e", struct.pack("<e", x))[0]
+
+
+class FakeTensor:
+    """An fp16 tensor: every value written is rounded to half precision."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = [f16(v) for v in values]
+
+    @property
+    def data(self) -> FakeTensor:
+        return self
+
+    def detach(self) -> FakeTensor:
+        return self
+
+    def to(self, device: str, copy: bool = False) -> FakeTensor:
+        assert (device, copy) == ("cpu", True)
+        return FakeTensor(self.values)
+
+    def copy_(self, other: FakeTensor) -> FakeTensor:
+        self.values = list(other.values)
+        return self
+
+    def numel(self) -> int:
+        return len(self.values)
+
+    def element_size(self) -> int:
+        return 2
+
+
+class FakeLoraLayer:
+    """A PEFT 0.21 LoRA layer (tuners/lora/layer.py): `scaling` set absolutely by set_scale, multiplied by
+    scale_layer; merge adds `scaling * delta` to the fp16 weight unless merged; unmerge subtracts it."""
+
+    def __init__(self, base: list[float], delta: list[float]) -> None:
+        self.weight = FakeTensor(base)
+        self.delta = [f16(d) for d in delta]
+        self.scaling = 1.0
+        self.merged = False
+
+    def _shift(self, sign: int) -> None:
+        self.weight.values = [f16(w + sign * f16(self.scaling * d)) for w, d in zip(self.weight.values, self.delta, strict=True)]
+
+    def merge(self) -> None:
+        if not self.merged:
+            self._shift(+1)
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self._shift(-1)
+            self.merged = False
+
+
+def make_layers() -> list[FakeLoraLayer]:
+    # Base weights of a few magnitudes, LoRA deltas much smaller: where fp16 rounding shows.
+    return [
+        FakeLoraLayer([(-1) ** i * (0.3 + 0.37 * i + 0.011 * layer) for i in range(16)], [0.0123 * ((i * 7 + layer) % 11 - 5) for i in range(16)])
+        for layer in range(4)
+    ]
 
 
 @dataclass
@@ -32,43 +96,77 @@ class FakeScheduler:
     config: dict[str, Any] = field(default_factory=lambda: {"num_train_timesteps": 1000})
 
 
+class FakeVae:
+    def __init__(self) -> None:
+        self.dtype = "float16"
+        self.slicing = False
+        self.fail_next_decode = False
+
+    def enable_slicing(self) -> None:
+        self.slicing = True
+
+    def to(self, dtype: str) -> FakeVae:
+        self.dtype = dtype
+        return self
+
+    def decode(self, latents_dtype: str) -> None:
+        if latents_dtype != self.dtype:
+            raise RuntimeError("Input type (c10::Half) and bias type (float) should be the same")
+        if self.fail_next_decode:
+            self.fail_next_decode = False
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+
 class FakeDiffusersPipe:
     def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None) -> None:
-        self.weight = BASE_WEIGHT
-        self.scale = 1.0
-        self.merged = False
+        self.layers = make_layers()
+        self.base = [list(layer.weight.values) for layer in self.layers]
         self.scheduler = FakeScheduler("model's own")
         self.calls: list[dict[str, Any]] = []
         self.fuses = 0
-        self.fail_next_fuse = False
+        # Fail the next fuse after merging this many layers (None: do not fail).
+        self.fail_fuse_after: int | None = None
         self._interrupt = False
+        self.vae = FakeVae()
         self._seconds_per_step = seconds_per_step
         self._clock = clock
 
     @property
+    def weights(self) -> list[list[float]]:
+        return [list(layer.weight.values) for layer in self.layers]
+
+    @property
     def effective_scale(self) -> float:
-        return (self.weight - BASE_WEIGHT) / LORA_DELTA
+        """The scale the weights carry, whatever PEFT believes: the least-squares fit of W - W0 = scale * delta."""
+        pairs = [(w - b, d) for layer, base in zip(self.layers, self.base, strict=True) for w, b, d in zip(layer.weight.values, base, layer.delta, strict=True)]
+        return sum(moved * d for moved, d in pairs) / sum(d * d for _, d in pairs)
+
+    @property
+    def peft_state(self) -> set[tuple[bool, float]]:
+        """(merged, scaling) of every layer: one element when the layers agree."""
+        return {(layer.merged, layer.scaling) for layer in self.layers}
 
     def set_adapters(self, names: list[str], adapter_weights: list[float]) -> None:
+        # diffusers' set_weights_and_activate_adapters: set_scale on every layer, merged or not.
         assert names == [ADAPTER]
-        if self.merged:
-            raise AssertionError("PEFT would re-scale a merged layer and unmerge the wrong amount later")
-        self.scale = adapter_weights[0]
+        for layer in self.layers:
+            layer.scaling = adapter_weights[0]
 
     def fuse_lora(self, adapter_names: list[str], lora_scale: float = 1.0) -> None:
+        # diffusers' _fuse_lora_apply: scale_layer(lora_scale) if it is not 1, then merge, layer by layer.
         assert adapter_names == [ADAPTER]
-        if self.fail_next_fuse:
-            self.fail_next_fuse = False
-            raise RuntimeError("CUDA out of memory while fusing")
-        self.scale *= lora_scale
-        self.weight += self.scale * LORA_DELTA
-        self.merged = True
+        for index, layer in enumerate(self.layers):
+            if index == self.fail_fuse_after:
+                self.fail_fuse_after = None
+                raise RuntimeError("CUDA out of memory while fusing")
+            if lora_scale != 1.0:
+                layer.scaling *= lora_scale
+            layer.merge()
         self.fuses += 1
 
     def unfuse_lora(self) -> None:
-        if self.merged:
-            self.weight -= self.scale * LORA_DELTA
-            self.merged = False
+        for layer in self.layers:
+            layer.unmerge()
 
     def __call__(self, **kwargs: Any) -> Any:
         self.calls.append({**kwargs, "scheduler": self.scheduler, "effective_scale": self.effective_scale})
@@ -79,6 +177,15 @@ class FakeDiffusersPipe:
             if self._clock is not None:
                 self._clock[0] += self._seconds_per_step
             kwargs["callback_on_step_end"](self, step, 999 - step, {})
+        # pipeline_stable_diffusion_xl.py: needs_upcasting = vae.dtype == float16 and force_upcast.
+        latents_dtype = "float16"
+        needs_upcasting = self.vae.dtype == "float16"
+        if needs_upcasting:
+            self.vae.to(dtype="float32")
+            latents_dtype = "float32"
+        self.vae.decode(latents_dtype)
+        if needs_upcasting:
+            self.vae.to(dtype="float16")
         images = [Image.new("RGB", (kwargs["width"], kwargs["height"])) for _ in kwargs["generator"]]
         return type("Output", (), {"images": images})()
 
@@ -107,6 +214,9 @@ def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] |
         make_generator=lambda seed: f"generator({seed})",
         make_scheduler=make_scheduler,
         log=JsonLog(log),
+        vae_dtype="float16",
+        empty_cache=lambda: pipe.calls.append({"empty_cache": True}),
+        lora_weights=lambda: [layer.weight for layer in pipe.layers],
         clock=lambda: time[0],
     )
     return pipeline, built, log
@@ -115,20 +225,64 @@ def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] |
 def test_the_lora_is_fused_at_lora_scale_when_loaded() -> None:
     pipe = FakeDiffusersPipe()
     pipeline, _, log = build(pipe, lora_scale=0.8)
-    assert (pipe.merged, pipe.effective_scale, pipeline.fused_scale) == (True, pytest.approx(0.8), 0.8)
+    assert (pipe.peft_state, pipe.effective_scale, pipeline.fused_scale) == ({(True, 0.8)}, pytest.approx(0.8, abs=0.01), 0.8)
     assert json.loads(log.getvalue())["event"] == "lora_fused"
 
 
 def test_a_request_at_another_scale_refuses_once_and_a_later_default_request_restores_it() -> None:
     pipe = FakeDiffusersPipe()
-    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    pipeline, _, log = build(pipe, lora_scale=0.8)
     seen = []
     for scale in (0.8, 1.5, 1.5, 0.0, 0.8, 2.0):
         pipeline.generate(params(lora_scale=scale), deadline=1e9)
         seen.append(pipe.calls[-1]["effective_scale"])
-    assert seen == pytest.approx([0.8, 1.5, 1.5, 0.0, 0.8, 2.0])
-    # One fuse at load, then one per change of scale; none for a repeated scale.
-    assert pipe.fuses == 1 + 4
+        assert pipe.peft_state == {(True, scale)}
+    assert seen == pytest.approx([0.8, 1.5, 1.5, 0.0, 0.8, 2.0], abs=0.01)
+    # One fuse at load, then one per change of scale away from LORA_SCALE; none for a repeated scale.
+    assert pipe.fuses == 1 + 3
+    # The fused weights were copied once, before the first change: 4 layers of 16 fp16 values.
+    assert [json.loads(line)["bytes"] for line in log.getvalue().splitlines() if "lora_weights_saved" in line] == [4 * 16 * 2]
+
+
+def _alternate(pipeline: DiffusersPipeline, scales: list[float]) -> None:
+    for scale in scales:
+        pipeline.apply_lora_scale(scale)
+
+
+SCALES = [1.5, 0.8, 0.3, 0.8, 2.0, 0.8, 1.1, 0.8] * 20  # ends at LORA_SCALE (0.8)
+
+
+def test_weights_at_lora_scale_stay_exactly_as_fused_at_load_however_often_the_scale_changes() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    fused = pipe.weights
+    _alternate(pipeline, SCALES)
+    assert pipe.weights == fused
+    assert pipe.peft_state == {(True, 0.8)}
+
+
+def test_weights_at_another_scale_are_one_refuse_from_the_load_time_weights_never_more() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, _ = build(pipe, lora_scale=0.8)
+    pipeline.apply_lora_scale(1.5)
+    once = pipe.weights
+    _alternate(pipeline, [*SCALES, 1.5])
+    assert pipe.weights == once
+    assert pipe.peft_state == {(True, 1.5)}
+
+
+def test_negative_control_refusing_without_the_copy_lets_the_weights_drift() -> None:
+    # The former way: unfuse, set_adapters, fuse, each rounding the fp16 weights once more.
+    pipe = FakeDiffusersPipe()
+    pipe.set_adapters([ADAPTER], adapter_weights=[0.8])
+    pipe.fuse_lora([ADAPTER])
+    fused = pipe.weights
+    for scale in SCALES:
+        pipe.unfuse_lora()
+        pipe.set_adapters([ADAPTER], adapter_weights=[scale])
+        pipe.fuse_lora([ADAPTER])
+    assert pipe.peft_state == {(True, 0.8)}
+    assert pipe.weights != fused
 
 
 def test_negative_control_fuse_lora_with_a_scale_would_compound() -> None:
@@ -138,18 +292,53 @@ def test_negative_control_fuse_lora_with_a_scale_would_compound() -> None:
     pipe.fuse_lora([ADAPTER], lora_scale=0.8)
     pipe.unfuse_lora()
     pipe.fuse_lora([ADAPTER], lora_scale=1.5)
-    assert pipe.effective_scale == pytest.approx(1.2)
+    assert pipe.effective_scale == pytest.approx(1.2, abs=0.01)
 
 
-def test_a_failed_refuse_is_repaired_by_the_next_request() -> None:
+@pytest.mark.parametrize("next_scale", [1.0, 0.5, 1.7])
+def test_a_refuse_that_fails_part_way_is_repaired_by_the_next_request(next_scale: float) -> None:
     pipe = FakeDiffusersPipe()
     pipeline, _, _ = build(pipe, lora_scale=1.0)
-    pipe.fail_next_fuse = True
+    fused = pipe.weights
+    pipeline.apply_lora_scale(1.7)
+    at_17 = pipe.weights
+    pipe.fail_fuse_after = 2  # two layers merged at 0.5, two not merged at all
     with pytest.raises(RuntimeError, match="while fusing"):
         pipeline.generate(params(lora_scale=0.5), deadline=1e9)
     assert pipeline.fused_scale is None
-    pipeline.generate(params(lora_scale=1.0), deadline=1e9)
-    assert (pipe.calls[-1]["effective_scale"], pipeline.fused_scale) == (pytest.approx(1.0), 1.0)
+    assert len(pipe.peft_state) == 2
+    pipeline.generate(params(lora_scale=next_scale), deadline=1e9)
+    assert (pipe.peft_state, pipeline.fused_scale) == ({(True, next_scale)}, next_scale)
+    assert pipe.calls[-1]["effective_scale"] == pytest.approx(next_scale, abs=0.01)
+    if next_scale == 1.0:
+        assert pipe.weights == fused
+    if next_scale == 1.7:
+        assert pipe.weights == at_17
+
+
+def test_negative_control_a_failed_decode_leaves_the_vae_in_fp32_and_breaks_later_requests() -> None:
+    # What the fake models of diffusers 0.40's SDXL pipeline, called directly (no recovery).
+    pipe = FakeDiffusersPipe()
+    pipe.vae.fail_next_decode = True
+    call = {"num_inference_steps": 2, "width": 8, "height": 8, "generator": [None], "callback_on_step_end": lambda *a: a[-1]}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipe(**call)
+    assert pipe.vae.dtype == "float32"
+    with pytest.raises(RuntimeError, match="should be the same"):
+        pipe(**call)
+
+
+def test_after_a_failed_decode_the_vae_is_back_in_fp16_and_the_next_request_succeeds() -> None:
+    pipe = FakeDiffusersPipe()
+    pipeline, _, log = build(pipe, lora_scale=1.0)
+    assert pipe.vae.slicing  # images are decoded one at a time
+    pipe.vae.fail_next_decode = True
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipeline.generate(params(lora_scale=1.0), deadline=1e9)
+    assert pipe.vae.dtype == "float16"
+    assert pipe.calls[-1] == {"empty_cache": True}
+    assert "generation_recovered" in log.getvalue()
+    assert len(pipeline.generate(params(lora_scale=1.0), deadline=1e9)) == 1
 
 
 def test_the_request_is_passed_to_diffusers_with_one_generator_per_image() -> None:
@@ -186,6 +375,25 @@ def test_denoising_stops_at_the_deadline_even_on_the_first_step() -> None:
     pipeline, _ = paced(5.0)
     with pytest.raises(GenerationTimeout, match="stopped after 1 of 25 steps"):
         pipeline.generate(params(), deadline=4.0)
+
+
+def test_a_request_the_last_pace_says_cannot_end_in_time_is_refused_before_any_gpu_work() -> None:
+    pipeline, clock = paced(1.0)
+    assert pipeline.estimate_seconds(params()) is None  # nothing measured yet: never refused
+    pipeline.generate(params(num_inference_steps=10, num_images=2), deadline=1e9)  # 1 s a step
+    pipe = pipeline._pipe
+    calls, fuses = len(pipe.calls), pipe.fuses
+    clock[0] = 0.0
+    # 25 steps at 1 s each: 25 s, with 20 s left.
+    with pytest.raises(NotEnoughTime) as refused:
+        pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=20.0)
+    assert (refused.value.needed_seconds, refused.value.left_seconds) == (pytest.approx(25.0), 20.0)
+    assert (len(pipe.calls), pipe.fuses) == (calls, fuses)  # no denoising, no re-fuse
+    # Negative controls: with the time it needs, the same request runs; one of another shape (other
+    # pixels, or no guidance) has no estimate, so only the step callback can stop it.
+    assert len(pipeline.generate(params(num_images=2, lora_scale=1.5), deadline=26.0)) == 2
+    assert pipeline.estimate_seconds(params(num_images=1)) is None
+    assert pipeline.estimate_seconds(params(num_images=2, guidance_scale=1.0)) is None
 
 
 def test_schedulers_are_built_once_from_the_models_own_config_and_default_restores_it() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -110,13 +111,73 @@ def test_a_corrupt_or_truncated_header_is_refused(tmp_path: Path, data: bytes, m
         inspect_lora(_raw(tmp_path / "bad.safetensors", data), "sd15")
 
 
-def test_only_the_header_is_read(tmp_path: Path) -> None:
-    # Negative control for the truncation check: data after the header may be anything, even missing.
+def test_a_truncated_body_is_refused_by_the_data_offsets(tmp_path: Path) -> None:
     good = write_safetensors(tmp_path / "a.safetensors", lora_shapes(SD15_MODULES))
-    (length,) = struct.unpack("<Q", good.read_bytes()[:8])
-    cut = _raw(tmp_path / "cut.safetensors", good.read_bytes()[: 8 + length])
-    tensors, _ = read_header(cut)
+    data = good.read_bytes()
+    # Negative control: the whole file passes, and its tensors are all read from the header.
+    tensors, _ = read_header(good)
     assert len(tensors) == 3 * len(SD15_MODULES)
+    for cut in (len(data) - 1, len(data) // 2):
+        with pytest.raises(LoraFileError, match="truncated: .* ends at byte .* the file holds"):
+            inspect_lora(_raw(tmp_path / "cut.safetensors", data[:cut]), "sd15")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"dtype": "F16", "shape": [4, 8]}, "has no valid data_offsets"),
+        ({"dtype": "F16", "shape": [4, 8], "data_offsets": [8, 0]}, "has no valid data_offsets"),
+        ({"dtype": "F16", "shape": [4, 8], "data_offsets": [0, 60]}, "data_offsets do not match its shape"),
+    ],
+)
+def test_data_offsets_must_be_valid_and_match_the_shape(tmp_path: Path, entry: dict[str, object], message: str) -> None:
+    raw = json.dumps({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": entry}).encode()
+    with pytest.raises(LoraFileError, match=message):
+        inspect_lora(_raw(tmp_path / "a.safetensors", _framed(raw) + bytes(64)), "sd15")
+
+
+@pytest.mark.parametrize("version", ["sd_v1_v", "sd_v2_v"])
+def test_a_v_prediction_lora_is_refused_as_such(tmp_path: Path, version: str) -> None:
+    # kohya-ss sd-scripts v0.10.1 (library/model_util.py) appends "_v" for --v_parameterization.
+    path = write_safetensors(tmp_path / "a.safetensors", lora_shapes(SD15_MODULES), {"ss_base_model_version": version})
+    with pytest.raises(LoraFileError, match=f"ss_base_model_version '{version}'\\); v-prediction is not supported"):
+        inspect_lora(path, "sd15")
+
+
+SD15_CROSS_ATTENTION = ["lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"]
+
+
+@pytest.mark.parametrize(
+    ("modules", "width", "message"),
+    [
+        # SD 2 uses SD 1.5's names; its text encoder and its cross-attention context are 1024 wide.
+        (SD15_MODULES, 1024, "is an SD 2 LoRA .* takes 1024 features; SD 1.5 has 768"),
+        (SD15_CROSS_ATTENTION, 1024, "is an SD 2 LoRA .*attn2_to_k takes 1024 features"),
+        (SDXL_MODULES, 1024, "lora_te1_text_model_encoder_layers_0_self_attn_q_proj takes 1024 features, but SDXL has 768"),
+    ],
+)
+def test_an_sd2_lora_or_a_foreign_width_is_refused_by_its_shapes_without_metadata(
+    tmp_path: Path, modules: list[str], width: int, message: str
+) -> None:
+    path = write_safetensors(tmp_path / "a.safetensors", lora_shapes(modules, width=width))
+    with pytest.raises(LoraFileError, match=message):
+        inspect_lora(path, "sdxl" if modules is SDXL_MODULES else "sd15")
+
+
+def test_the_widths_of_each_family_are_accepted(tmp_path: Path) -> None:
+    # Negative control for the shape checks: 768 for SD 1.5's text encoder and context, SDXL's te2 1280, context 2048.
+    sd15 = write_safetensors(tmp_path / "sd15.safetensors", lora_shapes([*SD15_MODULES, *SD15_CROSS_ATTENTION]))
+    assert inspect_lora(sd15, "sd15").modules == len(SD15_MODULES) + 1
+    sdxl = write_safetensors(tmp_path / "sdxl.safetensors", lora_shapes(SDXL_MODULES))
+    assert lora_shapes(SDXL_MODULES)["lora_unet_middle_block_1_transformer_blocks_9_attn2_to_v.lora_down.weight"] == [4, 2048]
+    assert inspect_lora(sdxl, "sdxl").modules == len(SDXL_MODULES)
+
+
+def test_an_alpha_of_no_module_is_refused(tmp_path: Path) -> None:
+    # diffusers' kohya conversion leaves it unconverted and raises "have not been correctly renamed".
+    shapes = {**lora_shapes(SD15_MODULES), "lora_unet_mid_block_attentions_0_proj_out.alpha": []}
+    with pytest.raises(LoraFileError, match="an .alpha belongs to no lora_down/lora_up pair .*proj_out.alpha"):
+        inspect_lora(write_safetensors(tmp_path / "a.safetensors", shapes), "sd15")
 
 
 def test_an_unreadable_path_is_reported(tmp_path: Path) -> None:

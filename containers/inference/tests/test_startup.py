@@ -5,17 +5,19 @@ from __future__ import annotations
 import io
 import json
 import runpy
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from lora_server import __main__ as entry
 from lora_server.app import create_app
-from lora_server.configs import CONFIG_REPOS, is_baked
+from lora_server.configs import CONFIG_REPOS, DIFFUSERS_CONFIGS, check, is_baked
 from lora_server.logs import JsonLog
 from lora_server.model_files import BaseModel, ModelFilesError, find_lora_file, resolve_base_model
-from lora_server.settings import BASE_MODEL_PATH, MODEL_DIR, Settings, SettingsError
+from lora_server.settings import BASE_MODEL_PATH, MAX_INVOCATIONS_IN_FLIGHT, MODEL_DIR, Settings, SettingsError
 from lora_server.validation import SCHEDULERS
 
 from .conftest import settings_for
@@ -160,13 +162,70 @@ def test_only_configs_and_tokenizers_are_baked(path: str, baked: bool) -> None:
     assert is_baked(path) is baked
 
 
+# diffusers v0.40.0, src/diffusers/loaders/single_file_utils.py, DIFFUSERS_DEFAULT_PIPELINE_PATHS: the
+# repositories whose configs from_single_file uses for a checkpoint it infers to be "v1" or "xl_base".
+DIFFUSERS_DEFAULT_PIPELINE_PATHS = {"v1": "stable-diffusion-v1-5/stable-diffusion-v1-5", "xl_base": "stabilityai/stable-diffusion-xl-base-1.0"}
+# diffusers v0.40.0, src/diffusers/schedulers/__init__.py: the scheduler classes it exports, and the
+# one option used, DPMSolverMultistepScheduler.__init__'s use_karras_sigmas.
+DIFFUSERS_SCHEDULERS = {
+    "DDIMScheduler", "DDPMScheduler", "DEISMultistepScheduler", "DPMSolverMultistepScheduler", "DPMSolverSDEScheduler",
+    "DPMSolverSinglestepScheduler", "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler", "PNDMScheduler", "UniPCMultistepScheduler",
+}
+
+
 def test_configs_are_baked_for_each_model_type_from_the_repos_diffusers_uses() -> None:
-    assert CONFIG_REPOS == {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
+    assert CONFIG_REPOS == {"sd15": DIFFUSERS_DEFAULT_PIPELINE_PATHS["v1"], "sdxl": DIFFUSERS_DEFAULT_PIPELINE_PATHS["xl_base"]}
 
 
-def test_every_scheduler_but_default_names_a_diffusers_class() -> None:
-    assert SCHEDULERS["default"] is None
-    assert all(spec is not None and spec[0].endswith("Scheduler") for name, spec in SCHEDULERS.items() if name != "default")
+def test_every_scheduler_but_default_names_a_diffusers_class_with_its_options() -> None:
+    classes = {name: spec and spec[0] for name, spec in SCHEDULERS.items()}
+    assert classes == {"default": None, "ddim": "DDIMScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler",
+                       "dpmpp_2m_karras": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
+                       "euler_a": "EulerAncestralDiscreteScheduler", "pndm": "PNDMScheduler", "unipc": "UniPCMultistepScheduler"}
+    assert set(classes.values()) - {None} <= DIFFUSERS_SCHEDULERS
+    assert {name: spec[1] for name, spec in SCHEDULERS.items() if spec and spec[1]} == {"dpmpp_2m_karras": {"use_karras_sigmas": True}}
+
+
+class Recorder:
+    """Stands in for a diffusers or transformers class: records each load."""
+
+    def __init__(self, calls: list[tuple[Any, ...]], name: str) -> None:
+        self._calls, self._name = calls, name
+
+    def load_config(self, folder: str, **kwargs: Any) -> dict[str, Any]:
+        self._calls.append((self._name, folder, kwargs))
+        return {}
+
+    def from_pretrained(self, folder: str, **kwargs: Any) -> Any:
+        self._calls.append((self._name, folder, kwargs))
+        return lambda text: {"input_ids": [49406, 49407]}
+
+
+def test_the_baked_configs_and_tokenizers_are_loaded_offline_at_build_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+    names = ["DiffusionPipeline", *DIFFUSERS_CONFIGS.values(), "CLIPTextConfig", "CLIPTokenizer"]
+    module = SimpleNamespace(**{name: Recorder(calls, name) for name in names})
+    monkeypatch.setitem(sys.modules, "diffusers", module)
+    monkeypatch.setitem(sys.modules, "transformers", module)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(SystemExit, match="HF_HUB_OFFLINE=1"):
+        check(tmp_path)
+    assert calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check(tmp_path)
+    sdxl = str(tmp_path / "sdxl")
+    assert {(name, folder, tuple(sorted(kwargs.items()))) for name, folder, kwargs in calls if folder.startswith(sdxl)} == {
+        ("DiffusionPipeline", sdxl, (("local_files_only", True),)),
+        ("UNet2DConditionModel", sdxl, (("local_files_only", True), ("subfolder", "unet"))),
+        ("AutoencoderKL", sdxl, (("local_files_only", True), ("subfolder", "vae"))),
+        ("DDIMScheduler", sdxl, (("local_files_only", True), ("subfolder", "scheduler"))),
+        ("CLIPTextConfig", f"{sdxl}/text_encoder", (("local_files_only", True),)),
+        ("CLIPTextConfig", f"{sdxl}/text_encoder_2", (("local_files_only", True),)),
+        ("CLIPTokenizer", f"{sdxl}/tokenizer", (("local_files_only", True),)),
+        ("CLIPTokenizer", f"{sdxl}/tokenizer_2", (("local_files_only", True),)),
+    }
+    assert len(calls) == 8 + 6  # SD 1.5 has one text encoder and one tokenizer
 
 
 # --- entry point ------------------------------------------------------------------------------------
@@ -191,6 +250,7 @@ def test_anything_but_serve_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_gunicorn_listens_on_8080_with_one_worker_and_stops_within_sagemakers_30_seconds() -> None:
     config: dict[str, Any] = runpy.run_path(str(entry.GUNICORN_CONFIG))
     assert (config["bind"], config["workers"], config["worker_class"]) == ("0.0.0.0:8080", 1, "gthread")
-    assert config["threads"] >= 2  # /ping must answer while a generation runs
+    # /ping needs a thread while every admitted invocation holds one (see test_app's ping-under-load tests).
+    assert config["threads"] > MAX_INVOCATIONS_IN_FLIGHT
     assert config["graceful_timeout"] < 30
     assert config["preload_app"] is False
