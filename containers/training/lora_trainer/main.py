@@ -273,7 +273,8 @@ def _gpu_count() -> int:
         return max(1, len([d for d in visible.split(",") if d.strip()]))
     try:
         listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as error:
+        print(f"lora-trainer: cannot list the GPUs ({error}); training with one process", flush=True)
         return 1
     return max(1, sum(1 for line in listing.splitlines() if line.startswith("GPU ")))
 

@@ -279,3 +279,12 @@ def test_default_repeats_are_lowered_for_a_large_dataset(opt_ml, image):
     metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
     # 10 repeats would be one 500-step epoch; 1 repeat gives 2 epochs of 50 steps.
     assert (metadata["dataset"]["subsets"][0]["num_repeats"], metadata["epochs"]) == (1, 2)
+
+
+def test_without_nvidia_smi_one_process_is_started_and_said(monkeypatch, capsys):
+    from lora_trainer import main as entrypoint
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert entrypoint._gpu_count() == 1
+    assert "cannot list the GPUs" in capsys.readouterr().out
