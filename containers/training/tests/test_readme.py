@@ -22,3 +22,10 @@ def test_the_hyperparameter_table_matches_the_schema():
         else:
             expected = f"`{spec.default if isinstance(spec.default, str) else json.dumps(spec.default)}`"
         assert default == expected, name
+
+
+def test_the_always_set_flags_are_the_ones_passed():
+    from lora_trainer.command import FIXED_FLAGS
+
+    section = README.read_text().split("Always set: `")[1].split("`")[0]
+    assert section.split() == list(FIXED_FLAGS)
