@@ -67,6 +67,15 @@ describe.each(IMAGES)('containers/%s', (name) => {
     expect(dockerfile).not.toMatch(/^ARG \w*(?:REVISION|COMMIT)\s*$/m);
   });
 
+  test('the base image’s torch is at least 2.6 (sd-scripts and diffusers 0.40 need it) and held by the pip constraints', () => {
+    const [base] = baseImages(dockerfile);
+    const [, version = 'none'] = /pytorch:(\d+\.\d+\.\d+)-/.exec(base) ?? [];
+    const [major, minor] = version.split('.').map(Number);
+    expect(major * 100 + minor).toBeGreaterThanOrEqual(206);
+    expect(fs.readFileSync(path.join(folder, 'constraints.txt'), 'utf8')).toMatch(new RegExp(`^torch==${version.replace(/\./g, '\\.')}$`, 'm'));
+    expect(dockerfile).toMatch(/pip install [^\n]*-c \S*constraints\.txt/);
+  });
+
   test('the build context is limited by a .dockerignore and the image is lean', () => {
     expect(fs.readFileSync(path.join(folder, '.dockerignore'), 'utf8')).toMatch(/^\*$/m);
     const runs = dockerfile.replace(/\\\n/g, ' ').split('\n').filter((line) => line.startsWith('RUN '));
@@ -86,12 +95,6 @@ describe('the training image', () => {
     expect(dockerfile).toContain('test "$(git -C /opt/sd-scripts rev-parse HEAD)" = "${SD_SCRIPTS_COMMIT}"');
   });
 
-  test('torch stays at least 2.6, as sd-scripts requires', () => {
-    const [base] = baseImages(dockerfile);
-    const [, major, minor] = /pytorch:(\d+)\.(\d+)/.exec(base) ?? [];
-    expect(Number(major) * 100 + Number(minor)).toBeGreaterThanOrEqual(206);
-    expect(fs.readFileSync(path.join(CONTAINERS, 'training', 'constraints.txt'), 'utf8')).toContain(`torch==${major}.${minor}.`);
-  });
 });
 
 describe('the pin checks themselves', () => {

@@ -8,6 +8,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { parseS3Uri, SageMakerExecutionRole, type SageMakerWorkload } from '../lib/sagemaker-execution-role';
 import { createTestApp } from './support/app';
+import { actionsOf, policyStatements } from './support/iam';
 
 function build(workload: SageMakerWorkload, grant?: (role: SageMakerExecutionRole, bucket: s3.Bucket) => void) {
   const app = createTestApp();
@@ -20,13 +21,7 @@ function build(workload: SageMakerWorkload, grant?: (role: SageMakerExecutionRol
   return { stack, template: Template.fromStack(stack), report: new AwsSolutionsChecks(app).validateScope(stack) };
 }
 
-type Statement = { Action: string | string[]; Resource: unknown; Condition?: unknown; Sid?: string };
-function statements(template: Template): Statement[] {
-  return Object.values(template.findResources('AWS::IAM::Policy')).flatMap(
-    (policy) => (policy as { Properties: { PolicyDocument: { Statement: Statement[] } } }).Properties.PolicyDocument.Statement,
-  );
-}
-const actionsOf = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+const statements = (template: Template) => policyStatements(template);
 
 describe('SageMakerExecutionRole', () => {
   test.each<[SageMakerWorkload, string[]]>([

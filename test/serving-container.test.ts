@@ -1,36 +1,26 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type CfnElement, Stack } from 'aws-cdk-lib';
-import { AssetManifestArtifact } from 'aws-cdk-lib/cx-api';
+import { Stack } from 'aws-cdk-lib';
 import { ServingContainer } from '../lib/serving-container';
-import { synthPipeline } from './support/app';
+import { dockerImageSource, synthPipeline } from './support/app';
+import { actionsOf, type PolicyStatement, roleStatements } from './support/iam';
 
-type Statement = { Action: string | string[]; Resource: unknown; Condition?: unknown };
-const actionsOf = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
 const ARTIFACTS_BUCKET = { 'Fn::GetAtt': [expect.stringMatching(/^StorageArtifactsBucket/), 'Arn'] };
 const TRAINED_MODELS = { 'Fn::Join': ['', [ARTIFACTS_BUCKET, '/models/*']] };
 
 /** The statements of the serving role's policy, with references resolved to logical ids. */
 function servingStatements(configValues: Record<string, unknown> = {}) {
   const { stack, template } = synthPipeline(configValues);
-  const roleId = stack.getLogicalId(stack.serving.role.node.defaultChild as CfnElement);
-  const policies = template.findResources('AWS::IAM::Policy', { Properties: { Roles: [{ Ref: roleId }] } });
-  const statements = Object.values(policies).flatMap(
-    (p) => (p as { Properties: { PolicyDocument: { Statement: Statement[] } } }).Properties.PolicyDocument.Statement,
-  );
-  return { stack, template, roleId, statements };
+  return { stack, template, ...roleStatements(stack, template, stack.serving.role) };
 }
 
 describe('ServingContainer image', () => {
   const { app, stack } = synthPipeline();
-  const assembly = app.synth();
-  const manifest = assembly.getStackArtifact(stack.artifactId).dependencies.find((d) => d instanceof AssetManifestArtifact) as AssetManifestArtifact;
-  // The stack's images are keyed by the hash CDK gives each asset.
-  const image = manifest.contents.dockerImages?.[stack.serving.image.assetHash];
-  const staged = path.join(assembly.directory, image?.source.directory ?? 'missing');
+  const image = dockerImageSource(app, stack, stack.serving.image);
+  const staged = image.directory;
 
   test('is built from containers/inference for linux/amd64', () => {
-    expect(image?.source.platform).toBe('linux/amd64');
+    expect(image.platform).toBe('linux/amd64');
     expect(fs.readFileSync(path.join(staged, 'Dockerfile'), 'utf8')).toBe(fs.readFileSync(path.join(ServingContainer.DIRECTORY, 'Dockerfile'), 'utf8'));
     expect(ServingContainer.DIRECTORY).toBe(path.resolve(__dirname, '..', 'containers', 'inference'));
   });
@@ -45,19 +35,11 @@ describe('ServingContainer image', () => {
   });
 
   test('the stack exposes its URI for the workflow', () => {
-    const [destination] = Object.values(image?.destinations ?? {});
+    const [destination] = Object.values(image.destinations);
     expect(stack.resolve(stack.serving.imageUri)).toEqual({ 'Fn::Sub': expect.stringContaining(destination.imageTag) });
   });
 });
 
-test('the image keeps its base image’s torch, which diffusers 0.40 needs at 2.6 or later', () => {
-  const dockerfile = fs.readFileSync(path.join(ServingContainer.DIRECTORY, 'Dockerfile'), 'utf8');
-  const [, version] = /^ARG BASE_IMAGE=pytorch\/pytorch:(\d+\.\d+\.\d+)-/m.exec(dockerfile) ?? [];
-  const [major, minor] = version.split('.').map(Number);
-  expect(major * 100 + minor).toBeGreaterThanOrEqual(206);
-  expect(fs.readFileSync(path.join(ServingContainer.DIRECTORY, 'constraints.txt'), 'utf8')).toMatch(new RegExp(`^torch==${version.replace(/\./g, '\\.')}$`, 'm'));
-  expect(dockerfile).toContain('pip install --no-cache-dir -r requirements.txt -c constraints.txt');
-});
 
 describe('ServingContainer execution role', () => {
   test('only SageMaker assumes it', () => {
@@ -74,7 +56,7 @@ describe('ServingContainer execution role', () => {
 
   test('reads trained models under models/ only, and writes nothing to S3', () => {
     const { stack, statements } = servingStatements();
-    const s3 = stack.resolve(statements.filter((s) => actionsOf(s).some((a) => a.startsWith('s3:')))) as Statement[];
+    const s3 = stack.resolve(statements.filter((s) => actionsOf(s).some((a) => a.startsWith('s3:')))) as PolicyStatement[];
     expect(s3.map((s) => [s.Action, s.Resource, s.Condition])).toEqual([
       ['s3:ListBucket', ARTIFACTS_BUCKET, { StringLike: { 's3:prefix': ['models/*'] } }],
       ['s3:GetObject', TRAINED_MODELS, undefined],

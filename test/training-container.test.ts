@@ -1,20 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { CfnElement, Stack } from 'aws-cdk-lib';
-import { synthPipeline } from './support/app';
-
-type Statement = { Action: string | string[]; Resource: unknown; Condition?: Record<string, Record<string, unknown>> };
-const actionsOf = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+import type { Stack } from 'aws-cdk-lib';
+import { dockerImageSource, synthPipeline } from './support/app';
+import { actionsOf, type PolicyStatement, roleStatements } from './support/iam';
 
 function trainingRole(configValues: Record<string, unknown> = {}) {
   const synthesized = synthPipeline(configValues);
-  const { stack, template } = synthesized;
-  const roleId = stack.getLogicalId(stack.training.role.node.defaultChild as CfnElement);
-  const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((policy) =>
-    JSON.stringify((policy as { Properties: { Roles: unknown } }).Properties.Roles).includes(roleId),
-  );
-  const statements = policies.flatMap((p) => (p as { Properties: { PolicyDocument: { Statement: Statement[] } } }).Properties.PolicyDocument.Statement);
-  return { ...synthesized, roleId, statements };
+  return { ...synthesized, ...roleStatements(synthesized.stack, synthesized.template, synthesized.stack.training.role) };
 }
 
 /** Flattens intrinsic references so ARNs read like `<StorageArtifactsBucket….Arn>/checkpoints/*`. */
@@ -33,7 +25,7 @@ function flat(stack: Stack, value: unknown): string {
 }
 
 /** Each (actions, resource, condition) the statements with a matching action grant, one line per resource, sorted. */
-function grants(stack: Stack, statements: Statement[], actionPrefix: string): string[] {
+function grants(stack: Stack, statements: PolicyStatement[], actionPrefix: string): string[] {
   return statements
     .filter((s) => actionsOf(s).some((a) => a.startsWith(actionPrefix)))
     .flatMap((s) =>
@@ -47,16 +39,12 @@ function grants(stack: Stack, statements: Statement[], actionPrefix: string): st
 describe('TrainingContainer', () => {
   test('the image is built from containers/training for linux/amd64', () => {
     const { app, stack } = synthPipeline();
-    const assembly = app.synth();
-    const manifest = JSON.parse(fs.readFileSync(path.join(assembly.directory, `${stack.artifactId}.assets.json`), 'utf8')) as {
-      dockerImages: Record<string, { source: { directory: string; platform?: string } }>;
-    };
-    const images = Object.values(manifest.dockerImages);
-    const training = images.find((image) => fs.existsSync(path.join(assembly.directory, image.source.directory, 'lora_trainer')));
-    expect(training?.source.platform).toBe('linux/amd64');
-    expect(fs.readFileSync(path.join(assembly.directory, training!.source.directory, 'Dockerfile'), 'utf8')).toContain('kohya-ss/sd-scripts');
+    const training = dockerImageSource(app, stack, stack.training.image);
+    expect(training.platform).toBe('linux/amd64');
+    expect(fs.existsSync(path.join(training.directory, 'lora_trainer'))).toBe(true);
+    expect(fs.readFileSync(path.join(training.directory, 'Dockerfile'), 'utf8')).toContain('kohya-ss/sd-scripts');
     // .dockerignore keeps the tests out of the build context.
-    expect(fs.existsSync(path.join(assembly.directory, training!.source.directory, 'tests'))).toBe(false);
+    expect(fs.existsSync(path.join(training.directory, 'tests'))).toBe(false);
   });
 
   test('only SageMaker assumes the role', () => {

@@ -1,6 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { App } from 'aws-cdk-lib';
+import { App, type Stack } from 'aws-cdk-lib';
+import type { DockerImageAsset } from 'aws-cdk-lib/aws-ecr-assets';
+import { AssetManifestArtifact } from 'aws-cdk-lib/cx-api';
 import { Template } from 'aws-cdk-lib/assertions';
 import { parseConfig, type PipelineConfig } from '../../lib/config';
 import { LoraPipelineStack } from '../../lib/lora-pipeline-stack';
@@ -40,4 +42,14 @@ export function synthPipeline(configValues: Record<string, unknown> = {}): Synth
   const config = testConfig(configValues);
   const stack = new LoraPipelineStack(app, config.stackName, { config });
   return { app, stack, template: Template.fromStack(stack) };
+}
+
+/** Where the synthesized assembly stages a Docker image asset's build context, and how it is to be built and pushed. */
+export function dockerImageSource(app: App, stack: Stack, image: DockerImageAsset) {
+  const assembly = app.synth();
+  const manifest = assembly.getStackArtifact(stack.artifactId).dependencies.find((d) => d instanceof AssetManifestArtifact) as AssetManifestArtifact;
+  // The stack's images are keyed by the hash CDK gives each asset.
+  const entry = manifest.contents.dockerImages?.[image.assetHash];
+  if (!entry?.source.directory) throw new Error(`no staged build context for image asset ${image.node.path}`);
+  return { directory: path.join(assembly.directory, entry.source.directory), platform: entry.source.platform, destinations: entry.destinations };
 }

@@ -169,23 +169,20 @@ def _decode(spec: Spec, raw: Any) -> tuple[Value | None, Problem | None]:
         except ValueError:
             text = raw
 
-    def bad(code: str, message: str) -> tuple[None, Problem]:
-        return None, Problem(spec.name, code, message)
-
     shown = json.dumps(raw)
     if spec.type == "boolean":
         if isinstance(text, bool):
             return text, None
         if isinstance(text, str) and text.lower() in ("true", "false"):
             return text.lower() == "true", None
-        return bad("type", f"must be true or false, not {shown}")
+        return _bad(spec, "type", f"must be true or false, not {shown}")
     if spec.type == "integer":
         if isinstance(text, (int, float)) and not isinstance(text, bool) and float(text).is_integer():
             number: float = int(text)
         elif isinstance(text, str) and _INTEGER.fullmatch(text.strip()):
             number = int(text.strip())
         else:
-            return bad("type", f"must be a whole number, not {shown}")
+            return _bad(spec, "type", f"must be a whole number, not {shown}")
         return _check_range(spec, number, shown)
     if spec.type == "number":
         if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -193,34 +190,35 @@ def _decode(spec: Spec, raw: Any) -> tuple[Value | None, Problem | None]:
         elif isinstance(text, str) and _NUMBER.fullmatch(text.strip()):
             number = float(text.strip())
         else:
-            return bad("type", f"must be a number, not {shown}")
+            return _bad(spec, "type", f"must be a number, not {shown}")
         if not math.isfinite(number):
-            return bad("type", f"must be a finite number, not {shown}")
+            return _bad(spec, "type", f"must be a finite number, not {shown}")
         return _check_range(spec, number, shown)
     if not isinstance(text, str):
-        return bad("type", f"must be a string, not {shown}")
+        return _bad(spec, "type", f"must be a string, not {shown}")
     if spec.enum is not None and text not in spec.enum:
         near = difflib.get_close_matches(text, list(spec.enum), n=1)
         hint = f' (did you mean "{near[0]}"?)' if near else ""
-        return bad("enum", f"must be one of {', '.join(spec.enum)}, not {shown}{hint}")
+        return _bad(spec, "enum", f"must be one of {', '.join(spec.enum)}, not {shown}{hint}")
     if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
-        return bad("pattern", f"must be {spec.pattern_description or 'of the form ' + spec.pattern}, not {shown}")
+        return _bad(spec, "pattern", f"must be {spec.pattern_description or 'of the form ' + spec.pattern}, not {shown}")
     return text, None
 
 
 def _check_range(spec: Spec, number: float, shown: str) -> tuple[Value | None, Problem | None]:
-    def bad(code: str, message: str) -> tuple[None, Problem]:
-        return None, Problem(spec.name, code, message)
-
     if spec.minimum is not None and number < spec.minimum:
-        return bad("range", f"must be at least {_fmt(spec.minimum)}, not {shown}")
+        return _bad(spec, "range", f"must be at least {_fmt(spec.minimum)}, not {shown}")
     if spec.exclusive_minimum is not None and number <= spec.exclusive_minimum:
-        return bad("range", f"must be greater than {_fmt(spec.exclusive_minimum)}, not {shown}")
+        return _bad(spec, "range", f"must be greater than {_fmt(spec.exclusive_minimum)}, not {shown}")
     if spec.maximum is not None and number > spec.maximum:
-        return bad("range", f"must be at most {_fmt(spec.maximum)}, not {shown}")
+        return _bad(spec, "range", f"must be at most {_fmt(spec.maximum)}, not {shown}")
     if spec.multiple_of is not None and number % spec.multiple_of != 0:
-        return bad("multiple", f"must be a multiple of {spec.multiple_of}, not {shown}")
+        return _bad(spec, "multiple", f"must be a multiple of {spec.multiple_of}, not {shown}")
     return (int(number) if spec.type == "integer" else number), None
+
+
+def _bad(spec: Spec, code: str, message: str) -> tuple[None, Problem]:
+    return None, Problem(spec.name, code, message)
 
 
 def _fmt(number: float) -> str:
