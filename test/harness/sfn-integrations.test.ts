@@ -110,9 +110,9 @@ describeWithMoto('integrationHandlers against moto, through the real AWS SDK v3 
     expect(result.retries).toEqual({ Train: 2 });
   });
 
-  test('SDK errors get Step Functions names: modeled or aws-sdk as <Service>.<Name>Exception, others of optimized integrations as AmazonSageMakerException', async () => {
+  test('SDK errors get Step Functions names: modeled as <Service>.<Name>Exception, others as SageMakerException (aws-sdk) or AmazonSageMakerException (optimized)', async () => {
     const sdk = await run(single('arn:aws:states:::aws-sdk:sagemaker:describeEndpoint', { EndpointName: 'missing' }));
-    expect(sdk).toMatchObject({ status: 'FAILED', error: 'SageMaker.ValidationException', cause: expect.stringContaining('Could not find endpoint') });
+    expect(sdk).toMatchObject({ status: 'FAILED', error: 'SageMaker.SageMakerException', cause: expect.stringContaining('Could not find endpoint') });
     const optimized = await run(single('arn:aws:states:::sagemaker:createEndpoint', { EndpointName: 'e1', EndpointConfigName: 'missing' }));
     expect(optimized).toMatchObject({ status: 'FAILED', error: 'SageMaker.AmazonSageMakerException', cause: expect.stringContaining('Could not find endpoint configuration') });
   });

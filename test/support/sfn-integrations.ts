@@ -97,13 +97,15 @@ const pascal = (action: string) => action.charAt(0).toUpperCase() + action.slice
 
 /**
  * A service error under the name Step Functions gives it: `<Service>.<Name>Exception` (suffix added
- * where the service omits it); an optimized integration reports errors the SDK does not model as
- * `<Service>.Amazon<Service>Exception`, as in `SageMaker.AmazonSageMakerException`.
+ * where the service omits it) for an error the service's API model lists. One it does not list,
+ * such as SageMaker's ValidationException, takes the SDK's generic class name: `<Service>.<Service>Exception`
+ * from an AWS SDK integration (`SageMaker.SageMakerException`), `<Service>.Amazon<Service>Exception`
+ * from an optimized one (`SageMaker.AmazonSageMakerException`).
  */
 function serviceError(prefix: string, optimized: boolean, error: ServiceError): Error {
   const name = error.name.endsWith('Exception') ? error.name : `${error.name}Exception`;
-  const qualified = optimized && !error.modeled ? `${prefix}.Amazon${prefix}Exception` : `${prefix}.${name}`;
-  return taskError(qualified, error.message);
+  const generic = optimized ? `${prefix}.Amazon${prefix}Exception` : `${prefix}.${prefix}Exception`;
+  return taskError(error.modeled ? `${prefix}.${name}` : generic, error.message);
 }
 
 /** An API response as Step Functions passes it on: plain JSON, without the SDK's `$metadata`. */
