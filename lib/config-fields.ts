@@ -103,6 +103,13 @@ export const CONFIG_FIELDS = {
     allowed: 'an integer from 0 to 3600',
     description: 'A run trains only once no object in the dataset folder is newer than this.',
   }),
+  namePrefix: field({
+    schema: pattern(/^[a-z][a-z0-9]{0,9}$/),
+    default: 'lora',
+    allowed: 'a lowercase letter, then up to 9 lowercase letters or digits',
+    description:
+      "First part of every training job, model, endpoint config and endpoint name the workflow creates; its permissions cover only names with this prefix, so two stacks in one account need different prefixes.",
+  }),
   modelType: field({
     schema: z.enum(['sd15', 'sdxl']),
     default: 'sd15',

@@ -20,6 +20,7 @@ export interface PipelineConfig {
   readonly datasetPrefix: string;
   readonly triggerFileName: string;
   readonly settleSeconds: number;
+  readonly namePrefix: string;
   readonly modelType: ModelType;
   readonly baseModel: string;
   readonly training: {
@@ -140,6 +141,7 @@ export function parseConfig(context: Readonly<Record<string, unknown>>): Pipelin
     datasetPrefix: get('datasetPrefix'),
     triggerFileName: get('triggerFileName'),
     settleSeconds: get('settleSeconds'),
+    namePrefix: get('namePrefix'),
     modelType,
     baseModel: get('baseModel') ?? DEFAULT_BASE_MODELS[modelType],
     training: {

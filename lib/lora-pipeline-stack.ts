@@ -1,9 +1,17 @@
 import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import { type Construct } from 'constructs';
 import { type PipelineConfig } from './config';
+import { DatasetTrigger } from './dataset-trigger';
+import { LoraWorkflow } from './lora-workflow';
 import { PipelineStorage } from './pipeline-storage';
+import { RunNotifications } from './run-notifications';
+import { RunStatus } from './run-status';
 import { ServingContainer } from './serving-container';
 import { TrainingContainer } from './training-container';
+
+/** A run whose dataset folder is still changing this long after it started fails rather than waits on. */
+const MAX_SETTLE_WAIT_SECONDS = 3 * 3600;
 
 /** Properties of {@link LoraPipelineStack}. */
 export interface LoraPipelineStackProps extends StackProps {
@@ -16,6 +24,10 @@ export class LoraPipelineStack extends Stack {
   public readonly storage: PipelineStorage;
   public readonly training: TrainingContainer;
   public readonly serving: ServingContainer;
+  public readonly notifications: RunNotifications;
+  public readonly workflow: LoraWorkflow;
+  public readonly trigger: DatasetTrigger;
+  public readonly status: RunStatus;
 
   constructor(scope: Construct, id: string, props: LoraPipelineStackProps) {
     super(scope, id, props);
@@ -39,6 +51,38 @@ export class LoraPipelineStack extends Stack {
       modelType: config.modelType,
       baseModel: config.baseModel,
     });
+    this.notifications = new RunNotifications(this, 'Notifications', { key: this.storage.key, email: config.notificationEmail });
+
+    const removalPolicy = config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    const logging = { logRetention: config.logRetentionDays as logs.RetentionDays, removalPolicy };
+    this.workflow = new LoraWorkflow(this, 'Workflow', {
+      ...logging,
+      storage: this.storage,
+      training: this.training,
+      serving: this.serving,
+      topic: this.notifications.topic,
+      settings: {
+        datasetPrefix: config.datasetPrefix,
+        triggerFileName: config.triggerFileName,
+        settleSeconds: config.settleSeconds,
+        maxSettleWaitSeconds: MAX_SETTLE_WAIT_SECONDS,
+        namePrefix: config.namePrefix,
+        modelType: config.modelType,
+        baseModel: config.baseModel,
+        readableS3BaseModel: config.baseModel.startsWith('s3://') ? config.baseModel : undefined,
+        training: config.training,
+        endpoint: { ...config.endpoint, loraScale: this.serving.defaults.environment.LORA_SCALE === undefined ? 1 : Number(this.serving.defaults.environment.LORA_SCALE) },
+        checkpointExpirationDays: config.storage.checkpointExpirationDays,
+      },
+    });
+    this.trigger = new DatasetTrigger(this, 'Trigger', {
+      ...logging,
+      storage: this.storage,
+      stateMachine: this.workflow.stateMachine,
+      datasetPrefix: config.datasetPrefix,
+      triggerFileName: config.triggerFileName,
+    });
+    this.status = new RunStatus(this, 'Status', { ...logging, stateMachine: this.workflow.stateMachine, namePrefix: config.namePrefix });
 
     new CfnOutput(this, 'DatasetsBucketName', {
       value: this.storage.datasetsBucket.bucketName,
@@ -51,6 +95,22 @@ export class LoraPipelineStack extends Stack {
     new CfnOutput(this, 'DataKeyArn', {
       value: this.storage.key.keyArn,
       description: 'KMS key that encrypts the datasets and artifacts; uploaders need kms:GenerateDataKey on it',
+    });
+    new CfnOutput(this, 'StateMachineArn', {
+      value: this.workflow.stateMachine.stateMachineArn,
+      description: 'The run workflow: start it from the Step Functions console with the ConsoleInput below',
+    });
+    new CfnOutput(this, 'ConsoleInput', {
+      value: JSON.stringify({ dataset: 'pokemon' }),
+      description: `Execution input for a console start: the name of a folder under s3://<DatasetsBucketName>/${config.datasetPrefix}`,
+    });
+    new CfnOutput(this, 'StatusFunctionName', {
+      value: this.status.status.function.functionName,
+      description: 'aws lambda invoke --function-name <this> --cli-binary-format raw-in-base64-out --payload \'{"dataset":"pokemon"}\' status.json',
+    });
+    new CfnOutput(this, 'NotificationTopicArn', {
+      value: this.notifications.topic.topicArn,
+      description: 'Every run publishes its end here: in service, or failed and why',
     });
   }
 }

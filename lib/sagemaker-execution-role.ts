@@ -3,8 +3,8 @@ import type * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import { flattenCfnReference } from 'cdk-nag/lib/utils/flatten-cfn-reference';
 import { Construct } from 'constructs';
+import { iamFindingArn } from './nag-findings';
 
 /** What SageMaker runs under a role: a training job, or the containers of an endpoint. */
 export type SageMakerWorkload = 'training' | 'hosting';
@@ -187,12 +187,4 @@ export class SageMakerExecutionRole extends Construct {
       reason: `The workload reads${actions.length > 1 ? ' and writes' : ''} every object under ${prefix || 'the bucket root'}, whose names it or its users choose at run time.`,
     });
   }
-}
-
-/**
- * The resource part of an IAM5 finding id, as cdk-nag writes it (references as `<LogicalId.Arn>`,
- * pseudo parameters as `<AWS::Region>`), using cdk-nag's own flattening so the two cannot drift.
- */
-function iamFindingArn(scope: Construct, arn: string): string {
-  return flattenCfnReference(Stack.of(scope).resolve(arn));
 }

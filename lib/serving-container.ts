@@ -62,6 +62,11 @@ export class ServingContainer extends Construct {
    * SDXL base model (about 7 GB in fp16, more to download from the Hub) takes minutes, not seconds.
    */
   public static readonly STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = 1200;
+  /**
+   * A ModelDataDownloadTimeoutInSeconds for the endpoint's production variant: the LoRA artifact is
+   * small, but an S3 base model mounted beside it is several GB (an SDXL checkpoint is about 7 GB).
+   */
+  public static readonly MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS = 1800;
 
   /** The image asset; `imageUri` is what a SageMaker model's container names. */
   public readonly image: ecrAssets.DockerImageAsset;

@@ -1,0 +1,67 @@
+import { Duration, type RemovalPolicy } from 'aws-cdk-lib';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Validations } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { PipelineFunction } from './pipeline-function';
+import type { PipelineStorage } from './pipeline-storage';
+
+/** Properties of {@link DatasetTrigger}. */
+export interface DatasetTriggerProps {
+  readonly storage: PipelineStorage;
+  /** The workflow each upload starts. */
+  readonly stateMachine: sfn.IStateMachine;
+  /** e.g. `datasets/` */
+  readonly datasetPrefix: string;
+  /** e.g. `dataset.toml` */
+  readonly triggerFileName: string;
+  readonly logRetention: logs.RetentionDays;
+  readonly removalPolicy: RemovalPolicy;
+}
+
+/**
+ * Starts one run per upload of a dataset folder's trigger file: an S3 event notification, filtered
+ * to `<datasetPrefix>…/<triggerFileName>`, invokes the kickoff function, which starts an execution
+ * named after the upload (so a duplicate delivery starts nothing). Events it could not handle after
+ * Lambda's retries are kept in a dead-letter queue rather than lost.
+ */
+export class DatasetTrigger extends Construct {
+  public readonly kickoff: PipelineFunction;
+  public readonly deadLetterQueue: sqs.Queue;
+
+  constructor(scope: Construct, id: string, props: DatasetTriggerProps) {
+    super(scope, id);
+    const { storage } = props;
+    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: storage.key,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(this.deadLetterQueue).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the kickoff function: it holds upload events no run could be started for.',
+    });
+    this.kickoff = new PipelineFunction(this, 'Kickoff', {
+      name: 'kickoff',
+      description: 'Starts one workflow run per upload of a dataset folder trigger file',
+      environment: {
+        STATE_MACHINE_ARN: props.stateMachine.stateMachineArn,
+        DATASETS_BUCKET: storage.datasetsBucket.bucketName,
+        DATASET_PREFIX: props.datasetPrefix,
+        TRIGGER_FILE_NAME: props.triggerFileName,
+      },
+      deadLetterQueue: this.deadLetterQueue,
+      logRetention: props.logRetention,
+      removalPolicy: props.removalPolicy,
+    });
+    props.stateMachine.grantStartExecution(this.kickoff.function);
+    storage.datasetsBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.kickoff.function), {
+      prefix: props.datasetPrefix,
+      suffix: `/${props.triggerFileName}`,
+    });
+  }
+}
