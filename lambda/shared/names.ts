@@ -36,6 +36,12 @@ export function slug(text: string): string {
     .replace(/^-+|-+$/g, '');
 }
 
+/** Whether the slug of `text` loses letters or digits (of another script), not just accents, case and punctuation. */
+function dropsLetters(text: string): boolean {
+  const unaccented = text.normalize('NFKD').replace(/[\u0300-\u036f]/g, '');
+  return /[\p{L}\p{N}]/u.test(unaccented.replace(/[A-Za-z0-9]/g, ''));
+}
+
 /**
  * The slug of `text` in at most `max` characters. When it does not fit, or when the slug lost
  * characters of `text` that tell names apart (a name in another script), it is cut and ends with
@@ -43,7 +49,7 @@ export function slug(text: string): string {
  */
 export function fittedSlug(text: string, max: number, fallback = 'dataset'): string {
   const plain = slug(text);
-  if (plain.length > 0 && plain.length <= max) return plain;
+  if (plain.length > 0 && plain.length <= max && !dropsLetters(text)) return plain;
   const hash = shortHash(text, SHORTENED_HASH_LENGTH);
   const head = (plain || fallback).slice(0, Math.max(0, max - hash.length - 1)).replace(/-+$/, '');
   return head ? `${head}-${hash}` : hash;

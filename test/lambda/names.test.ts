@@ -53,6 +53,15 @@ describe('fittedSlug', () => {
     expect(fittedSlug('ポケモン', 40, 'run')).toMatch(/^run-[0-9a-f]{8}$/);
   });
 
+  test('a name mixing scripts gets a hash too: its Latin part alone would name two datasets alike', () => {
+    const first = fittedSlug('データa', 40);
+    const second = fittedSlug('写真a', 40);
+    expect(first).toMatch(/^a-[0-9a-f]{8}$/);
+    expect(first).not.toBe(second);
+    // Control: accents, case and punctuation are not lost letters, so such names stay plain.
+    expect(fittedSlug('Pokémon Cards!', 40)).toBe('pokemon-cards');
+  });
+
   test('two long names sharing a beginning stay distinct', () => {
     const first = fittedSlug(`${LONG}first`, 40);
     const second = fittedSlug(`${LONG}second`, 40);
