@@ -1,0 +1,213 @@
+import { type FailureStage, type ReportEvent, type ReportResult } from '../../lambda/shared/contract';
+import { MAX_CAUSE_LENGTH, MAX_SUBJECT_LENGTH, report, snsSubject } from '../../lambda/report/report';
+import { preparedRunFixture, trainingJobFixture } from '../support/runs';
+
+const execution = { name: 'pokemon-0123456789abcdef', startTime: '2025-01-01T11:55:00.000Z' };
+const run = preparedRunFixture();
+const now = new Date('2025-01-01T12:50:00.000Z');
+
+function failed(stage: FailureStage, error: { Error: string; Cause?: string }, state: Record<string, unknown> = { request: { dataset: 'pokemon' }, run }): ReportResult {
+  return report({ outcome: 'failed', execution, stage, error, state }, { now, region: 'eu-west-1' });
+}
+
+function lambdaCause(errorType: string, errorMessage: string): string {
+  return JSON.stringify({ errorType, errorMessage, trace: [`${errorType}: ${errorMessage}`, '    at prepare (/var/task/index.js:1:1)'] });
+}
+
+function expectValidSubject(subject: string): void {
+  expect(subject).toMatch(/^[\x20-\x7e]+$/);
+  expect(subject.length).toBeLessThanOrEqual(MAX_SUBJECT_LENGTH);
+  expect(subject).toBe(subject.trim());
+}
+
+describe('a run that succeeded', () => {
+  const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: run.serving.endpointConfigName };
+  const result = report({ outcome: 'succeeded', execution, run, training: trainingJobFixture(), endpoint }, { now });
+
+  test('returns the run summary as the execution output', () => {
+    expect(result.summary).toEqual({
+      run: run.run,
+      dataset: 'pokemon',
+      trainingJobName: run.run,
+      modelArtifact: `s3://artifacts-bucket/models/${run.run}/output/model.tar.gz`,
+      endpointName: 'lora-pokemon',
+      trainingSeconds: 1000,
+      billableSeconds: 370,
+      spotSavingsPercent: 63,
+    });
+    expect(result.error).toBeUndefined();
+    expect(result.cleanup).toBeUndefined();
+  });
+
+  test('says the run is in service, and how to invoke the endpoint', () => {
+    expect(result.subject).toBe(`LoRA run ${run.run} is in service`);
+    expectValidSubject(result.subject);
+    expect(result.message).toContain('aws sagemaker-runtime invoke-endpoint --endpoint-name lora-pokemon');
+    expect(result.message).toContain('63% saved by managed spot');
+    const json = result.message.slice(result.message.lastIndexOf('\n{'));
+    expect(JSON.parse(json)).toEqual(result.summary);
+  });
+
+  test('a run without spot says nothing of savings', () => {
+    const training = trainingJobFixture({ EnableManagedSpotTraining: false, BillableTimeInSeconds: 1000 });
+    const plain = report({ outcome: 'succeeded', execution, run, training, endpoint }, { now });
+    expect(plain.summary?.spotSavingsPercent).toBe(0);
+    expect(plain.message).not.toContain('saved by managed spot');
+  });
+});
+
+describe('a run that failed while preparing', () => {
+  test.each(['InvalidInput', 'InvalidDataset'])('keeps %s and its message, not the trace', (name) => {
+    const result = failed('prepare', { Error: name, Cause: lambdaCause(name, 'datasets/pokemon/ holds no images') }, { request: { dataset: 'pokemon' } });
+    expect(result.error).toBe(name);
+    expect(result.cause).toMatch(/: datasets\/pokemon\/ holds no images\.$/);
+    expect(result.cause).not.toContain('/var/task');
+    expect(result.cleanup).toBeUndefined();
+    expect(result.subject).toBe(`LoRA dataset "pokemon" failed: ${name}`);
+  });
+
+  test('any other error is PreparationFailed and names what was caught', () => {
+    const result = failed('prepare', { Error: 'Lambda.Unknown', Cause: 'The cause could not be determined because Lambda did not return an error type.' }, { request: { dataset: 's3://b/datasets/pokemon/' } });
+    expect(result.error).toBe('PreparationFailed');
+    expect(result.cause).toBe('Preparing the run failed (Lambda.Unknown): The cause could not be determined because Lambda did not return an error type.');
+    expect(result.message).toContain('Dataset: pokemon');
+  });
+
+  test('a Lambda error of another type is PreparationFailed with its message', () => {
+    const result = failed('prepare', { Error: 'TypeError', Cause: lambdaCause('TypeError', 'x is undefined') }, { request: {} });
+    expect(result.error).toBe('PreparationFailed');
+    expect(result.cause).toBe('Preparing the run failed (TypeError): x is undefined.');
+  });
+});
+
+describe('a run that failed in training', () => {
+  test('a failed job: its FailureReason, and the logs link in the message', () => {
+    const job = trainingJobFixture({ TrainingJobStatus: 'Failed', SecondaryStatus: 'Failed', FailureReason: 'AlgorithmError: CUDA out of memory' });
+    const result = failed('training', { Error: 'States.TaskFailed', Cause: JSON.stringify(job) });
+    expect(result.error).toBe('TrainingFailed');
+    expect(result.cause).toBe(`The training job ${run.run} failed: AlgorithmError: CUDA out of memory.`);
+    expect(result.message).toContain(`Training logs: https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:`);
+    expect(result.message).toContain(`logStreamNameFilter$3D${run.run}`);
+    expect(result.cleanup).toBeUndefined();
+  });
+
+  test('a stopped job says it was stopped, and why', () => {
+    const job = trainingJobFixture({ TrainingJobStatus: 'Stopped', SecondaryStatus: 'MaxWaitTimeExceeded', FailureReason: undefined });
+    const result = failed('training', { Error: 'States.TaskFailed', Cause: JSON.stringify(job) });
+    expect(result.cause).toBe(`The training job ${run.run} was stopped before it finished: it reached its maximum wait for spot capacity and training (training.maxWaitSeconds).`);
+  });
+
+  test('a refused job: the plain-text cause as is, and a logs link from the region', () => {
+    const cause = 'The account-level service limit for ml.g5.2xlarge for spot training job usage is 0 Instances. (Service: SageMaker, Status Code: 400)';
+    const result = failed('training', { Error: 'SageMaker.ResourceLimitExceededException', Cause: cause });
+    expect(result.error).toBe('TrainingFailed');
+    expect(result.cause).toBe(`The training job ${run.run} could not run (SageMaker.ResourceLimitExceededException): ${cause}.`);
+    expect(result.message).toContain('Training logs: https://eu-west-1.console.aws.amazon.com/');
+  });
+});
+
+test('a run that failed creating its model is DeploymentFailed, with nothing to clean up', () => {
+  const result = failed('model', { Error: 'SageMaker.AmazonSageMakerException', Cause: 'Could not find model data at s3://x.' });
+  expect(result.error).toBe('DeploymentFailed');
+  expect(result.cause).toBe(`Creating the model and endpoint configuration of run ${run.run} failed (SageMaker.AmazonSageMakerException): Could not find model data at s3://x.`);
+  expect(result.cleanup).toBeUndefined();
+});
+
+describe('a run whose endpoint failed', () => {
+  const failedEndpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'Failed', EndpointConfigName: run.run, FailureReason: 'The primary container for production variant AllTraffic did not pass the ping health check.' };
+
+  test('a new endpoint: its FailureReason, and this run cleans up the endpoint too', () => {
+    const result = failed('endpoint', { Error: 'EndpointFailed', Cause: 'Endpoint status is Failed' }, { request: { dataset: 'pokemon' }, run, endpoint: failedEndpoint, endpointExisted: false });
+    expect(result.error).toBe('EndpointFailed');
+    expect(result.cause).toBe(`Endpoint lora-pokemon failed (status Failed): ${failedEndpoint.FailureReason}`);
+    expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run, endpointName: 'lora-pokemon' });
+  });
+
+  test.each([[true], [undefined]])('an endpoint that existed (endpointExisted %p) is not deleted', (endpointExisted) => {
+    const result = failed('endpoint', { Error: 'EndpointFailed' }, { request: {}, run, endpoint: failedEndpoint, endpointExisted });
+    expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
+  });
+
+  test('an update rolled back: the endpoint still serves the previous model', () => {
+    const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: 'lora-pokemon-20241201080000-fedcba', FailureReason: 'Out of capacity for ml.g5.xlarge.' };
+    const result = failed('endpoint', { Error: 'EndpointFailed' }, { request: {}, run, endpoint, endpointExisted: true });
+    expect(result.error).toBe('EndpointFailed');
+    expect(result.cause).toBe(
+      `Updating endpoint lora-pokemon to run ${run.run} failed and was rolled back; it still serves the previous model (endpoint config lora-pokemon-20241201080000-fedcba). Out of capacity for ml.g5.xlarge.`,
+    );
+    expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
+  });
+
+  test('a refused UpdateEndpoint is not mistaken for a rollback', () => {
+    const existing = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: 'an-older-run' };
+    const result = failed('endpoint', { Error: 'SageMaker.ResourceLimitExceededException', Cause: 'Quota exceeded.' }, { request: {}, run, endpoint: existing, endpointExisted: true });
+    expect(result.cause).toBe('Deploying endpoint lora-pokemon failed (SageMaker.ResourceLimitExceededException): Quota exceeded.');
+  });
+});
+
+test('a timed-out endpoint: how long was waited, that it may still come up, and no cleanup', () => {
+  const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'Creating' };
+  const training = trainingJobFixture({ TrainingEndTime: '2025-01-01T12:20:00.000Z' });
+  const result = failed('endpoint-timeout', { Error: 'EndpointTimeout', Cause: 'polled 30 times' }, { request: {}, run, training, endpoint, endpointExisted: false });
+  expect(result.error).toBe('EndpointTimeout');
+  expect(result.cause).toMatch(/^Endpoint lora-pokemon was not in service after about 30 minutes of deployment \(status Creating\)\./);
+  expect(result.cause).toContain('may still come up');
+  expect(result.cause).toContain('status');
+  expect(result.cleanup).toBeUndefined();
+});
+
+describe('odd input never throws', () => {
+  test.each([
+    ['garbage JSON', { Error: 'States.TaskFailed', Cause: '{"TrainingJobStatus": ' }],
+    ['a JSON array', { Error: 'States.TaskFailed', Cause: '[1, 2]' }],
+    ['no cause', { Error: 'States.Timeout' }],
+    ['an empty cause', { Error: 'States.Timeout', Cause: '   ' }],
+  ])('%s', (_, error) => {
+    const result = failed('training', error);
+    expect(result.error).toBe('TrainingFailed');
+    expect(result.cause).toMatch(/^The training job lora-pokemon-20250101120000-abc123 could not run( \(States\.TaskFailed\): | with States\.Timeout\.$)/);
+  });
+
+  test('an event with nothing in it', () => {
+    const result = report({} as unknown as ReportEvent, { now });
+    expect(result.error).toBe('PreparationFailed');
+    expect(result.cause).toBe('Preparing the run failed with UnknownError.');
+    expectValidSubject(result.subject);
+  });
+
+  test('a state that is not an object, and an unsettled run', () => {
+    const event = { outcome: 'failed', execution, stage: 'endpoint', error: { Error: 'EndpointFailed' }, state: { run: { settled: false, waitSeconds: 60, reason: 'x' } } };
+    const result = report(event as unknown as ReportEvent, { now });
+    expect(result.cleanup).toBeUndefined();
+    expect(result.cause).toBe('Deploying endpoint of this run failed with EndpointFailed.');
+    const nullState = report({ ...event, state: null } as unknown as ReportEvent, { now });
+    expect(nullState.error).toBe('EndpointFailed');
+  });
+});
+
+test('the cause is capped, keeping its beginning', () => {
+  const long = `Start ${'x'.repeat(10000)}`;
+  const result = failed('model', { Error: 'SageMaker.AmazonSageMakerException', Cause: long });
+  expect(result.cause).toHaveLength(MAX_CAUSE_LENGTH);
+  expect(result.cause).toMatch(/^Creating the model .*: Start x+…$/);
+});
+
+describe('subjects', () => {
+  test('a unicode dataset name becomes printable ASCII on one line', () => {
+    const result = failed('prepare', { Error: 'InvalidInput', Cause: lambdaCause('InvalidInput', 'bad') }, { request: { dataset: 'pokémon ドラゴン\nline' } });
+    expect(result.subject).toBe('LoRA dataset "pokemon ???? line" failed: InvalidInput');
+    expectValidSubject(result.subject);
+  });
+
+  test('a long subject is cut below SNS limit', () => {
+    const result = failed('prepare', { Error: 'InvalidInput' }, { request: { dataset: 'd'.repeat(300) } });
+    expectValidSubject(result.subject);
+    expect(result.subject).toHaveLength(MAX_SUBJECT_LENGTH);
+    expect(result.subject).toMatch(/^LoRA dataset "d+\.\.\.$/);
+  });
+
+  test('snsSubject never returns an empty subject', () => {
+    expect(snsSubject(' \n\t ')).toBe('LoRA run');
+    expect(snsSubject('Ünïcödé\u0000\u0007')).toBe('Unicode??');
+  });
+});

@@ -1,0 +1,326 @@
+import { DescribeEndpointCommand, DescribeTrainingJobCommand, SageMakerClient } from '@aws-sdk/client-sagemaker';
+import { DescribeExecutionCommand, type HistoryEvent, GetExecutionHistoryCommand, ListExecutionsCommand, SFNClient } from '@aws-sdk/client-sfn';
+import { mockClient } from 'aws-sdk-client-mock';
+import 'aws-sdk-client-mock-jest';
+import { type Phase, STATES } from '../../lambda/shared/contract';
+import { HISTORY_PAGE_SIZE, InvalidRequest, type RunList, type RunStatus, status } from '../../lambda/status/status';
+import { preparedRunFixture, trainingJobFixture } from '../support/runs';
+
+const stateMachineArn = 'arn:aws:states:eu-west-1:123456789012:stateMachine:LoraPipelineWorkflow';
+const executionArn = (name: string) => `arn:aws:states:eu-west-1:123456789012:execution:LoraPipelineWorkflow:${name}`;
+const run = preparedRunFixture();
+const unsettled = { settled: false, waitSeconds: 60, reason: 'datasets/pokemon/0001.png changed 12 s ago' };
+
+const sfnMock = mockClient(SFNClient);
+const sageMakerMock = mockClient(SageMakerClient);
+const context = { stateMachineArn, sfn: new SFNClient({}), sagemaker: new SageMakerClient({}) };
+
+/**
+ * A history as Step Functions writes it: each state's Entered and Exited events (Task states with
+ * their scheduled/succeeded events between), the last state only entered while it runs.
+ */
+function history(states: string[], options: { prepareAnswers?: unknown[]; running?: boolean } = {}): HistoryEvent[] {
+  const answers = [...(options.prepareAnswers ?? [unsettled, run])];
+  const events: HistoryEvent[] = [{ id: 1, type: 'ExecutionStarted', timestamp: new Date('2025-01-01T11:55:00Z') }];
+  const add = (event: Omit<HistoryEvent, 'id' | 'timestamp'>) => events.push({ ...event, id: events.length + 1, timestamp: new Date('2025-01-01T11:55:00Z') });
+  states.forEach((name, index) => {
+    const kind = name.endsWith('?') ? 'Choice' : name.startsWith('Wait') ? 'Wait' : name === STATES.readInput ? 'Pass' : 'Task';
+    add({ type: `${kind}StateEntered`, stateEnteredEventDetails: { name, input: '{}' } });
+    if (index === states.length - 1 && options.running !== false) return;
+    if (kind === 'Task') add({ type: 'TaskSucceeded', taskSucceededEventDetails: { resourceType: 'lambda', resource: 'invoke', output: '{}' } });
+    const output = name === STATES.prepare ? { request: { dataset: 'pokemon' }, run: answers.shift() } : {};
+    add({ type: `${kind}StateExited`, stateExitedEventDetails: { name, output: JSON.stringify(output) } });
+  });
+  return events;
+}
+
+const SETTLE = [STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload, STATES.prepare, STATES.settled];
+const DEPLOY = [STATES.createModel, STATES.createEndpointConfig, STATES.findEndpoint, STATES.endpointFound, STATES.createEndpoint];
+const POLL = [STATES.waitForEndpoint, STATES.describeEndpoint, STATES.endpointReady, STATES.countPoll];
+
+/** Answers GetExecutionHistory with `events`, newest first when asked, a page at a time. */
+function serveHistory(events: HistoryEvent[]): void {
+  sfnMock.on(GetExecutionHistoryCommand).callsFake((input: { reverseOrder?: boolean; maxResults?: number; nextToken?: string }) => {
+    const ordered = input.reverseOrder ? [...events].reverse() : events;
+    const start = Number(input.nextToken ?? 0);
+    const end = start + (input.maxResults ?? 100);
+    return { events: ordered.slice(start, end), nextToken: end < ordered.length ? String(end) : undefined };
+  });
+}
+
+function serveExecution(name: string, statusValue: string, extra: Record<string, unknown> = {}): void {
+  sfnMock.on(DescribeExecutionCommand, { executionArn: executionArn(name) }).resolves({
+    executionArn: executionArn(name),
+    stateMachineArn,
+    name,
+    status: statusValue as 'RUNNING',
+    startDate: new Date('2025-01-01T11:55:00Z'),
+    input: JSON.stringify({ dataset: 'pokemon' }),
+    ...extra,
+  });
+}
+
+function sdkError(name: string, message: string): Error {
+  return Object.assign(new Error(message), { name, $metadata: {} });
+}
+
+function serveTrainingJob(overrides: Record<string, unknown> = {}): void {
+  const job = trainingJobFixture({ TrainingJobStatus: 'InProgress', SecondaryStatus: 'Training', BillableTimeInSeconds: undefined, TrainingTimeInSeconds: undefined, ModelArtifacts: undefined, TrainingEndTime: undefined, ...overrides });
+  sageMakerMock.on(DescribeTrainingJobCommand).resolves({
+    ...job,
+    TrainingStartTime: new Date('2025-01-01T12:03:20Z'),
+    SecondaryStatusTransitions: [
+      { Status: 'Starting', StartTime: new Date('2025-01-01T12:01:40Z'), EndTime: new Date('2025-01-01T12:03:20Z'), StatusMessage: 'Preparing the instances for training' },
+      { Status: 'Training', StartTime: new Date('2025-01-01T12:03:20Z'), StatusMessage: 'Training image download completed. Training in progress.' },
+    ],
+  } as never);
+}
+
+beforeEach(() => {
+  sfnMock.reset();
+  sageMakerMock.reset();
+  sageMakerMock.on(DescribeEndpointCommand).rejects(sdkError('ValidationException', 'Could not find endpoint "lora-pokemon".'));
+  sageMakerMock.on(DescribeTrainingJobCommand).rejects(sdkError('ValidationException', 'Requested resource not found.'));
+});
+
+async function statusOf(name: string): Promise<RunStatus> {
+  return (await status({ executionArn: executionArn(name) }, context)) as RunStatus;
+}
+
+describe('the phase of a running execution, from the state it is in', () => {
+  // Written out rather than read from PHASE_OF_STATE, so a wrong entry there fails here.
+  const cases: Array<[string, string[], Phase]> = [
+    ['reading its input', [STATES.readInput], 'VALIDATING'],
+    ['in Prepare the first time', [STATES.readInput, STATES.prepare], 'VALIDATING'],
+    ['deciding whether it settled', [STATES.readInput, STATES.prepare, STATES.settled], 'VALIDATING'],
+    ['waiting for the upload', [STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload], 'WAITING_FOR_UPLOAD'],
+    ['training', [...SETTLE, STATES.train], 'TRAINING'],
+    ...DEPLOY.map((state, index): [string, string[], Phase] => [`in ${state}`, [...SETTLE, STATES.train, ...DEPLOY.slice(0, index + 1)], 'DEPLOYING']),
+    ['updating an existing endpoint', [...SETTLE, STATES.train, ...DEPLOY.slice(0, 4), STATES.updateEndpoint], 'DEPLOYING'],
+    ...POLL.map((state, index): [string, string[], Phase] => [`polling, in ${state}`, [...SETTLE, STATES.train, ...DEPLOY, ...POLL, ...POLL.slice(0, index + 1)], 'DEPLOYING']),
+    ['reporting success', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.reportSuccess], 'DEPLOYING'],
+    ['notifying success', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.reportSuccess, STATES.notifySuccess], 'DEPLOYING'],
+    ['reporting a failure', [...SETTLE, STATES.train, STATES.reportFailure], 'FAILED'],
+    ['cleaning up', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.reportFailure, STATES.cleanUp], 'FAILED'],
+    ['notifying a failure', [...SETTLE, STATES.train, STATES.reportFailure, STATES.notifyFailure], 'FAILED'],
+    ['in a state this function does not know', [...SETTLE, 'A state added later'], 'VALIDATING'],
+  ];
+
+  test.each(cases)('%s', async (_, states, phase) => {
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history(states));
+    const result = await statusOf('run-1');
+    expect(result.phase).toBe(phase);
+    expect(result.status).toBe('RUNNING');
+    expect(result.currentState).toBe(states[states.length - 1]);
+  });
+});
+
+describe("Prepare's answer", () => {
+  test('while the upload settles there is no run yet, the reason is given, and SageMaker is not asked', async () => {
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history([STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload]));
+    const result = await statusOf('run-1');
+    expect(result).toMatchObject({ phase: 'WAITING_FOR_UPLOAD', dataset: 'pokemon', waitingFor: unsettled.reason });
+    expect(result.run).toBeUndefined();
+    expect(result.training).toBeUndefined();
+    expect(sageMakerMock).not.toHaveReceivedAnyCommand();
+  });
+
+  test('once settled, the run is the settled answer, and its job and endpoint are described', async () => {
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history([...SETTLE, STATES.train]));
+    const result = await statusOf('run-1');
+    expect(result.run).toBe(run.run);
+    expect(result.waitingFor).toBeUndefined();
+    expect(sageMakerMock).toHaveReceivedCommandWith(DescribeTrainingJobCommand, { TrainingJobName: run.training.jobName });
+    expect(sageMakerMock).toHaveReceivedCommandWith(DescribeEndpointCommand, { EndpointName: 'lora-pokemon' });
+  });
+
+  test('the history is read newest first, only as far as needed', async () => {
+    // Hundreds of endpoint polls put Prepare's answer on the third page.
+    const states = [...SETTLE, STATES.train, ...DEPLOY, ...Array.from({ length: 40 }, () => POLL).flat(), STATES.waitForEndpoint];
+    const events = history(states);
+    expect(events.length).toBeGreaterThan(2 * HISTORY_PAGE_SIZE);
+    expect(events.length).toBeLessThan(3 * HISTORY_PAGE_SIZE);
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(events);
+    const result = await statusOf('run-1');
+    expect(result).toMatchObject({ run: run.run, currentState: STATES.waitForEndpoint, phase: 'DEPLOYING' });
+    expect(sfnMock).toHaveReceivedCommandTimes(GetExecutionHistoryCommand, 3);
+    const pages = sfnMock.commandCalls(GetExecutionHistoryCommand).map((call) => call.args[0].input);
+    expect(pages.map((page) => [page.reverseOrder, page.nextToken])).toEqual([
+      [true, undefined],
+      [true, String(HISTORY_PAGE_SIZE)],
+      [true, String(2 * HISTORY_PAGE_SIZE)],
+    ]);
+
+    sfnMock.resetHistory();
+    serveHistory(history([...SETTLE, STATES.train]));
+    await statusOf('run-1');
+    expect(sfnMock).toHaveReceivedCommandTimes(GetExecutionHistoryCommand, 1);
+  });
+});
+
+test('a run in training: the job, its transitions and savings so far; the endpoint not created', async () => {
+  serveExecution('run-1', 'RUNNING');
+  serveHistory(history([...SETTLE, STATES.train]));
+  serveTrainingJob();
+  const result = await statusOf('run-1');
+  expect(result).toEqual({
+    executionArn: executionArn('run-1'),
+    executionName: 'run-1',
+    dataset: 'pokemon',
+    run: run.run,
+    phase: 'TRAINING',
+    status: 'RUNNING',
+    startedAt: '2025-01-01T11:55:00.000Z',
+    stoppedAt: undefined,
+    currentState: STATES.train,
+    waitingFor: undefined,
+    training: {
+      jobName: run.run,
+      status: 'InProgress',
+      secondaryStatus: 'Training',
+      transitions: [
+        { status: 'Starting', startTime: '2025-01-01T12:01:40.000Z', endTime: '2025-01-01T12:03:20.000Z', message: 'Preparing the instances for training' },
+        { status: 'Training', startTime: '2025-01-01T12:03:20.000Z', endTime: undefined, message: 'Training image download completed. Training in progress.' },
+      ],
+      trainingSeconds: 0,
+      billableSeconds: 0,
+      spotSavingsPercent: 0,
+      modelArtifact: undefined,
+      failureReason: undefined,
+      logsUrl: expect.stringContaining(`logStreamNameFilter$3D${run.run}`),
+    },
+    endpoint: { name: 'lora-pokemon', status: 'NotCreated' },
+    error: undefined,
+    cause: undefined,
+  });
+});
+
+test('a training job that does not exist yet is NotStarted', async () => {
+  serveExecution('run-1', 'RUNNING');
+  serveHistory(history([...SETTLE, STATES.train]));
+  const result = await statusOf('run-1');
+  expect(result.training).toEqual({ jobName: run.run, status: 'NotStarted' });
+});
+
+test('a SageMaker error other than not found is reported, not thrown', async () => {
+  serveExecution('run-1', 'RUNNING');
+  serveHistory(history([...SETTLE, STATES.train]));
+  sageMakerMock.on(DescribeTrainingJobCommand).rejects(sdkError('AccessDeniedException', 'not authorized'));
+  const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+  const result = await statusOf('run-1');
+  expect(JSON.parse(String(warn.mock.calls[0][0]))).toMatchObject({ level: 'WARN', message: 'Training job not readable', error: 'AccessDeniedException' });
+  warn.mockRestore();
+  expect(result.training).toEqual({ jobName: run.run, status: 'Unknown', error: 'AccessDeniedException: not authorized' });
+  expect(result.phase).toBe('TRAINING');
+});
+
+test('a succeeded run is IN_SERVICE, and its endpoint serves it', async () => {
+  serveExecution('run-1', 'SUCCEEDED', { stopDate: new Date('2025-01-01T12:40:00Z') });
+  serveHistory(history([...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.reportSuccess, STATES.notifySuccess, STATES.succeeded], { running: false }));
+  serveTrainingJob({ TrainingJobStatus: 'Completed', SecondaryStatus: 'Completed', TrainingTimeInSeconds: 1000, BillableTimeInSeconds: 370 });
+  sageMakerMock.on(DescribeEndpointCommand).resolves({ EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: run.run } as never);
+  const result = await statusOf('run-1');
+  expect(result).toMatchObject({ phase: 'IN_SERVICE', stoppedAt: '2025-01-01T12:40:00.000Z', training: { spotSavingsPercent: 63 } });
+  expect(result.endpoint).toEqual({ name: 'lora-pokemon', status: 'InService', endpointConfigName: run.run, servesThisRun: true, failureReason: undefined });
+  expect(result.currentState).toBeUndefined();
+});
+
+test.each([
+  ['FAILED', 'FAILED'],
+  ['TIMED_OUT', 'FAILED'],
+  ['ABORTED', 'ABORTED'],
+])('an execution %s is %s, with its error and cause', async (statusValue, phase) => {
+  const cause = 'The training job lora-pokemon-20250101120000-abc123 failed: AlgorithmError: CUDA out of memory.';
+  serveExecution('run-1', statusValue, { stopDate: new Date('2025-01-01T12:30:00Z'), error: 'TrainingFailed', cause });
+  serveHistory(history([...SETTLE, STATES.train, STATES.reportFailure, STATES.notifyFailure, STATES.failed], { running: false }));
+  const result = await statusOf('run-1');
+  expect(result).toMatchObject({ phase, status: statusValue, error: 'TrainingFailed', cause, run: run.run, stoppedAt: '2025-01-01T12:30:00.000Z' });
+  expect(result.currentState).toBeUndefined();
+});
+
+test('an execution aborted before Prepare settled has no run', async () => {
+  serveExecution('run-1', 'ABORTED', { stopDate: new Date('2025-01-01T12:00:00Z') });
+  serveHistory(history([STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload]));
+  const result = await statusOf('run-1');
+  expect(result).toMatchObject({ phase: 'ABORTED', dataset: 'pokemon' });
+  expect(result.run).toBeUndefined();
+  expect(result.waitingFor).toBeUndefined();
+});
+
+describe('requests refused', () => {
+  test.each([
+    ['another state machine', 'arn:aws:states:eu-west-1:123456789012:execution:OtherWorkflow:run-1'],
+    ['another account', 'arn:aws:states:eu-west-1:210987654321:execution:LoraPipelineWorkflow:run-1'],
+    ['another region', 'arn:aws:states:us-east-1:123456789012:execution:LoraPipelineWorkflow:run-1'],
+    ['a state machine whose name starts the same', 'arn:aws:states:eu-west-1:123456789012:execution:LoraPipelineWorkflowV2:run-1'],
+    ['no execution name', 'arn:aws:states:eu-west-1:123456789012:execution:LoraPipelineWorkflow:'],
+    ['not a string', 42],
+  ])('an executionArn of %s', async (_, arn) => {
+    await expect(status({ executionArn: arn }, context)).rejects.toThrow(InvalidRequest);
+    await expect(status({ executionArn: arn }, context)).rejects.toThrow(/must be an execution of this workflow, arn:aws:states:eu-west-1:123456789012:execution:LoraPipelineWorkflow:<execution name>/);
+    expect(sfnMock).not.toHaveReceivedAnyCommand();
+  });
+
+  test('an unknown field, with a suggestion', async () => {
+    await expect(status({ datset: 'pokemon' }, context)).rejects.toThrow('Unknown field "datset" (did you mean "dataset"?)');
+    await expect(status({ runId: 'x' }, context)).rejects.toMatchObject({ name: 'InvalidRequest', message: expect.stringContaining('Send {"executionArn"') });
+  });
+
+  test.each([
+    ['both fields', { dataset: 'pokemon', executionArn: executionArn('x') }, /either executionArn or dataset/],
+    ['an empty dataset', { dataset: ' ' }, /dataset must be a folder name/],
+    ['a bucket without a folder', { dataset: 's3://bucket/' }, /dataset must be a folder name/],
+    ['not an object', 'pokemon', /must be a JSON object/],
+  ])('%s', async (_, request, message) => {
+    await expect(status(request, context)).rejects.toThrow(message);
+  });
+});
+
+describe('the latest runs', () => {
+  const inputs: Record<string, string> = {
+    a: 'pokemon',
+    b: 's3://datasets-bucket/datasets/other/',
+    c: 's3://datasets-bucket/datasets/pokemon/',
+    d: 'pokemon-v2',
+    e: '{not json',
+  };
+
+  beforeEach(() => {
+    sfnMock.on(ListExecutionsCommand).resolves({
+      executions: Object.keys(inputs).map((name) => ({ executionArn: executionArn(name), stateMachineArn, name, status: 'SUCCEEDED', startDate: new Date() })),
+    });
+    for (const [name, dataset] of Object.entries(inputs)) {
+      const input = name === 'e' ? dataset : JSON.stringify({ dataset });
+      serveExecution(name, 'SUCCEEDED', { input });
+    }
+    serveHistory(history([...SETTLE, STATES.train, STATES.succeeded], { running: false, prepareAnswers: [unsettled, { ...run, dataset: { ...run.dataset, name: 'from-prepare' } }] }));
+  });
+
+  test.each(['pokemon', 's3://datasets-bucket/datasets/pokemon/', 's3://datasets-bucket/datasets/pokemon'])('of a dataset given as %s', async (dataset) => {
+    const result = (await status({ dataset }, context)) as RunList;
+    expect(result.runs.map((r) => r.executionName)).toEqual(['a', 'c']);
+    expect(sfnMock).toHaveReceivedCommandWith(ListExecutionsCommand, { stateMachineArn, maxResults: 100 });
+    expect(result.searchedExecutions).toBe(5);
+  });
+
+  test('of all datasets: the newest executions, each summarized', async () => {
+    const result = (await status({}, context)) as RunList;
+    expect(result.runs.map((r) => r.executionName)).toEqual(['a', 'b', 'c', 'd', 'e']);
+    expect(result.runs.every((r) => r.phase === 'IN_SERVICE' && r.dataset === 'from-prepare')).toBe(true);
+    expect(sfnMock).toHaveReceivedCommandWith(ListExecutionsCommand, { stateMachineArn, maxResults: 10 });
+  });
+
+  test('a dataset search stops describing once it has enough runs', async () => {
+    const many = Array.from({ length: 30 }, (_, i) => `run-${i}`);
+    sfnMock.on(ListExecutionsCommand).resolves({ executions: many.map((name) => ({ executionArn: executionArn(name), stateMachineArn, name, status: 'SUCCEEDED', startDate: new Date() })) });
+    for (const name of many) serveExecution(name, 'SUCCEEDED');
+    const result = (await status({ dataset: 'pokemon' }, context)) as RunList;
+    expect(result.runs).toHaveLength(10);
+    expect(result.searchedExecutions).toBe(10);
+    expect(sfnMock).toHaveReceivedCommandTimes(DescribeExecutionCommand, 10);
+  });
+});
