@@ -222,14 +222,17 @@ function reportFailure(event: Record<string, unknown>, options: ReportOptions): 
     logsUrl = job?.logsUrl ?? (jobName !== undefined && options.region !== undefined ? trainingLogsUrl(options.region, jobName) : undefined);
   }
 
-  // A timed-out endpoint may still come up, so only a failed one is cleaned up; the endpoint itself
-  // only when this run created it: an existing one still serves the previous model.
+  // What a failed deployment created is removed: the model and config (one of them may not exist
+  // yet, which the workflow's best-effort delete tolerates), and the endpoint only when this run
+  // created it, since an existing one still serves the previous model. A timed-out endpoint may
+  // still come up, so it is left alone.
   let cleanup: ReportResult['cleanup'];
-  if (stage === 'endpoint' && run !== undefined) {
+  if ((stage === 'endpoint' || stage === 'model') && run !== undefined) {
+    const deployment = state.deployment as { endpointExisted?: unknown } | undefined;
     cleanup = {
       modelName: run.serving.modelName,
       endpointConfigName: run.serving.endpointConfigName,
-      ...(state.endpointExisted === false ? { endpointName: run.serving.endpointName } : {}),
+      ...(stage === 'endpoint' && deployment?.endpointExisted === false ? { endpointName: run.serving.endpointName } : {}),
     };
   }
 

@@ -254,7 +254,11 @@ export type ReportEvent =
       readonly stage: FailureStage;
       /** The caught error: `{Error, Cause}` as Step Functions' Catch gives it. */
       readonly error: { readonly Error: string; readonly Cause?: string };
-      /** The execution's state when the failure was caught (the request, and the run once prepared). */
+      /**
+       * The execution's state when the failure was caught: `request`, and once prepared `run`
+       * (PreparedRun), `training`, `endpoint` (the last DescribeEndpoint), and `deployment`
+       * (`{endpointExisted}`: false when this run created the endpoint, true when it updated one).
+       */
       readonly state: Record<string, unknown>;
     };
 
@@ -273,7 +277,7 @@ export interface RunSummary {
 
 /** What Report returns: the notification, and the execution's output or its Error and Cause. */
 export interface ReportResult {
-  /** SNS Subject: ASCII, at most 100 characters. */
+  /** SNS Subject: printable ASCII, fewer than 100 characters, one line. */
   readonly subject: string;
   /** The notification body (JSON, pretty-printed text is fine). */
   readonly message: string;
@@ -283,7 +287,7 @@ export interface ReportResult {
   readonly error?: string;
   /** On failure, the Fail state's Cause: what failed and why, in one or two sentences. */
   readonly cause?: string;
-  /** On failure after the model was created: what to clean up. */
+  /** On a failed deployment (stage `model` or `endpoint`): what this run created, to delete. */
   readonly cleanup?: {
     readonly modelName: string;
     readonly endpointConfigName: string;

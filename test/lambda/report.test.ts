@@ -106,31 +106,32 @@ describe('a run that failed in training', () => {
   });
 });
 
-test('a run that failed creating its model is DeploymentFailed, with nothing to clean up', () => {
+test('a run that failed creating its model or config is DeploymentFailed; whichever of the two exists is removed', () => {
   const result = failed('model', { Error: 'SageMaker.AmazonSageMakerException', Cause: 'Could not find model data at s3://x.' });
   expect(result.error).toBe('DeploymentFailed');
   expect(result.cause).toBe(`Creating the model and endpoint configuration of run ${run.run} failed (SageMaker.AmazonSageMakerException): Could not find model data at s3://x.`);
-  expect(result.cleanup).toBeUndefined();
+  // The model may exist when the config failed; the endpoint was never touched.
+  expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
 });
 
 describe('a run whose endpoint failed', () => {
   const failedEndpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'Failed', EndpointConfigName: run.run, FailureReason: 'The primary container for production variant AllTraffic did not pass the ping health check.' };
 
   test('a new endpoint: its FailureReason, and this run cleans up the endpoint too', () => {
-    const result = failed('endpoint', { Error: 'EndpointFailed', Cause: 'Endpoint status is Failed' }, { request: { dataset: 'pokemon' }, run, endpoint: failedEndpoint, endpointExisted: false });
+    const result = failed('endpoint', { Error: 'EndpointFailed', Cause: 'Endpoint status is Failed' }, { request: { dataset: 'pokemon' }, run, endpoint: failedEndpoint, deployment: { endpointExisted: false } });
     expect(result.error).toBe('EndpointFailed');
     expect(result.cause).toBe(`Endpoint lora-pokemon failed (status Failed): ${failedEndpoint.FailureReason}`);
     expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run, endpointName: 'lora-pokemon' });
   });
 
   test.each([[true], [undefined]])('an endpoint that existed (endpointExisted %p) is not deleted', (endpointExisted) => {
-    const result = failed('endpoint', { Error: 'EndpointFailed' }, { request: {}, run, endpoint: failedEndpoint, endpointExisted });
+    const result = failed('endpoint', { Error: 'EndpointFailed' }, { request: {}, run, endpoint: failedEndpoint, deployment: { endpointExisted } });
     expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
   });
 
   test('an update rolled back: the endpoint still serves the previous model', () => {
     const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: 'lora-pokemon-20241201080000-fedcba', FailureReason: 'Out of capacity for ml.g5.xlarge.' };
-    const result = failed('endpoint', { Error: 'EndpointFailed' }, { request: {}, run, endpoint, endpointExisted: true });
+    const result = failed('endpoint', { Error: 'EndpointFailed' }, { request: {}, run, endpoint, deployment: { endpointExisted: true } });
     expect(result.error).toBe('EndpointFailed');
     expect(result.cause).toBe(
       `Updating endpoint lora-pokemon to run ${run.run} failed and was rolled back; it still serves the previous model (endpoint config lora-pokemon-20241201080000-fedcba). Out of capacity for ml.g5.xlarge.`,
@@ -140,7 +141,7 @@ describe('a run whose endpoint failed', () => {
 
   test('a refused UpdateEndpoint is not mistaken for a rollback', () => {
     const existing = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: 'an-older-run' };
-    const result = failed('endpoint', { Error: 'SageMaker.ResourceLimitExceededException', Cause: 'Quota exceeded.' }, { request: {}, run, endpoint: existing, endpointExisted: true });
+    const result = failed('endpoint', { Error: 'SageMaker.ResourceLimitExceededException', Cause: 'Quota exceeded.' }, { request: {}, run, endpoint: existing, deployment: { endpointExisted: true } });
     expect(result.cause).toBe('Deploying endpoint lora-pokemon failed (SageMaker.ResourceLimitExceededException): Quota exceeded.');
   });
 });
@@ -148,7 +149,7 @@ describe('a run whose endpoint failed', () => {
 test('a timed-out endpoint: how long was waited, that it may still come up, and no cleanup', () => {
   const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'Creating' };
   const training = trainingJobFixture({ TrainingEndTime: '2025-01-01T12:20:00.000Z' });
-  const result = failed('endpoint-timeout', { Error: 'EndpointTimeout', Cause: 'polled 30 times' }, { request: {}, run, training, endpoint, endpointExisted: false });
+  const result = failed('endpoint-timeout', { Error: 'EndpointTimeout', Cause: 'polled 30 times' }, { request: {}, run, training, endpoint, deployment: { endpointExisted: false } });
   expect(result.error).toBe('EndpointTimeout');
   expect(result.cause).toMatch(/^Endpoint lora-pokemon was not in service after about 30 minutes of deployment \(status Creating\)\./);
   expect(result.cause).toContain('may still come up');
