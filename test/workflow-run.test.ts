@@ -1,0 +1,254 @@
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import * as sagemaker from '@aws-sdk/client-sagemaker';
+import * as sns from '@aws-sdk/client-sns';
+import type { StateMachineDefinition } from 'aws-local-stepfunctions';
+import { STATES, type PrepareSettings } from '../lambda/shared/contract';
+import { createHandler } from '../lambda/prepare/handler';
+import { parseSettings } from '../lambda/prepare/settings';
+import { handler as reportHandler } from '../lambda/report/index';
+import { ENDPOINT_POLL_LIMIT } from '../lib/lora-workflow';
+import { synthPipeline } from './support/app';
+import { assertValidAsl, extractDefinition, resolveIntrinsics } from './support/asl';
+import { runLocally, taskError, type JsonValue, type TaskHandler } from './support/local-sfn';
+import { motoAvailable, startMoto, type MotoServer } from './support/moto';
+import { failFirst, integrationHandlers, type SdkService } from './support/sfn-integrations';
+
+/**
+ * The synthesized workflow, run locally: its definition resolved to plain ASL, Prepare and Report
+ * as their real handler code, and every SageMaker and SNS request sent through the real AWS SDK v3
+ * clients to moto, checked against the SDK's request shapes on the way.
+ */
+
+const { template, stack } = synthPipeline();
+const definition = extractDefinition(template);
+const resources = template.toJSON().Resources as Record<string, { Type: string; Properties?: any }>;
+const prepareId = stack.resolve((stack.workflow.prepareFunction.function.node.defaultChild as any).logicalId) as string;
+const settings: PrepareSettings = parseSettings(
+  String(resolveIntrinsics(resources[prepareId].Properties.Environment.Variables.SETTINGS, resources as never)),
+);
+const topicArn = String((definition.States[STATES.notifyFailure] as any).Parameters.TopicArn);
+
+const PNG = Buffer.from('89504e470d0a1a0a0000000d4948445200000001000000010806000000', 'hex');
+
+const describeWithMoto = motoAvailable() ? describe : describe.skip;
+
+test('the synthesized definition is valid ASL', () => {
+  assertValidAsl(definition);
+});
+
+describeWithMoto('the workflow, run locally against moto', () => {
+  let moto: MotoServer;
+  let s3: S3Client;
+  let sm: sagemaker.SageMakerClient;
+  let snsClient: sns.SNSClient;
+  let published: Array<{ Subject?: string; Message?: string }>;
+
+  beforeAll(async () => {
+    moto = await startMoto();
+    s3 = new S3Client(moto.clientConfig);
+    sm = new sagemaker.SageMakerClient(moto.clientConfig);
+    snsClient = new sns.SNSClient(moto.clientConfig);
+  });
+  afterAll(async () => {
+    for (const client of [s3, sm, snsClient]) client?.destroy();
+    await moto?.stop();
+  });
+  beforeEach(async () => {
+    await moto.reset();
+    published = [];
+    await s3.send(new CreateBucketCommand({ Bucket: settings.datasetsBucket }));
+    await snsClient.send(new sns.CreateTopicCommand({ Name: topicArn.split(':').pop() }));
+  });
+
+  async function upload(folder: string, files: Record<string, string | Buffer>): Promise<void> {
+    for (const [name, body] of Object.entries(files)) {
+      await s3.send(new PutObjectCommand({ Bucket: settings.datasetsBucket, Key: `${settings.datasetPrefix}${folder}/${name}`, Body: body }));
+    }
+  }
+  const pokemon = () => upload('pokemon', { '0001.png': PNG, '0001.txt': 'a green pokemon', '0002.png': PNG, '0002.txt': 'a red pokemon', 'dataset.toml': '' });
+
+  /** SageMaker as moto answers it, with some answers replaced, as a job or an endpoint that fails would give them. */
+  function sagemakerService(override?: (command: unknown, answer: () => Promise<any>) => Promise<unknown>): SdkService {
+    const client = override ? { send: (command: never) => override(command, () => sm.send(command)) } : sm;
+    return { client, commands: sagemaker, errorPrefix: 'SageMaker' };
+  }
+
+  interface RunOptions {
+    readonly service?: SdkService;
+    /** The clock Prepare reads; by default each call is a minute after the previous one, so uploads settle. */
+    readonly now?: () => Date;
+    readonly wrap?: Partial<Record<string, (handler: TaskHandler) => TaskHandler>>;
+    readonly name?: string;
+  }
+
+  async function run(input: Record<string, unknown>, options: RunOptions = {}) {
+    let minutes = 0;
+    const now = options.now ?? (() => new Date(Date.now() + 60_000 * ++minutes));
+    const prepare = createHandler({ s3, settings, now });
+    const handlers = integrationHandlers(definition, {
+      services: { sagemaker: options.service ?? sagemakerService(), sns: { client: snsClient, commands: sns, errorPrefix: 'SNS' } },
+      lambdas: {
+        WorkflowPrepareFunction: (payload) => prepare(payload as never),
+        WorkflowReportFunction: (payload) => reportHandler(payload as never),
+      },
+    });
+    for (const state of [STATES.notifySuccess, STATES.notifyFailure]) {
+      const send = handlers[state];
+      handlers[state] = (request: JsonValue) => {
+        published.push(request as never);
+        return send(request);
+      };
+    }
+    for (const [state, wrap] of Object.entries(options.wrap ?? {})) handlers[state] = wrap!(handlers[state]);
+    return runLocally(definition as StateMachineDefinition, input as JsonValue, {
+      handlers,
+      context: { Execution: { Name: options.name ?? 'run-1' } } as never,
+    });
+  }
+
+  const list = async () => ({
+    jobs: (await sm.send(new sagemaker.ListTrainingJobsCommand({}))).TrainingJobSummaries ?? [],
+    models: (await sm.send(new sagemaker.ListModelsCommand({}))).Models ?? [],
+    configs: (await sm.send(new sagemaker.ListEndpointConfigsCommand({}))).EndpointConfigs ?? [],
+    endpoints: (await sm.send(new sagemaker.ListEndpointsCommand({}))).Endpoints ?? [],
+  });
+
+  test('happy path: a new endpoint serves the trained LoRA, and every request reads back as sent', async () => {
+    await pokemon();
+    const result = await run({ dataset: 'pokemon' });
+    expect(result.error).toBeUndefined();
+    expect(result.status).toBe('SUCCEEDED');
+    expect(result.visited).toContain(STATES.createEndpoint);
+    expect(result.visited).not.toContain(STATES.updateEndpoint);
+
+    const output = result.output as Record<string, unknown>;
+    const runName = String(output.run);
+    expect(runName).toMatch(/^lora-pokemon-[0-9]{14}-[0-9a-f]{6}$/);
+    expect(output).toMatchObject({ dataset: 'pokemon', trainingJobName: runName, endpointName: 'lora-pokemon' });
+    expect(Object.keys(output).sort()).toEqual(['billableSeconds', 'dataset', 'endpointName', 'modelArtifact', 'run', 'spotSavingsPercent', 'trainingJobName', 'trainingSeconds']);
+
+    const job = await sm.send(new sagemaker.DescribeTrainingJobCommand({ TrainingJobName: runName }));
+    expect(job.EnableManagedSpotTraining).toBe(true);
+    expect(job.StoppingCondition).toEqual({ MaxRuntimeInSeconds: 3600, MaxWaitTimeInSeconds: 7200 });
+    expect(job.CheckpointConfig).toEqual({ S3Uri: expect.stringMatching(new RegExp(`^s3://[a-z0-9]+/checkpoints/${runName}/$`)), LocalPath: '/opt/ml/checkpoints' });
+    expect(job.OutputDataConfig?.KmsKeyId).toMatch(/^arn:aws:kms:/);
+    expect(job.OutputDataConfig?.S3OutputPath).toMatch(/^s3:\/\/[a-z0-9]+\/models\/$/);
+    // g4dn has local NVMe storage, for which SageMaker refuses a volume key.
+    expect(job.ResourceConfig).toEqual({ InstanceType: 'ml.g4dn.xlarge', InstanceCount: 1, VolumeSizeInGB: 50 });
+    expect(job.InputDataConfig?.map((c) => [c.ChannelName, c.DataSource?.S3DataSource?.S3Uri])).toEqual([
+      ['dataset', `s3://${settings.datasetsBucket}/${settings.datasetPrefix}pokemon/`],
+    ]);
+    expect(job.HyperParameters).toMatchObject({ model_type: 'sd15', base_model: 'stable-diffusion-v1-5/stable-diffusion-v1-5' });
+    expect(job.AlgorithmSpecification?.MetricDefinitions?.map((m) => m.Name)).toContain('train:loss');
+
+    const model = await sm.send(new sagemaker.DescribeModelCommand({ ModelName: runName }));
+    expect(model.PrimaryContainer?.Environment).toEqual({ MODEL_TYPE: 'sd15', LORA_SCALE: '1', BASE_MODEL_ID: 'stable-diffusion-v1-5/stable-diffusion-v1-5' });
+    const endpoint = await sm.send(new sagemaker.DescribeEndpointCommand({ EndpointName: 'lora-pokemon' }));
+    expect(endpoint.EndpointConfigName).toBe(runName);
+    const config = await sm.send(new sagemaker.DescribeEndpointConfigCommand({ EndpointConfigName: runName }));
+    expect(config.ProductionVariants?.[0]).toMatchObject({ ModelName: runName, InstanceType: 'ml.g4dn.xlarge', InitialInstanceCount: 1 });
+    expect(config.KmsKeyId).toBeUndefined();
+
+    expect(published).toEqual([expect.objectContaining({ Subject: `LoRA run ${runName} is in service` })]);
+  });
+
+  test('retrain: a second run of the dataset updates its endpoint in place', async () => {
+    await pokemon();
+    const first = await run({ dataset: 'pokemon' }, { name: 'first' });
+    const second = await run({ dataset: `s3://${settings.datasetsBucket}/${settings.datasetPrefix}pokemon/` }, { name: 'second' });
+    expect([first.status, second.status]).toEqual(['SUCCEEDED', 'SUCCEEDED']);
+    expect(second.visited).toContain(STATES.updateEndpoint);
+    expect(second.visited).not.toContain(STATES.createEndpoint);
+    const secondRun = String((second.output as Record<string, unknown>).run);
+    expect(secondRun).not.toBe((first.output as Record<string, unknown>).run);
+    const endpoint = await sm.send(new sagemaker.DescribeEndpointCommand({ EndpointName: 'lora-pokemon' }));
+    expect(endpoint.EndpointConfigName).toBe(secondRun);
+  });
+
+  test('an upload still in progress: the run waits, asks again, and trains once the folder has settled', async () => {
+    await pokemon();
+    const started = Date.now();
+    let calls = 0;
+    // The first look is right after the upload; the second, after the Wait, is past settleSeconds.
+    const now = () => new Date(started + (++calls === 1 ? 1_000 : (settings.settleSeconds + 5) * 1000));
+    const result = await run({ dataset: 'pokemon' }, { now });
+    expect(result.status).toBe('SUCCEEDED');
+    expect(result.visited.filter((s) => s === STATES.prepare)).toHaveLength(2);
+    expect(result.visited.filter((s) => s === STATES.waitForUpload)).toHaveLength(1);
+  });
+
+  test('an invalid dataset fails with InvalidDataset, notifies, and makes no SageMaker call', async () => {
+    await upload('empty', { 'notes.md': 'no images here', 'dataset.toml': '' });
+    const calls: string[] = [];
+    const service = sagemakerService((command, answer) => {
+      calls.push((command as object).constructor.name);
+      return answer();
+    });
+    const result = await run({ dataset: 'empty' }, { service });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'InvalidDataset' });
+    expect(result.cause).toMatch(/image/i);
+    expect(calls).toEqual([]);
+    expect(await list()).toEqual({ jobs: [], models: [], configs: [], endpoints: [] });
+    expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('InvalidDataset') })]);
+  });
+
+  test('invalid input fails with InvalidInput before any SageMaker call', async () => {
+    const result = await run({ datset: 'pokemon' });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'InvalidInput' });
+    expect(result.cause).toContain('dataset');
+    expect(result.visited).not.toContain(STATES.train);
+  });
+
+  test('a failed training job: its FailureReason is the cause, and no model is created', async () => {
+    await pokemon();
+    const reason = 'AlgorithmError: dataset.toml: [[datasets]] resolution must be a multiple of 64';
+    const service = sagemakerService(async (command, answer) => {
+      const described = await answer();
+      return command instanceof sagemaker.DescribeTrainingJobCommand ? { ...described, TrainingJobStatus: 'Failed', FailureReason: reason } : described;
+    });
+    const result = await run({ dataset: 'pokemon' }, { service });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'TrainingFailed' });
+    expect(result.cause).toContain(reason);
+    expect(result.visited).not.toContain(STATES.createModel);
+    expect((await list()).models).toEqual([]);
+    expect(published).toHaveLength(1);
+  });
+
+  test('ResourceLimitExceeded twice: the training job is retried, then created', async () => {
+    await pokemon();
+    const limit = taskError('SageMaker.ResourceLimitExceededException', 'The account-level service limit for ml.g4dn.xlarge for spot training job usage is 1 Instances');
+    const result = await run({ dataset: 'pokemon' }, { wrap: { [STATES.train]: (h) => failFirst(2, limit, h) } });
+    expect(result.status).toBe('SUCCEEDED');
+    expect(result.retries[STATES.train]).toBe(2);
+  });
+
+  test('an endpoint that fails: the model, config and new endpoint are removed, and the failure notified', async () => {
+    await pokemon();
+    const reason = 'The primary container for production variant AllTraffic did not pass the ping health check.';
+    const service = sagemakerService(async (command, answer) => {
+      const described = await answer();
+      return command instanceof sagemaker.DescribeEndpointCommand ? { ...described, EndpointStatus: 'Failed', FailureReason: reason } : described;
+    });
+    const result = await run({ dataset: 'pokemon' }, { service });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'EndpointFailed' });
+    expect(result.cause).toContain(reason);
+    expect(result.visited).toEqual(expect.arrayContaining([STATES.deleteFailedEndpoint, STATES.deleteEndpointConfig, STATES.deleteModel, STATES.notifyFailure]));
+    const left = await list();
+    expect({ models: left.models, configs: left.configs, endpoints: left.endpoints }).toEqual({ models: [], configs: [], endpoints: [] });
+    expect(left.jobs).toHaveLength(1);
+    expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('EndpointFailed') })]);
+  });
+
+  test('an endpoint that never comes up: polling stops at its cap, and nothing is deleted', async () => {
+    await pokemon();
+    const service = sagemakerService(async (command, answer) => {
+      const described = await answer();
+      return command instanceof sagemaker.DescribeEndpointCommand ? { ...described, EndpointStatus: 'Creating' } : described;
+    });
+    const result = await run({ dataset: 'pokemon' }, { service });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'EndpointTimeout' });
+    expect(result.visited.filter((s) => s === STATES.describeEndpoint)).toHaveLength(ENDPOINT_POLL_LIMIT);
+    expect(result.visited).not.toContain(STATES.deleteModel);
+    expect((await list()).endpoints).toHaveLength(1);
+  });
+});
