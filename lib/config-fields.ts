@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS } from '../lambda/shared/models';
+
+export { DEFAULT_BASE_MODELS } from '../lambda/shared/models';
+export type { ModelType } from '../lambda/shared/models';
 
 /**
  * The table of configuration keys: each key's schema, default, allowed values in words and
@@ -11,39 +15,8 @@ export const LOG_RETENTION_DAYS = [
   1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 ] as const;
 
-/** Hugging Face base model used when `baseModel` is not set, per model type. */
-export const DEFAULT_BASE_MODELS = {
-  sd15: 'stable-diffusion-v1-5/stable-diffusion-v1-5',
-  sdxl: 'stabilityai/stable-diffusion-xl-base-1.0',
-} as const;
-
-export type ModelType = keyof typeof DEFAULT_BASE_MODELS;
-
-/** SageMaker refuses a training job that may run longer than 28 days. */
-const MAX_TRAINING_SECONDS = 28 * 24 * 3600;
-
 /** S3 object key characters that need no escaping anywhere (S3 "safe characters"). */
 const S3_SAFE_SEGMENT = "[A-Za-z0-9!_.*'()-]+";
-
-const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
-const IP_ADDRESS = /^\d+\.\d+\.\d+\.\d+$/;
-
-/** `s3://bucket/key` naming a `.safetensors` or `.ckpt` file, or a folder ending in `/`. */
-function isS3ModelUri(value: string): boolean {
-  const match = /^s3:\/\/([^/]+)\/(\S+)$/.exec(value);
-  if (!match) return false;
-  const [, bucket, key] = match;
-  const validBucket = S3_BUCKET.test(bucket) && !bucket.includes('..') && !IP_ADDRESS.test(bucket);
-  const validKey = !key.split('/').some((segment) => segment === '.' || segment === '..');
-  return validBucket && validKey && /(\/|\.safetensors|\.ckpt)$/.test(key);
-}
-
-// Hub repo names: letters, digits, '-', '_', '.'; no '--' or '..'; not ending in '-' or '.'.
-const HF_NAME = '[A-Za-z0-9](?:[A-Za-z0-9_]|-(?!-)|\\.(?!\\.)){0,95}(?<![-.])';
-const HF_REPO_ID = new RegExp(`^${HF_NAME}/${HF_NAME}$`);
-
-/** `ml.g*` and `ml.p*` are the NVIDIA GPU families that kohya-ss and diffusers (CUDA) run on. */
-const GPU_INSTANCE_TYPE = /^ml\.(g|p)\d+[a-z0-9-]*\.[a-z0-9]+$/;
 
 /** An integer, given as a JSON number or (from `-c`) as a string of digits. */
 function integer(min: number, max: number): z.ZodType<number> {

@@ -3,8 +3,11 @@ import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 import type { ModelType } from './config';
+import { BASE_MODEL_CHANNEL, servingModelInputs, type ServingModelInputs } from '../lambda/shared/models';
 import { PipelineStorage } from './pipeline-storage';
 import { parseS3Uri, SageMakerExecutionRole } from './sagemaker-execution-role';
+
+export type { AdditionalModelDataSource, ServingModelInputs } from '../lambda/shared/models';
 
 /** Properties of {@link ServingContainer}. */
 export interface ServingContainerProps {
@@ -25,24 +28,6 @@ export interface ServingContainerProps {
   readonly loraScale?: number;
 }
 
-/** One `AdditionalModelDataSources` entry of a SageMaker model (CreateModel's field names). */
-export interface AdditionalModelDataSource {
-  readonly ChannelName: string;
-  readonly S3DataSource: {
-    readonly S3Uri: string;
-    readonly S3DataType: 'S3Object' | 'S3Prefix';
-    readonly CompressionType: 'None';
-  };
-}
-
-/** What a SageMaker model of this image needs besides the image, the role and its ModelDataUrl. */
-export interface ServingModelInputs {
-  /** The container's environment (MODEL_TYPE, LORA_SCALE and, for a Hub model, BASE_MODEL_ID). */
-  readonly environment: Record<string, string>;
-  /** The base model mounted from S3; empty when it comes from the Hugging Face Hub. */
-  readonly additionalModelDataSources: AdditionalModelDataSource[];
-}
-
 /**
  * The inference image (`containers/inference`, built by CDK as a linux/amd64 Docker asset) and the
  * least-privilege role its endpoints run under: pull the image, read trained models under
@@ -56,7 +41,7 @@ export class ServingContainer extends Construct {
    * The channel an S3 base model is mounted as, at `/opt/ml/additional-model-data-sources/base_model/`,
    * where the server looks for it (`BASE_MODEL_PATH` in `containers/inference/lora_server/settings.py`).
    */
-  public static readonly BASE_MODEL_CHANNEL = 'base_model';
+  public static readonly BASE_MODEL_CHANNEL = BASE_MODEL_CHANNEL;
   /**
    * A ContainerStartupHealthCheckTimeoutInSeconds for the endpoint's production variant: loading an
    * SDXL base model (about 7 GB in fp16, more to download from the Hub) takes minutes, not seconds.
@@ -101,25 +86,9 @@ export class ServingContainer extends Construct {
   /**
    * The environment and base-model mount of a SageMaker model serving a LoRA of `modelType` on
    * `baseModel`, fused at `loraScale`. Throws on a scale outside 0–2, which the server would refuse.
+   * The Prepare function builds each run's model with the same function (`lambda/shared/models.ts`).
    */
   public static modelInputs(modelType: ModelType, baseModel: string, loraScale = 1): ServingModelInputs {
-    if (!(loraScale >= 0 && loraScale <= 2)) {
-      throw new Error(`loraScale must be from 0 to 2 (the server's LORA_SCALE range), got ${loraScale}`);
-    }
-    const environment: Record<string, string> = { MODEL_TYPE: modelType, LORA_SCALE: String(loraScale) };
-    if (!parseS3Uri(baseModel)) {
-      return { environment: { ...environment, BASE_MODEL_ID: baseModel }, additionalModelDataSources: [] };
-    }
-    const folder = baseModel.endsWith('/');
-    return {
-      environment,
-      additionalModelDataSources: [
-        {
-          ChannelName: ServingContainer.BASE_MODEL_CHANNEL,
-          // A folder is mounted object by object under its prefix; a file as its own name.
-          S3DataSource: { S3Uri: baseModel, S3DataType: folder ? 'S3Prefix' : 'S3Object', CompressionType: 'None' },
-        },
-      ],
-    };
+    return servingModelInputs(modelType, baseModel, loraScale);
   }
 }

@@ -1,0 +1,259 @@
+import { z } from 'zod';
+import type { PreparedRun, PrepareEvent, PrepareResult, PrepareSettings, Tag, TrainingChannel, UnsettledRun } from '../shared/contract';
+import { toSageMakerHyperparameters, validateHyperparameters } from '../shared/hyperparameters';
+import { BASE_MODEL_CHANNEL, isS3BaseModel, servingModelInputs } from '../shared/models';
+import { endpointName, fittedSlug, runName } from '../shared/names';
+import { checkDatasetToml, countImages, DATASET_TOML, folderFiles, type ListedObject, MAX_CONTROL_FILE_BYTES, newest, TRAIN_JSON } from './dataset';
+import { invalidDataset, invalidInput, listProblems } from './errors';
+import { combinationProblems, type DatasetLocation, parseExecutionInput, parseTrainJson, resolveOptions, type ResolvedOptions, type RunOptions } from './input';
+import { hasInstanceStorage, tagValue } from './resources';
+
+/** The reads Prepare makes of the datasets bucket; an S3 client in the function, a fake in tests. */
+export interface DatasetStore {
+  /** Every object under the prefix (all pages). */
+  list(bucket: string, prefix: string): Promise<ListedObject[]>;
+  /** The object's text, at most `maxBytes + 1` bytes of it; undefined when it no longer exists. */
+  read(bucket: string, key: string, maxBytes: number): Promise<string | undefined>;
+}
+
+export interface PrepareDependencies {
+  readonly store: DatasetStore;
+  readonly settings: PrepareSettings;
+  /** The current time; only the settle decision reads it, never a name. */
+  readonly now: () => Date;
+}
+
+// The workflow builds this part of the event; a bad one is a bug in the definition, not the user's.
+const executionSchema = z.object({
+  name: z.string().min(1).max(80),
+  startTime: z.string().refine((v) => !Number.isNaN(Date.parse(v)), 'an ISO 8601 timestamp'),
+});
+
+const INPUT_REMEDY = 'Start the execution again with a corrected input.';
+
+/**
+ * Resolves and checks one run: its input, its dataset folder and its train.json, and returns every
+ * per-run value of the SageMaker requests, or, while the folder is still being uploaded, how long to
+ * wait. It reads the same things and gives the same answer each time the settle loop calls it for
+ * one execution, so a run's names and requests do not depend on when it settled.
+ */
+export async function prepare(event: PrepareEvent, deps: PrepareDependencies): Promise<PrepareResult> {
+  const { settings, store } = deps;
+  const execution = executionSchema.safeParse(event?.execution);
+  if (!execution.success) {
+    const problems = execution.error.issues.map((issue) => `execution.${issue.path.join('.')}: ${issue.message}`);
+    throw new Error(`Prepare's event has no valid "execution" {name, startTime} (${problems.join('; ')}); check the Prepare state's Parameters`);
+  }
+
+  // The input alone decides these: a mistake fails before any S3 request, even while uploading.
+  const parsed = parseExecutionInput(event.request, settings);
+  if ('problems' in parsed) throw invalidInput(listProblems('The execution input', parsed.problems, INPUT_REMEDY));
+  const { dataset } = parsed;
+
+  const objects = await store.list(settings.datasetsBucket, dataset.prefix);
+  const files = folderFiles(objects, dataset.prefix);
+  if (files.size === 0) {
+    throw invalidDataset(`There are no objects under ${dataset.uri}; upload the dataset folder (images, .txt captions, ${DATASET_TOML}) first.`);
+  }
+
+  const file = await readTrainJson(dataset, files, deps);
+  if (file === 'gone') return changedWhileReading(TRAIN_JSON, settings);
+  const options = resolveOptions(parsed.options, file, settings);
+  const outputName = fittedSlug(options.name ?? dataset.folder, 100);
+  const problems = combinationProblems(options, settings);
+  const hyperparameters = validateHyperparameters({
+    ...options.hyperparameters,
+    model_type: options.modelType.value,
+    ...(isS3BaseModel(options.baseModel.value) ? {} : { base_model: options.baseModel.value }),
+  });
+  if (!hyperparameters.ok) problems.push(hyperparameters.message);
+  if (problems.length > 0) {
+    const remedy = file === EMPTY ? INPUT_REMEDY : `Fix the execution input or ${dataset.uri}${TRAIN_JSON}, then start the run again.`;
+    throw invalidInput(listProblems('The run', problems, remedy));
+  }
+
+  const unsettled = settleState(objects, dataset, event.execution.startTime, deps);
+  if (unsettled) return unsettled;
+
+  const toml = files.get(DATASET_TOML);
+  let ownConfiguration = false;
+  if (toml && toml.size > 0) {
+    const where = `${dataset.uri}${DATASET_TOML}`;
+    if (toml.size > MAX_CONTROL_FILE_BYTES) {
+      throw invalidDataset(`${where} is ${toml.size} bytes, more than the ${MAX_CONTROL_FILE_BYTES} a dataset configuration may have; upload the kohya dataset configuration only.`);
+    }
+    const text = await store.read(settings.datasetsBucket, toml.key, MAX_CONTROL_FILE_BYTES);
+    if (text === undefined) return changedWhileReading(DATASET_TOML, settings);
+    const checked = checkDatasetToml(text);
+    if ('problem' in checked) {
+      throw invalidDataset(`${where}: ${checked.problem}. Fix it, or upload an empty ${DATASET_TOML} to use the default configuration.`);
+    }
+    ownConfiguration = !checked.empty;
+  }
+  const count = countImages(files, ownConfiguration);
+  if (count.images === 0) {
+    const mixedCase = count.ignoredImages.length > 0 ? ` kohya does not train files with a mixed-case extension, such as ${count.ignoredImages.join(', ')}: rename them.` : '';
+    throw invalidDataset(
+      `${dataset.uri} has no images (.png, .jpg, .jpeg, .webp, .bmp, in lower or upper case) ${count.where} the folder, among its ${files.size} files.` +
+        `${mixedCase} Upload images with same-name .txt captions, then upload ${settings.triggerFileName} again.`,
+    );
+  }
+
+  return preparedRun({
+    execution: execution.data,
+    dataset,
+    images: count.images,
+    captions: count.captions,
+    options,
+    hyperparameters: pickGiven(hyperparameters.ok ? hyperparameters.values : {}, options, outputName),
+    settings,
+  });
+}
+
+const EMPTY: RunOptions = {};
+
+/** The folder's train.json as options (none: {}), 'gone' if it vanished between list and read. */
+async function readTrainJson(dataset: DatasetLocation, files: ReadonlyMap<string, ListedObject>, deps: PrepareDependencies): Promise<RunOptions | 'gone'> {
+  const listed = files.get(TRAIN_JSON);
+  if (!listed) return EMPTY;
+  const where = `${dataset.uri}${TRAIN_JSON}`;
+  const remedy = `Fix ${TRAIN_JSON}, then upload ${deps.settings.triggerFileName} again to start a new run.`;
+  if (listed.size > MAX_CONTROL_FILE_BYTES) {
+    throw invalidInput(listProblems(where, [`it is ${listed.size} bytes, more than the ${MAX_CONTROL_FILE_BYTES} a train.json may have`], remedy));
+  }
+  const text = await deps.store.read(deps.settings.datasetsBucket, listed.key, MAX_CONTROL_FILE_BYTES);
+  if (text === undefined) return 'gone';
+  if (Buffer.byteLength(text, 'utf8') > MAX_CONTROL_FILE_BYTES) {
+    throw invalidInput(listProblems(where, [`it is more than the ${MAX_CONTROL_FILE_BYTES} bytes a train.json may have`], remedy));
+  }
+  const parsed = parseTrainJson(text, deps.settings);
+  if ('problems' in parsed) throw invalidInput(listProblems(where, parsed.problems, remedy));
+  return parsed.options;
+}
+
+/** An object listed a moment ago is gone: the folder is changing, so wait as for any change. */
+function changedWhileReading(name: string, settings: PrepareSettings): UnsettledRun {
+  return { settled: false, waitSeconds: Math.max(1, settings.settleSeconds), reason: `${name} was deleted or replaced while it was being read` };
+}
+
+/** Undefined once nothing in the folder is younger than settleSeconds; else how long to wait. */
+function settleState(objects: readonly ListedObject[], dataset: DatasetLocation, startTime: string, deps: PrepareDependencies): UnsettledRun | undefined {
+  const { settings } = deps;
+  const latest = newest(objects);
+  if (!latest) return undefined;
+  const now = deps.now().getTime();
+  const age = (now - latest.lastModified.getTime()) / 1000;
+  if (age >= settings.settleSeconds) return undefined;
+  const shownAge = Math.max(0, Math.floor(age));
+  const waited = Math.floor((now - Date.parse(startTime)) / 1000);
+  if (waited > settings.maxSettleWaitSeconds) {
+    throw invalidDataset(
+      `${dataset.uri} is still changing after ${waited} s (${latest.key} changed ${shownAge} s ago); a run waits at most ` +
+        `${settings.maxSettleWaitSeconds} s for its folder to stay unchanged for ${settings.settleSeconds} s. Finish the upload, ` +
+        `then upload ${settings.triggerFileName} again to start a new run.`,
+    );
+  }
+  // A clock ahead of S3's would make the age negative; never wait longer than a full settle period.
+  const waitSeconds = Math.min(settings.settleSeconds, Math.max(1, Math.ceil(settings.settleSeconds - age)));
+  return {
+    settled: false,
+    waitSeconds,
+    reason: `${latest.key} changed ${shownAge} s ago; a run starts once nothing in ${dataset.uri} has changed for ${settings.settleSeconds} s`,
+  };
+}
+
+/**
+ * The hyperparameters sent to the job: only the keys given (as decoded, so `"\"1e-4\""` and
+ * `0.0001` arrive alike) plus the ones the run decides. The container's defaults are the schema's,
+ * so leaving a key out gives the same training as sending its default, and the job's
+ * hyperparameters show what the user chose. `base_model` goes only with a Hub model: the container
+ * refuses it together with a base_model channel.
+ */
+function pickGiven(values: Readonly<Record<string, string | number | boolean | null>>, options: ResolvedOptions, outputName: string): Record<string, string> {
+  const given: Record<string, string | number | boolean | null> = {};
+  for (const key of Object.keys(options.hyperparameters).sort()) if (Object.hasOwn(values, key)) given[key] = values[key];
+  given.model_type = options.modelType.value;
+  if (!('output_name' in given)) given.output_name = outputName;
+  if (!isS3BaseModel(options.baseModel.value)) given.base_model = options.baseModel.value;
+  return toSageMakerHyperparameters(given);
+}
+
+interface RunParts {
+  readonly execution: { readonly name: string; readonly startTime: string };
+  readonly dataset: DatasetLocation;
+  readonly images: number;
+  readonly captions: number;
+  readonly options: ResolvedOptions;
+  readonly hyperparameters: Record<string, string>;
+  readonly settings: PrepareSettings;
+}
+
+function preparedRun(parts: RunParts): PreparedRun {
+  const { execution, dataset, options, settings } = parts;
+  const shortName = options.name ?? dataset.folder;
+  const run = runName(settings.namePrefix, shortName, execution.startTime, execution.name);
+  const baseModel = options.baseModel.value;
+  const inS3 = isS3BaseModel(baseModel);
+  const channel = (name: string, uri: string): TrainingChannel => ({
+    ChannelName: name,
+    DataSource: { S3DataSource: { S3DataType: 'S3Prefix', S3Uri: uri, S3DataDistributionType: 'FullyReplicated' } },
+    InputMode: 'File',
+  });
+  const trainingType = options.training.instanceType.value;
+  const endpointType = options.endpoint.instanceType.value;
+  const spot = options.training.spot.value;
+  const tags: Tag[] = [
+    { Key: 'pipeline', Value: tagValue(settings.pipeline) },
+    { Key: 'dataset', Value: tagValue(dataset.folder) },
+    { Key: 'run', Value: run },
+  ];
+  const model = servingModelInputs(options.modelType.value, baseModel, settings.endpoint.loraScale);
+  return {
+    settled: true,
+    run,
+    dataset: { name: dataset.folder, uri: dataset.uri, images: parts.images, captions: parts.captions },
+    modelType: options.modelType.value,
+    baseModel,
+    training: {
+      jobName: run,
+      hyperparameters: parts.hyperparameters,
+      inputDataConfig: [channel('dataset', dataset.uri), ...(inS3 ? [channel(BASE_MODEL_CHANNEL, baseModel)] : [])],
+      resourceConfig: {
+        InstanceType: trainingType,
+        InstanceCount: 1,
+        VolumeSizeInGB: options.training.volumeSizeGb.value,
+        ...(hasInstanceStorage(trainingType) ? {} : { VolumeKmsKeyId: settings.keyArn }),
+      },
+      spot,
+      stoppingCondition: {
+        MaxRuntimeInSeconds: options.training.maxRuntimeSeconds.value,
+        ...(spot ? { MaxWaitTimeInSeconds: options.training.maxWaitSeconds.value } : {}),
+      },
+      networkIsolation: inS3,
+    },
+    serving: {
+      modelName: run,
+      endpointConfigName: run,
+      endpointName: options.endpoint.name ?? endpointName(settings.namePrefix, shortName),
+      environment: model.environment,
+      additionalModelDataSources: model.additionalModelDataSources,
+      networkIsolation: inS3,
+      endpointConfig: {
+        EndpointConfigName: run,
+        ...(hasInstanceStorage(endpointType) ? {} : { KmsKeyId: settings.keyArn }),
+        ProductionVariants: [
+          {
+            VariantName: 'AllTraffic',
+            ModelName: run,
+            InstanceType: endpointType,
+            InitialInstanceCount: options.endpoint.instanceCount.value,
+            ContainerStartupHealthCheckTimeoutInSeconds: settings.endpoint.startupHealthCheckTimeoutSeconds,
+            ModelDataDownloadTimeoutInSeconds: settings.endpoint.modelDataDownloadTimeoutSeconds,
+          },
+        ],
+        Tags: tags,
+      },
+    },
+    tags,
+  };
+}

@@ -1,0 +1,88 @@
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import type { PrepareSettings } from '../../lambda/shared/contract';
+import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
+import { createHandler } from '../../lambda/prepare/handler';
+import { motoAvailable, startMoto } from '../support/moto';
+import { PREPARE_SETTINGS } from '../support/prepare';
+import type { MotoServer } from '../support/moto';
+
+// Settled at once: the uploads below are seconds old.
+const SETTINGS: PrepareSettings = { ...PREPARE_SETTINGS, settleSeconds: 0 };
+const EXECUTION = { name: 'pokemon-0123456789abcdef', startTime: new Date().toISOString() };
+
+const describeWithMoto = motoAvailable() ? describe : describe.skip;
+
+describeWithMoto('Prepare against moto, through the real S3 client', () => {
+  let moto: MotoServer;
+  let s3: S3Client;
+  const put = (key: string, body: string) => s3.send(new PutObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: key, Body: body }));
+
+  beforeAll(async () => {
+    moto = await startMoto();
+    s3 = new S3Client(moto.clientConfig);
+  });
+  afterAll(async () => {
+    s3?.destroy();
+    await moto?.stop();
+  });
+  beforeEach(async () => {
+    await moto.reset();
+    await s3.send(new CreateBucketCommand({ Bucket: SETTINGS.datasetsBucket }));
+    jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  test('prepares a run from an uploaded folder, its dataset.toml and its train.json', async () => {
+    await put('datasets/pokemon/0001.png', 'not decoded here');
+    await put('datasets/pokemon/0001.txt', 'a pikachu');
+    await put('datasets/pokemon/0002.JPG', 'not decoded here');
+    await put('datasets/pokemon/0002.txt', 'a raichu');
+    await put('datasets/pokemon/notes.md', 'ignored');
+    await put('datasets/pokemon/dataset.toml', "[general]\ncaption_extension = '.txt'\n[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = '.'\n");
+    await put('datasets/pokemon/train.json', JSON.stringify({ training: { spot: false }, hyperparameters: { max_train_steps: 200 } }));
+    await put('datasets/other/0003.png', 'another folder');
+
+    const handler = createHandler({ s3, settings: SETTINGS });
+    const result = await handler({ request: { dataset: 's3://lora-datasets/datasets/pokemon/', endpoint: { instanceCount: 2 } }, execution: EXECUTION });
+
+    expect(result).toMatchObject({
+      settled: true,
+      run: expect.stringMatching(/^lora-pokemon-\d{14}-[0-9a-f]{6}$/),
+      dataset: { name: 'pokemon', uri: 's3://lora-datasets/datasets/pokemon/', images: 2, captions: 2 },
+      modelType: 'sd15',
+      baseModel: DEFAULT_BASE_MODELS.sd15,
+      training: {
+        hyperparameters: { max_train_steps: '200', model_type: 'sd15', output_name: 'pokemon', base_model: DEFAULT_BASE_MODELS.sd15 },
+        spot: false,
+        stoppingCondition: { MaxRuntimeInSeconds: 3600 },
+        networkIsolation: false,
+      },
+      serving: { endpointName: 'lora-pokemon', environment: { MODEL_TYPE: 'sd15', LORA_SCALE: '1', BASE_MODEL_ID: DEFAULT_BASE_MODELS.sd15 } },
+    });
+    if (!result.settled) throw new Error('not settled');
+    expect(result.serving.endpointConfig.ProductionVariants[0].InitialInstanceCount).toBe(2);
+    // The same answer on the next call of the settle loop.
+    expect(await handler({ request: { dataset: 'pokemon', endpoint: { instanceCount: 2 } }, execution: EXECUTION })).toEqual(result);
+  });
+
+  test('a bad dataset.toml and an empty folder are refused as InvalidDataset', async () => {
+    await put('datasets/broken/a.png', 'x');
+    await put('datasets/broken/dataset.toml', '[[datasets]\n');
+    const handler = createHandler({ s3, settings: SETTINGS });
+    await expect(handler({ request: { dataset: 'broken' }, execution: EXECUTION })).rejects.toMatchObject({
+      name: 'InvalidDataset',
+      message: expect.stringContaining('s3://lora-datasets/datasets/broken/dataset.toml: it is not valid TOML'),
+    });
+    await expect(handler({ request: { dataset: 'missing' }, execution: EXECUTION })).rejects.toMatchObject({
+      name: 'InvalidDataset',
+      message: expect.stringContaining('There are no objects under s3://lora-datasets/datasets/missing/'),
+    });
+  });
+
+  test('an S3 error that is not a refusal propagates with its own name', async () => {
+    const handler = createHandler({ s3, settings: { ...SETTINGS, datasetsBucket: 'no-such-bucket' } });
+    jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    await expect(handler({ request: { dataset: 'pokemon' }, execution: EXECUTION })).rejects.toMatchObject({ name: 'NoSuchBucket' });
+  });
+});
