@@ -68,7 +68,8 @@ export const CONFIG_FIELDS = {
     schema: pattern(new RegExp(`^${S3_SAFE_SEGMENT}$`)).refine((v) => !['.', '..', 'train.json'].includes(v)),
     default: 'dataset.toml',
     allowed: "a file name of letters, digits and !_.*'()-, other than 'train.json'",
-    description: 'The object whose upload into a dataset folder starts a run.',
+    description:
+      "The object whose upload into a dataset folder starts a run. The kohya configuration is always read from the folder's dataset.toml, whatever this name.",
   }),
   settleSeconds: field({
     schema: integer(0, 3600),

@@ -43,10 +43,6 @@ export class DatasetTrigger extends Construct {
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });
-    Validations.of(this.deadLetterQueue).acknowledge({
-      id: 'AwsSolutions-SQS3',
-      reason: 'This queue is itself the dead-letter queue of the kickoff function: it holds upload events no run could be started for.',
-    });
     this.kickoff = new PipelineFunction(this, 'Kickoff', {
       name: 'kickoff',
       description: 'Starts one workflow run per upload of a dataset folder trigger file',

@@ -28,7 +28,7 @@ describe('the state machine', () => {
       TracingConfiguration: { Enabled: true },
     });
     template.hasResourceProperties('AWS::Logs::LogGroup', { LogGroupName: Match.stringLikeRegexp('^/aws/vendedlogs/states/'), RetentionInDays: 90 });
-    expect(definition.QueryLanguage ?? 'JSONPath').toBe('JSONPath');
+    expect((definition as { QueryLanguage?: string }).QueryLanguage ?? 'JSONPath').toBe('JSONPath');
   });
 
   test('trains on managed spot with checkpoints under the job name, KMS-encrypted output and encrypted traffic', () => {
