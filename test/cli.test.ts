@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { resolveIntrinsics } from './support/asl';
 
 const ROOT = path.resolve(__dirname, '..');
 const CDK = path.join(ROOT, 'node_modules', '.bin', 'cdk');
@@ -28,6 +29,25 @@ function cdkSynth(args: string[]) {
   return { status: run.status, output: `${run.stdout}${run.stderr}`, outdir };
 }
 
+/**
+ * Each function esbuild bundled loads in a fresh Node.js with the environment its template gives
+ * it (tokens resolved to fake values) and exports its handler: a bundling mistake, or a cold start
+ * that refuses the stack's own settings, fails here rather than at the first run in AWS.
+ */
+function expectBundledFunctionsLoad(outdir: string, template: { Resources: Record<string, any> }) {
+  const functions = Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function' && r.Properties.Runtime === 'nodejs24.x');
+  expect(functions.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual(['StatusFunction', 'TriggerKickoffFunction', 'WorkflowPrepareFunction', 'WorkflowReportFunction']);
+  for (const [id, resource] of functions) {
+    const bundle = path.join(outdir, resource.Metadata['aws:asset:path'], 'index.js');
+    const variables = resolveIntrinsics(resource.Properties.Environment?.Variables ?? {}, template.Resources as never) as Record<string, string>;
+    const load = spawnSync(process.execPath, ['-e', `const m = require(${JSON.stringify(bundle)}); process.exit(typeof m.handler === 'function' ? 0 : 3)`], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, AWS_REGION: 'us-east-1', ...variables },
+    });
+    expect([id, load.status, load.stderr.replace(/\(node:\d+\) Warning: NodeVersionSupportWarning[\s\S]*?--trace-warnings[^\n]*\n/g, '')]).toEqual([id, 0, '']);
+  }
+}
+
 describe('cdk synth through the CLI (README quick start)', () => {
   test('writes a template, offline, without Docker or credentials', () => {
     const { status, output, outdir } = cdkSynth([]);
@@ -36,6 +56,7 @@ describe('cdk synth through the CLI (README quick start)', () => {
     const types = Object.values(template.Resources as Record<string, { Type: string }>).map((r) => r.Type);
     expect(types.filter((t) => t === 'AWS::S3::Bucket')).toHaveLength(3);
     expect(types).toContain('AWS::KMS::Key');
+    expectBundledFunctionsLoad(outdir, template);
   });
 
   test('a bad configuration value fails synth with a message naming the key, without a stack trace', () => {
