@@ -433,6 +433,10 @@ export class LoraWorkflow extends Construct {
         conditions: { StringLike: { 's3:prefix': [`${datasetPrefix}*`] } },
       }),
     );
+    // Uploads still in progress are not listed as objects; the settle check asks for them too.
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'ListUploadsInProgress', actions: ['s3:ListBucketMultipartUploads'], resources: [datasetsBucket.bucketArn] }),
+    );
     const objects = datasetsBucket.arnForObjects(`${datasetPrefix}*`);
     role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadDatasetFiles', actions: ['s3:GetObject'], resources: [objects] }));
     role.addToPrincipalPolicy(

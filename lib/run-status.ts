@@ -1,4 +1,4 @@
-import { ArnFormat, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -30,6 +30,9 @@ export class RunStatus extends Construct {
       name: 'status',
       description: 'Answers where a run is: its phase, training job and endpoint',
       environment: { STATE_MACHINE_ARN: props.stateMachine.stateMachineArn },
+      // A list answer reads up to 10 executions' histories, each event carrying the run's state.
+      timeout: Duration.seconds(60),
+      memorySize: 512,
       logRetention: props.logRetention,
       removalPolicy: props.removalPolicy,
     });

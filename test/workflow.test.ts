@@ -156,9 +156,9 @@ describe('the functions', () => {
   test('Prepare reads only the dataset folders', () => {
     const { statements } = roleStatements(stack, template, stack.workflow.prepareFunction.role);
     const s3 = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('s3:')));
-    expect(s3.map((s) => actionsOf(s))).toEqual([['s3:ListBucket'], ['s3:GetObject']]);
+    expect(s3.map((s) => actionsOf(s))).toEqual([['s3:ListBucket'], ['s3:ListBucketMultipartUploads'], ['s3:GetObject']]);
     expect(s3[0].Condition).toEqual({ StringLike: { 's3:prefix': ['datasets/*'] } });
-    expect(resolved(s3[1].Resource)).toMatch(/\/datasets\/\*"$/);
+    expect(resolved(s3[2].Resource)).toMatch(/\/datasets\/\*"$/);
   });
 
   test('the status function only reads executions, jobs and endpoints', () => {

@@ -138,6 +138,9 @@ export function decide(record: S3EventRecord, settings: KickoffSettings): Decisi
   };
 }
 
+/** A run Step Functions reports as started longer ago than this was started by an earlier delivery. */
+const ALREADY_RUNNING_MS = 60_000;
+
 /** The StartExecution request of a start. */
 export function startRequest(start: Start, settings: KickoffSettings): { stateMachineArn: string; name: string; input: string } {
   return { stateMachineArn: settings.stateMachineArn, name: start.name, input: JSON.stringify(start.input) };
@@ -145,7 +148,7 @@ export function startRequest(start: Start, settings: KickoffSettings): { stateMa
 
 export interface Summary {
   readonly started: string[];
-  /** Executions Step Functions already had: a repeated delivery of an upload already started. */
+  /** Executions Step Functions already had (running or ended): a repeated delivery of an upload already started. */
   readonly duplicates: string[];
   readonly ignored: Array<{ readonly key: string; readonly reason: string }>;
 }
@@ -159,6 +162,7 @@ export async function kickoff(
   event: S3Event,
   settings: KickoffSettings,
   startExecution: (request: ReturnType<typeof startRequest>) => Promise<unknown>,
+  now: () => Date = () => new Date(),
 ): Promise<Summary> {
   const summary: Summary = { started: [], duplicates: [], ignored: [] };
   const starts: Start[] = [];
@@ -175,7 +179,14 @@ export async function kickoff(
   const failed: string[] = [];
   results.forEach((result, i) => {
     const { name, key, input } = starts[i];
-    if (result.status === 'fulfilled') {
+    // While the first run of an upload is still open, Step Functions answers a repeated start with
+    // that run (same name, same input) rather than ExecutionAlreadyExists: its start date tells.
+    const startDate = result.status === 'fulfilled' ? (result.value as { startDate?: unknown } | undefined)?.startDate : undefined;
+    const earlier = startDate instanceof Date && now().getTime() - startDate.getTime() > ALREADY_RUNNING_MS;
+    if (result.status === 'fulfilled' && earlier) {
+      log('INFO', 'Duplicate delivery: run already running', { execution: name, key, startDate });
+      summary.duplicates.push(name);
+    } else if (result.status === 'fulfilled') {
       log('INFO', 'Run started', { execution: name, key, dataset: input.dataset });
       summary.started.push(name);
     } else if ((result.reason as { name?: unknown } | null)?.name === 'ExecutionAlreadyExists') {

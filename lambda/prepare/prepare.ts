@@ -14,6 +14,8 @@ export interface DatasetStore {
   list(bucket: string, prefix: string): Promise<ListedObject[]>;
   /** The object's text, at most `maxBytes + 1` bytes of it; undefined when it no longer exists. */
   read(bucket: string, key: string, maxBytes: number): Promise<string | undefined>;
+  /** Keys of multipart uploads begun under the prefix and not yet completed (a few suffice). */
+  uploadsInProgress(bucket: string, prefix: string): Promise<string[]>;
 }
 
 export interface PrepareDependencies {
@@ -56,6 +58,11 @@ export async function prepare(event: PrepareEvent, deps: PrepareDependencies): P
     throw invalidDataset(`There are no objects under ${dataset.uri}; upload the dataset folder (images, .txt captions, ${DATASET_TOML}) first.`);
   }
 
+  // train.json is part of the upload: it is read only once the folder has settled, so a fixed one
+  // uploaded after the trigger is the one that counts.
+  const unsettled = await settleState(objects, dataset, event.execution.startTime, deps);
+  if (unsettled) return unsettled;
+
   const file = await readTrainJson(dataset, files, deps);
   if (file === 'gone') return changedWhileReading(TRAIN_JSON, settings);
   const options = resolveOptions(parsed.options, file, settings);
@@ -71,9 +78,6 @@ export async function prepare(event: PrepareEvent, deps: PrepareDependencies): P
     const remedy = file === EMPTY ? INPUT_REMEDY : `Fix the execution input or ${dataset.uri}${TRAIN_JSON}, then start the run again.`;
     throw invalidInput(listProblems('The run', problems, remedy));
   }
-
-  const unsettled = settleState(objects, dataset, event.execution.startTime, deps);
-  if (unsettled) return unsettled;
 
   const toml = files.get(DATASET_TOML);
   let ownConfiguration = false;
@@ -121,7 +125,8 @@ async function readTrainJson(dataset: DatasetLocation, files: ReadonlyMap<string
   if (listed.size > MAX_CONTROL_FILE_BYTES) {
     throw invalidInput(listProblems(where, [`it is ${listed.size} bytes, more than the ${MAX_CONTROL_FILE_BYTES} a train.json may have`], remedy));
   }
-  const text = await deps.store.read(deps.settings.datasetsBucket, listed.key, MAX_CONTROL_FILE_BYTES);
+  // An empty object is not read: S3 refuses a byte range of it (InvalidRange), and '' is not JSON anyway.
+  const text = listed.size === 0 ? '' : await deps.store.read(deps.settings.datasetsBucket, listed.key, MAX_CONTROL_FILE_BYTES);
   if (text === undefined) return 'gone';
   if (Buffer.byteLength(text, 'utf8') > MAX_CONTROL_FILE_BYTES) {
     throw invalidInput(listProblems(where, [`it is more than the ${MAX_CONTROL_FILE_BYTES} bytes a train.json may have`], remedy));
@@ -136,24 +141,37 @@ function changedWhileReading(name: string, settings: PrepareSettings): Unsettled
   return { settled: false, waitSeconds: Math.max(1, settings.settleSeconds), reason: `${name} was deleted or replaced while it was being read` };
 }
 
-/** Undefined once nothing in the folder is younger than settleSeconds; else how long to wait. */
-function settleState(objects: readonly ListedObject[], dataset: DatasetLocation, startTime: string, deps: PrepareDependencies): UnsettledRun | undefined {
+/**
+ * Undefined once nothing in the folder is younger than settleSeconds and no multipart upload into
+ * it is still open (a large file being uploaded is not listed until it completes); else how long to wait.
+ */
+async function settleState(objects: readonly ListedObject[], dataset: DatasetLocation, startTime: string, deps: PrepareDependencies): Promise<UnsettledRun | undefined> {
   const { settings } = deps;
-  const latest = newest(objects);
-  if (!latest) return undefined;
   const now = deps.now().getTime();
-  const age = (now - latest.lastModified.getTime()) / 1000;
-  if (age >= settings.settleSeconds) return undefined;
-  const shownAge = Math.max(0, Math.floor(age));
   const waited = Math.floor((now - Date.parse(startTime)) / 1000);
-  if (waited > settings.maxSettleWaitSeconds) {
-    throw invalidDataset(
-      `${dataset.uri} is still changing after ${waited} s (${latest.key} changed ${shownAge} s ago); a run waits at most ` +
+  const tooLong = (what: string) =>
+    invalidDataset(
+      `${dataset.uri} is still changing after ${waited} s (${what}); a run waits at most ` +
         `${settings.maxSettleWaitSeconds} s for its folder to stay unchanged for ${settings.settleSeconds} s. Finish the upload, ` +
         `then upload ${settings.triggerFileName} again to start a new run.`,
     );
+  const open = await deps.store.uploadsInProgress(settings.datasetsBucket, dataset.prefix);
+  if (open.length > 0) {
+    if (waited > settings.maxSettleWaitSeconds) throw tooLong(`${open[0]} is still being uploaded`);
+    return {
+      settled: false,
+      waitSeconds: Math.max(1, settings.settleSeconds),
+      reason: `${open[0]}${open.length > 1 ? ` and ${open.length - 1} more` : ''} still being uploaded into ${dataset.uri}`,
+    };
   }
-  // A clock ahead of S3's would make the age negative; never wait longer than a full settle period.
+  if (settings.settleSeconds === 0) return undefined;
+  const latest = newest(objects);
+  if (!latest) return undefined;
+  const age = (now - latest.lastModified.getTime()) / 1000;
+  if (age >= settings.settleSeconds) return undefined;
+  const shownAge = Math.max(0, Math.floor(age));
+  if (waited > settings.maxSettleWaitSeconds) throw tooLong(`${latest.key} changed ${shownAge} s ago`);
+  // A clock behind S3's makes the age negative: never wait longer than a full settle period.
   const waitSeconds = Math.min(settings.settleSeconds, Math.max(1, Math.ceil(settings.settleSeconds - age)));
   return {
     settled: false,

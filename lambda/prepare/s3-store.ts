@@ -1,4 +1,4 @@
-import { GetObjectCommand, ListObjectsV2Command, NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import type { ListedObject } from './dataset';
 import type { DatasetStore } from './prepare';
 
@@ -26,8 +26,14 @@ export function s3DatasetStore(client: S3Client): DatasetStore {
         return (await object.Body?.transformToString('utf-8')) ?? '';
       } catch (error) {
         if (error instanceof NoSuchKey || (error as Error).name === 'NoSuchKey') return undefined;
+        // A range of an empty object is not satisfiable; it was emptied since it was listed.
+        if ((error as Error).name === 'InvalidRange') return '';
         throw error;
       }
+    },
+    async uploadsInProgress(bucket, prefix) {
+      const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix, MaxUploads: 10 }));
+      return (page?.Uploads ?? []).flatMap((upload) => (upload.Key === undefined ? [] : [upload.Key]));
     },
   };
 }

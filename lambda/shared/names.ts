@@ -36,20 +36,14 @@ export function slug(text: string): string {
     .replace(/^-+|-+$/g, '');
 }
 
-/** Whether the slug of `text` loses letters or digits (of another script), not just accents, case and punctuation. */
-function dropsLetters(text: string): boolean {
-  const unaccented = text.normalize('NFKD').replace(/[\u0300-\u036f]/g, '');
-  return /[\p{L}\p{N}]/u.test(unaccented.replace(/[A-Za-z0-9]/g, ''));
-}
-
 /**
- * The slug of `text` in at most `max` characters. When it does not fit, or when the slug lost
- * characters of `text` that tell names apart (a name in another script), it is cut and ends with
- * a hash of `text` itself.
+ * `text` itself when it is already a slug of at most `max` characters. Otherwise its slug, cut to
+ * fit, ending with a hash of `text`: `Pokemon`, `pokémon`, `poke_mon` and `データa` are different
+ * folders and must not share an endpoint, though their slugs alone could be the same.
  */
 export function fittedSlug(text: string, max: number, fallback = 'dataset'): string {
   const plain = slug(text);
-  if (plain.length > 0 && plain.length <= max && !dropsLetters(text)) return plain;
+  if (plain === text && plain.length <= max) return plain;
   const hash = shortHash(text, SHORTENED_HASH_LENGTH);
   const head = (plain || fallback).slice(0, Math.max(0, max - hash.length - 1)).replace(/-+$/, '');
   return head ? `${head}-${hash}` : hash;
@@ -62,7 +56,12 @@ export function fittedSlug(text: string, max: number, fallback = 'dataset'): str
  */
 export function executionName(folder: string, uploadId: string): string {
   const hash = shortHash(`${folder}\n${uploadId}`, 16);
-  return `${fittedSlug(folder, MAX_EXECUTION_NAME - hash.length - 1)}-${hash}`;
+  return `${cutSlug(folder, MAX_EXECUTION_NAME - hash.length - 1)}-${hash}`;
+}
+
+/** The slug of `text` cut to `max` characters, for names that end with a hash of their own. */
+function cutSlug(text: string, max: number, fallback = 'dataset'): string {
+  return (slug(text) || fallback).slice(0, max).replace(/-+$/, '');
 }
 
 /**
@@ -75,7 +74,7 @@ export function runName(prefix: string, name: string, startTime: string, executi
   if (Number.isNaN(started.getTime())) throw new Error(`Not a timestamp: ${JSON.stringify(startTime)}`);
   const stamp = started.toISOString().replace(/[^0-9]/g, '').slice(0, STAMP_LENGTH);
   const room = MAX_SAGEMAKER_NAME - prefix.length - STAMP_LENGTH - RUN_HASH_LENGTH - 3;
-  return `${prefix}-${fittedSlug(name, room)}-${stamp}-${shortHash(execution, RUN_HASH_LENGTH)}`;
+  return `${prefix}-${cutSlug(name, room)}-${stamp}-${shortHash(execution, RUN_HASH_LENGTH)}`;
 }
 
 /** The endpoint name of a dataset (or of a run's `name`): `<prefix>-<name>`, the same for every run. */

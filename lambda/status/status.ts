@@ -181,7 +181,9 @@ async function readHistory(context: StatusContext, executionArn: string, needCur
       if (!preparedFound && event.type?.endsWith('StateExited') && event.stateExitedEventDetails?.name === STATES.prepare) {
         preparedFound = true;
         const output = parseJson(event.stateExitedEventDetails.output);
-        prepared = isRecord(output) ? output.run : undefined;
+        // A Prepare that failed exits with its error caught beside the previous pass's answer:
+        // that answer is stale, not where the run is.
+        prepared = isRecord(output) && !('error' in output) ? output.run : undefined;
       }
       if (preparedFound && (currentState !== undefined || !needCurrentState)) return { currentState, prepared };
     }

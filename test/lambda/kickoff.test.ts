@@ -127,7 +127,7 @@ describe('decide: key decoding', () => {
     const pikachu = started(record(`datasets/${encodeURIComponent('ピカチュウ')}/dataset.toml`));
     expect(pokemon.input.dataset).toBe('s3://lora-datasets/datasets/ポケモン/');
     for (const { name } of [pokemon, pikachu]) {
-      expect(name).toMatch(/^dataset-[0-9a-f]{8}-[0-9a-f]{16}$/);
+      expect(name).toMatch(/^dataset-[0-9a-f]{16}$/);
       expect(name.length).toBeLessThanOrEqual(80);
     }
     expect(pokemon.name).not.toBe(pikachu.name);
@@ -184,7 +184,7 @@ describe('decide: long folder names', () => {
     for (const { name } of [long1, long2]) {
       expect(name.length).toBeLessThanOrEqual(80);
       expect(name).toMatch(EXECUTION_NAME);
-      expect(name).toMatch(/-[0-9a-f]{8}-[0-9a-f]{16}$/);
+      expect(name).toMatch(/-[0-9a-f]{16}$/);
     }
   });
 
@@ -292,6 +292,16 @@ describe('handler', () => {
     await expect(handler({ Records: [r] })).resolves.toEqual({ started: [], duplicates: [started(r).name], ignored: [] });
     expect(sfn).toHaveReceivedCommandTimes(StartExecutionCommand, 2);
     expect(sfn.commandCalls(StartExecutionCommand).map((call) => call.args[0].input.name)).toEqual([started(r).name, started(r).name]);
+  });
+
+  test('a repeated delivery while the first run is still open: Step Functions returns that run, counted as a duplicate', async () => {
+    const r = record('datasets/pokemon/dataset.toml');
+    const firstStart = new Date(Date.now() - 5 * 60_000);
+    sfn.on(StartExecutionCommand).resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:LoraPipeline:x', startDate: firstStart });
+    await expect(handler({ Records: [r] })).resolves.toEqual({ started: [], duplicates: [started(r).name], ignored: [] });
+    // Control: a start date of now is a run this delivery started.
+    sfn.on(StartExecutionCommand).resolves({ executionArn: 'arn:aws:states:us-east-1:123456789012:execution:LoraPipeline:x', startDate: new Date() });
+    await expect(handler({ Records: [r] })).resolves.toEqual({ started: [started(r).name], duplicates: [], ignored: [] });
   });
 
   test('ignored records start nothing', async () => {

@@ -22,8 +22,17 @@ describe('slug', () => {
 });
 
 describe('fittedSlug', () => {
-  test('a slug that fits is kept as it is', () => {
-    expect(fittedSlug('Pokémon Cards', 13)).toBe('pokemon-cards');
+  test('a name that is already a slug and fits is kept as it is', () => {
+    expect(fittedSlug('pokemon-cards', 13)).toBe('pokemon-cards');
+  });
+
+  test('any other name gets a hash of itself: folders differing only in case, accents or punctuation stay apart', () => {
+    const variants = ['pokemon', 'Pokemon', 'POKEMON', 'pokémon', 'poke_mon', 'poke-mon', 'poke mon', 'poke.mon', 'a b', 'a+b'];
+    const fitted = variants.map((v) => fittedSlug(v, 40));
+    expect(new Set(fitted).size).toBe(variants.length);
+    expect(fittedSlug('Pokémon Cards', 40)).toMatch(/^pokemon-cards-[0-9a-f]{8}$/);
+    // Control: their slugs alone collide.
+    expect(new Set(variants.map(slug)).size).toBeLessThan(variants.length);
   });
 
   test('a slug that does not fit is cut to the limit and ends with a hash of the text', () => {
@@ -58,8 +67,6 @@ describe('fittedSlug', () => {
     const second = fittedSlug('写真a', 40);
     expect(first).toMatch(/^a-[0-9a-f]{8}$/);
     expect(first).not.toBe(second);
-    // Control: accents, case and punctuation are not lost letters, so such names stay plain.
-    expect(fittedSlug('Pokémon Cards!', 40)).toBe('pokemon-cards');
   });
 
   test('two long names sharing a beginning stay distinct', () => {
@@ -113,8 +120,9 @@ describe('runName', () => {
 
 describe('endpointName', () => {
   test('is the same for every run of a dataset', () => {
-    expect(endpointName('lora', 'Pokémon')).toBe('lora-pokemon');
+    expect(endpointName('lora', 'pokemon')).toBe('lora-pokemon');
     expect(endpointName('lora', 'Pokémon')).toBe(endpointName('lora', 'Pokémon'));
+    expect(endpointName('lora', 'Pokémon')).not.toBe(endpointName('lora', 'pokemon'));
   });
 
   test('a long name fits SageMaker’s limit and pattern, and stays distinct from one sharing its beginning', () => {

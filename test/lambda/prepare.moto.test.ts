@@ -1,4 +1,4 @@
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
 import { createHandler } from '../../lambda/prepare/handler';
@@ -78,6 +78,27 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
       name: 'InvalidDataset',
       message: expect.stringContaining('There are no objects under s3://lora-datasets/datasets/missing/'),
     });
+  });
+
+  test('an empty train.json is refused as InvalidInput, not read (S3 refuses a byte range of an empty object)', async () => {
+    await put('datasets/blank/a.png', 'x');
+    await put('datasets/blank/train.json', '');
+    const handler = createHandler({ s3, settings: SETTINGS });
+    await expect(handler({ request: { dataset: 'blank' }, execution: EXECUTION })).rejects.toMatchObject({
+      name: 'InvalidInput',
+      message: expect.stringContaining('s3://lora-datasets/datasets/blank/train.json'),
+    });
+    // Control: the bounded read of an empty object is what S3 (here moto) refuses.
+    await expect(s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/blank/train.json', Range: 'bytes=0-1048576' }))).rejects.toMatchObject({
+      name: 'InvalidRange',
+    });
+  });
+
+  test('a multipart upload still open in the folder keeps the run waiting', async () => {
+    await put('datasets/big/a.png', 'x');
+    await s3.send(new CreateMultipartUploadCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/big/b.png' }));
+    const handler = createHandler({ s3, settings: SETTINGS });
+    expect(await handler({ request: { dataset: 'big' }, execution: EXECUTION })).toMatchObject({ settled: false, reason: expect.stringContaining('datasets/big/b.png still being uploaded') });
   });
 
   test('an S3 error that is not a refusal propagates with its own name', async () => {

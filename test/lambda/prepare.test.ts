@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, NoSuchKey, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, NoSuchKey, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-jest';
 import type { PreparedRun, PrepareEvent, PrepareResult, PrepareSettings, UnsettledRun } from '../../lambda/shared/contract';
@@ -589,9 +589,40 @@ describe('settling', () => {
     expect(await call({ dataset: 'pokemon' }, { ...SETTINGS, maxSettleWaitSeconds: 120 })).toMatchObject({ settled: false });
   });
 
-  test('a bad input fails at once while the folder is still changing', async () => {
+  test('a bad execution input fails at once while the folder is still changing', async () => {
+    folder({ ...BASIC, 'c.png': { body: 'png', age: 1 } });
+    expect((await failure({ dataset: 'pokemon', training: { spot: 'no' } })).name).toBe('InvalidInput');
+  });
+
+  test('train.json is part of the upload: read only once the folder has settled, so a fixed one arriving late counts', async () => {
     folder({ ...BASIC, 'c.png': { body: 'png', age: 1 }, 'train.json': { body: '{"training": {"spot": "no"}}' } });
+    expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: false });
+    expect(s3).not.toHaveReceivedCommand(GetObjectCommand);
+    // Control: settled, the same train.json is refused.
+    folder({ ...BASIC, 'train.json': { body: '{"training": {"spot": "no"}}' } });
     expect((await failure({ dataset: 'pokemon' })).name).toBe('InvalidInput');
+  });
+
+  test('a multipart upload still open in the folder: wait, however old the listed objects are', async () => {
+    folder(BASIC);
+    s3.on(ListMultipartUploadsCommand).resolves({ Uploads: [{ Key: 'datasets/pokemon/big.png', UploadId: 'u1' }] });
+    expect(await call({ dataset: 'pokemon' })).toEqual({
+      settled: false,
+      waitSeconds: 60,
+      reason: 'datasets/pokemon/big.png still being uploaded into s3://lora-datasets/datasets/pokemon/',
+    });
+    expect(s3).toHaveReceivedCommandWith(ListMultipartUploadsCommand, { Bucket: 'lora-datasets', Prefix: 'datasets/pokemon/' });
+    // An upload open for longer than the run may wait fails the run, as a folder that keeps changing does.
+    const error = await failure({ dataset: 'pokemon' }, { ...SETTINGS, maxSettleWaitSeconds: 100 });
+    expect(error.name).toBe('InvalidDataset');
+    expect(error.message).toContain('datasets/pokemon/big.png is still being uploaded');
+  });
+
+  test('settleSeconds 0: settled at once, even with a clock behind S3\'s', async () => {
+    folder({ ...BASIC, 'c.png': { body: 'png', age: -0.8 } });
+    expect(await call({ dataset: 'pokemon' }, { ...SETTINGS, settleSeconds: 0 })).toMatchObject({ settled: true });
+    // Control: with a settle period, the same folder waits.
+    expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: false, waitSeconds: 60 });
   });
 
   test('a train.json deleted between listing and reading: wait', async () => {

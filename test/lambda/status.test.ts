@@ -137,6 +137,22 @@ describe("Prepare's answer", () => {
     expect(sageMakerMock).toHaveReceivedCommandWith(DescribeEndpointCommand, { EndpointName: 'lora-pokemon' });
   });
 
+  test('a Prepare that failed after waiting: its stale "waiting" answer is not shown as where the run is', async () => {
+    serveExecution('run-1', 'RUNNING');
+    const events = history([STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload, STATES.prepare, STATES.preparationFailed, STATES.reportFailure]);
+    // The second Prepare failed: it exits with its caught error beside the first pass's answer.
+    const exits = events.filter((e) => e.stateExitedEventDetails?.name === STATES.prepare);
+    exits[1].stateExitedEventDetails!.output = JSON.stringify({ request: { dataset: 'pokemon' }, run: unsettled, error: { Error: 'InvalidDataset', Cause: '{}' } });
+    serveHistory(events);
+    const result = await statusOf('run-1');
+    expect(result.phase).toBe('FAILED');
+    expect(result.waitingFor).toBeUndefined();
+    // Control: without the error, the same answer is where the run is.
+    exits[1].stateExitedEventDetails!.output = JSON.stringify({ request: { dataset: 'pokemon' }, run: unsettled });
+    serveHistory(events);
+    expect((await statusOf('run-1')).waitingFor).toBe(unsettled.reason);
+  });
+
   test('the history is read newest first, only as far as needed', async () => {
     // Hundreds of endpoint polls put Prepare's answer on the third page.
     const states = [...SETTLE, STATES.train, ...DEPLOY, ...Array.from({ length: 40 }, () => POLL).flat(), STATES.waitForEndpoint];
