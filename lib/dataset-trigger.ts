@@ -1,4 +1,5 @@
 import { Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
@@ -57,6 +58,16 @@ export class DatasetTrigger extends Construct {
       removalPolicy: props.removalPolicy,
     });
     props.stateMachine.grantStartExecution(this.kickoff.function);
+    // Lambda writes to the dead-letter queue with the function's role; the queue's messages are
+    // encrypted with the pipeline key, which the role may use only through SQS.
+    this.kickoff.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'EncryptDeadLetters',
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: [storage.key.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `sqs.${Stack.of(this).region}.amazonaws.com` } },
+      }),
+    );
     storage.datasetsBucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.kickoff.function), {
       prefix: props.datasetPrefix,
       suffix: `/${props.triggerFileName}`,

@@ -43,13 +43,26 @@ export const ENDPOINT_POLL_LIMIT = Math.ceil(
   (ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS + ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS + 900) / ENDPOINT_POLL_SECONDS,
 );
 
-/** Errors a SageMaker call may answer that pass with time: quotas in use, throttling, a brief outage. */
-const TRANSIENT_SAGEMAKER_ERRORS = [
-  'SageMaker.ResourceLimitExceededException',
-  'SageMaker.ThrottlingException',
-  'SageMaker.InternalFailureException',
-  'SageMaker.ServiceUnavailableException',
-];
+/**
+ * How each kind of SageMaker call is retried. SageMaker's API model lists few errors
+ * (ResourceLimitExceeded among them); every other one, throttling and internal errors included,
+ * reaches Step Functions under the SDK's generic name: `SageMaker.SageMakerException` from an AWS
+ * SDK integration, `SageMaker.AmazonSageMakerException` from an optimized one. Validation errors
+ * share those names, so the generic retries are short: a mistake fails a minute later, not never.
+ */
+const RETRIES = {
+  /** A quota in use (instances, spot capacity): wait for it, up to half an hour. */
+  resourceLimit: { errors: ['SageMaker.ResourceLimitExceededException'], interval: Duration.seconds(30), backoffRate: 2, maxAttempts: 6 },
+  /** Reads: throttling, mostly, while an endpoint is polled. */
+  read: { errors: ['SageMaker.SageMakerException'], interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 5 },
+  /** Creates and deletes through the AWS SDK integration: nothing was created by a throttled call. */
+  write: { errors: ['SageMaker.SageMakerException'], interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 3 },
+  /**
+   * Create/UpdateEndpoint: also the endpoint config, created a moment before, not yet visible to
+   * CreateEndpoint (it is read eventually consistently; the API reference advises retrying).
+   */
+  deploy: { errors: ['SageMaker.AmazonSageMakerException'], interval: Duration.seconds(10), backoffRate: 2, maxAttempts: 3 },
+} as const;
 
 /**
  * The run workflow (Step Functions, standard, JSONPath): prepare and validate the run, wait while
@@ -107,8 +120,9 @@ export class LoraWorkflow extends Construct {
       endpoint: sagemakerArn('endpoint'),
     };
     const execution = { 'name.$': '$$.Execution.Name', 'startTime.$': '$$.Execution.StartTime' };
-    const retryTransient = (state: sfn.CustomState | tasks.CallAwsService) =>
-      state.addRetry({ errors: TRANSIENT_SAGEMAKER_ERRORS, interval: Duration.seconds(30), backoffRate: 2, maxAttempts: 6, jitterStrategy: sfn.JitterType.FULL });
+    const retry = (state: sfn.CustomState, ...kinds: Array<keyof typeof RETRIES>) => {
+      for (const kind of ['resourceLimit', ...kinds] as const) state.addRetry({ ...RETRIES[kind], errors: [...RETRIES[kind].errors], jitterStrategy: sfn.JitterType.FULL });
+    };
     const sagemakerTask = (name: string, action: string, fields: Record<string, unknown>) =>
       new sfn.CustomState(this, name, {
         stateJson: { Type: 'Task', Resource: `arn:${stack.partition}:states:::${action}`, ...fields },
@@ -144,7 +158,7 @@ export class LoraWorkflow extends Construct {
       [deleteEndpointConfig, deleteModel],
       [deleteModel, notifyFailure],
     ] as const) {
-      retryTransient(state);
+      retry(state, 'write');
       state.addCatch(next, { resultPath: '$.cleanupError' });
       state.next(next);
     }
@@ -167,6 +181,20 @@ export class LoraWorkflow extends Construct {
       retryOnServiceExceptions: true,
     });
     reportFailure.next(cleanUp);
+    // Report is our code: should it fail, the run still notifies and fails with the error caught,
+    // unparsed, and cleans nothing up (what failed is then not known well enough to delete).
+    reportFailure.addCatch(
+      new sfn.Pass(this, STATES.reportFailurePlainly, {
+        parameters: {
+          'subject.$': "States.Format('LoRA run {} failed', $$.Execution.Name)",
+          'message.$': 'States.JsonToString($.failure)',
+          'error.$': '$.failure.error.Error',
+          'cause.$': 'States.JsonToString($.failure.error)',
+        },
+        resultPath: '$.report',
+      }).next(notifyFailure),
+      { resultPath: '$.reportError' },
+    );
 
     const failedAt = (name: string, stage: string) =>
       new sfn.Pass(this, name, { parameters: { stage, 'error.$': '$.error' }, resultPath: '$.failure' }).next(reportFailure);
@@ -209,6 +237,27 @@ export class LoraWorkflow extends Construct {
       retryOnServiceExceptions: true,
     });
     reportSuccess.next(notifySuccess).next(done);
+    // The endpoint is in service whatever happens to the report: a summary from the state alone.
+    reportSuccess.addCatch(
+      new sfn.Pass(this, STATES.reportSuccessPlainly, {
+        parameters: {
+          'subject.$': "States.Format('LoRA run {} is in service', $.run.run)",
+          'message.$': "States.Format('Endpoint {} serves run {}.', $.run.serving.endpointName, $.run.run)",
+          summary: {
+            'run.$': '$.run.run',
+            'dataset.$': '$.run.dataset.name',
+            'trainingJobName.$': '$.run.training.jobName',
+            'modelArtifact.$': '$.training.ModelArtifacts.S3ModelArtifacts',
+            'endpointName.$': '$.run.serving.endpointName',
+          },
+        },
+        resultPath: '$.report',
+      }).next(notifySuccess),
+      { resultPath: '$.reportError' },
+    );
+    for (const report of [reportSuccess, reportFailure]) {
+      report.addRetry({ errors: ['Lambda.TooManyRequestsException'], interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 5, jitterStrategy: sfn.JitterType.FULL });
+    }
 
     // Deployment: wait until the endpoint serves this run's config.
     const countPoll = new sfn.Pass(this, STATES.countPoll, {
@@ -220,7 +269,7 @@ export class LoraWorkflow extends Construct {
       Parameters: { 'EndpointName.$': '$.run.serving.endpointName' },
       ResultPath: '$.endpoint',
     });
-    retryTransient(describeEndpoint);
+    retry(describeEndpoint, 'read');
     catchInto(describeEndpoint, endpointFailed);
     const inService = sfn.Condition.stringEquals('$.endpoint.EndpointStatus', 'InService');
     const endpointReady = new sfn.Choice(this, STATES.endpointReady)
@@ -246,7 +295,7 @@ export class LoraWorkflow extends Construct {
       ResultPath: '$.deployment',
     });
     for (const state of [createEndpoint, updateEndpoint]) {
-      retryTransient(state);
+      retry(state, 'deploy');
       catchInto(state, endpointFailed);
       state.next(waitForEndpoint);
     }
@@ -254,7 +303,8 @@ export class LoraWorkflow extends Construct {
       Parameters: { 'EndpointName.$': '$.run.serving.endpointName' },
       ResultPath: null,
     });
-    retryTransient(findEndpoint);
+    // A missing endpoint is a SageMakerException too, so its retries are brief: a few seconds.
+    findEndpoint.addRetry({ errors: ['SageMaker.SageMakerException'], interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 2 });
     // SageMaker answers a missing endpoint with an error its API model does not list, so only the
     // message tells "not found" from any other failure.
     catchInto(
@@ -286,7 +336,7 @@ export class LoraWorkflow extends Construct {
       ResultPath: null,
     });
     for (const state of [createModel, createEndpointConfig]) {
-      retryTransient(state);
+      retry(state, 'write');
       catchInto(state, deploymentFailed);
     }
     createModel.next(createEndpointConfig).next(findEndpoint);
@@ -320,7 +370,9 @@ export class LoraWorkflow extends Construct {
       },
       ResultPath: '$.training',
     });
-    retryTransient(train);
+    // Only the quota is retried: a generic error might come after the job was created, and the
+    // same name again would be refused (ResourceInUse) while the first job runs on.
+    retry(train);
     catchInto(train, trainingFailed);
     train.next(createModel);
 
@@ -358,7 +410,7 @@ export class LoraWorkflow extends Construct {
       tracingEnabled: true,
     });
     this.grantSageMaker(arns, [training.role, serving.role]);
-    this.grantNotifications();
+    this.grantKeyUse();
   }
 
   /** What the state machine does in SageMaker, on the run-name prefix's resources only. */
@@ -372,6 +424,8 @@ export class LoraWorkflow extends Construct {
       // Creating or updating an endpoint is authorized on the endpoint and on the config it uses.
       ['DeployEndpoints', ['sagemaker:CreateEndpoint', 'sagemaker:UpdateEndpoint'], [arns.endpoint, arns.endpointConfig]],
       ['ManageEndpoints', ['sagemaker:DescribeEndpoint', 'sagemaker:DeleteEndpoint', 'sagemaker:AddTags'], [arns.endpoint]],
+      // Step Functions' own SageMaker policies read back the tags of what they create.
+      ['ReadTags', ['sagemaker:ListTags'], [arns.model, arns.endpointConfig, arns.endpoint]],
       // `.sync` learns that a job ended from this managed EventBridge rule.
       [
         'FollowTrainingJobs',
@@ -409,9 +463,19 @@ export class LoraWorkflow extends Construct {
 
   /**
    * The topic is encrypted with the pipeline key: publishing needs the key, but only through SNS.
-   * (The SnsPublish tasks grant sns:Publish on the topic themselves.)
+   * (The SnsPublish tasks grant sns:Publish on the topic themselves.) An endpoint config or a job
+   * that names the key (on instance types without local storage) makes SageMaker create grants
+   * on it for its instances' volumes, on the caller's behalf.
    */
-  private grantNotifications(): void {
+  private grantKeyUse(): void {
+    this.stateMachine.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'LetSageMakerEncryptVolumes',
+        actions: ['kms:CreateGrant', 'kms:DescribeKey'],
+        resources: [this.props.storage.key.keyArn],
+        conditions: { Bool: { 'kms:GrantIsForAWSResource': 'true' } },
+      }),
+    );
     this.stateMachine.addToRolePolicy(
       new iam.PolicyStatement({
         sid: 'EncryptNotifications',

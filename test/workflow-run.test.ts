@@ -280,6 +280,92 @@ describeWithMoto('the workflow, run locally against moto', () => {
     ]);
   });
 
+  /** An error as the SDK raises it for one SageMaker's API model does not list (throttling, validation). */
+  const unlisted = (name: string, message: string) => new sagemaker.SageMakerServiceException({ name, $fault: 'client', $metadata: {}, message });
+
+  test('a throttled endpoint poll is retried under the name Step Functions gives it, and the run succeeds', async () => {
+    await pokemon();
+    let throttled = 0;
+    const service = sagemakerService(async (command, answer) => {
+      if (command instanceof sagemaker.DescribeEndpointCommand && throttled === 0 && (await list()).endpoints.length > 0) {
+        throttled += 1;
+        throw unlisted('ThrottlingException', 'Rate exceeded');
+      }
+      return answer();
+    });
+    const result = await run({ dataset: 'pokemon' }, { service });
+    expect(throttled).toBe(1);
+    expect(result.status).toBe('SUCCEEDED');
+    expect(result.retries[STATES.describeEndpoint]).toBe(1);
+  });
+
+  test('an endpoint config not yet visible to CreateEndpoint: the create is retried', async () => {
+    await pokemon();
+    let refused = 0;
+    const service = sagemakerService(async (command, answer) => {
+      if (command instanceof sagemaker.CreateEndpointCommand && refused === 0) {
+        refused += 1;
+        throw unlisted('ValidationException', 'Could not find endpoint configuration "lora-pokemon-…".');
+      }
+      return answer();
+    });
+    const result = await run({ dataset: 'pokemon' }, { service });
+    expect(result.status).toBe('SUCCEEDED');
+    expect(result.retries[STATES.createEndpoint]).toBe(1);
+  });
+
+  test('an update that SageMaker rolls back: EndpointFailed, this run\'s model and config removed, the endpoint kept on the previous run', async () => {
+    await pokemon();
+    const first = await run({ dataset: 'pokemon' }, { name: 'first' });
+    const previous = String((first.output as Record<string, unknown>).run);
+    // The update is accepted, then the endpoint comes back in service on its previous config.
+    const service = sagemakerService(async (command, answer) => {
+      const described = await answer();
+      return command instanceof sagemaker.DescribeEndpointCommand && (described as any).EndpointConfigName !== previous
+        ? { ...described, EndpointStatus: 'InService', EndpointConfigName: previous, FailureReason: 'Insufficient capacity for ml.g4dn.xlarge.' }
+        : described;
+    });
+    published = [];
+    const second = await run({ dataset: 'pokemon' }, { name: 'second', service });
+    expect(second).toMatchObject({ status: 'FAILED', error: 'EndpointFailed' });
+    expect(second.cause).toContain('rolled back');
+    expect(second.visited).not.toContain(STATES.deleteFailedEndpoint);
+    const left = await list();
+    expect(left.models.map((m) => m.ModelName)).toEqual([previous]);
+    expect(left.configs.map((c) => c.EndpointConfigName)).toEqual([previous]);
+    expect(left.endpoints.map((e) => e.EndpointName)).toEqual(['lora-pokemon']);
+    expect(published).toHaveLength(1);
+  });
+
+  test('a Report function that fails still ends the run as failed with the error caught, and notifies', async () => {
+    await upload('empty', { 'notes.md': 'no images here', 'dataset.toml': '' });
+    const broken: (handler: TaskHandler) => TaskHandler = () => () => {
+      throw taskError('Lambda.Unknown', 'The function timed out');
+    };
+    const result = await run({ dataset: 'empty' }, { wrap: { [STATES.reportFailure]: broken } });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'InvalidDataset' });
+    expect(result.visited).toContain(STATES.reportFailurePlainly);
+    expect(published).toEqual([expect.objectContaining({ Subject: 'LoRA run run-1 failed' })]);
+  });
+
+  test('a Report function that fails after a successful deployment: the run still succeeds, with the summary the state holds', async () => {
+    await pokemon();
+    const broken: (handler: TaskHandler) => TaskHandler = () => () => {
+      throw taskError('Lambda.Unknown', 'The function timed out');
+    };
+    const result = await run({ dataset: 'pokemon' }, { wrap: { [STATES.reportSuccess]: broken } });
+    expect(result.status).toBe('SUCCEEDED');
+    const output = result.output as Record<string, unknown>;
+    expect(output).toEqual({
+      run: expect.stringMatching(/^lora-pokemon-/),
+      dataset: 'pokemon',
+      trainingJobName: output.run,
+      modelArtifact: expect.stringMatching(/^s3:\/\//),
+      endpointName: 'lora-pokemon',
+    });
+    expect(published).toEqual([expect.objectContaining({ Subject: `LoRA run ${String(output.run)} is in service` })]);
+  });
+
   test('an endpoint that never comes up: polling stops at its cap, and nothing is deleted', async () => {
     await pokemon();
     const service = sagemakerService(async (command, answer) => {

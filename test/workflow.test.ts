@@ -44,14 +44,29 @@ describe('the state machine', () => {
     expect(train.AlgorithmSpecification.MetricDefinitions).toEqual(stack.training.metricDefinitions);
   });
 
-  test('retries quota and throttling errors with backoff, and never a validation error', () => {
-    for (const name of [STATES.train, STATES.createModel, STATES.createEndpointConfig, STATES.createEndpoint, STATES.updateEndpoint, STATES.describeEndpoint]) {
-      const retry = (definition.States[name] as any).Retry as Array<{ ErrorEquals: string[]; BackoffRate: number; MaxAttempts: number }>;
-      expect([name, retry.flatMap((r) => r.ErrorEquals)]).toEqual([name, expect.arrayContaining(['SageMaker.ResourceLimitExceededException', 'SageMaker.ThrottlingException'])]);
-      expect(retry.flatMap((r) => r.ErrorEquals)).not.toEqual(expect.arrayContaining([expect.stringMatching(/Validation|States\.ALL|AmazonSageMakerException|SageMakerException$/)]));
-      expect(retry.every((r) => r.BackoffRate >= 2 && r.MaxAttempts > 1)).toBe(true);
+  test('retries quota errors for up to half an hour, other errors briefly, and a training job only for quota', () => {
+    const retriers = (name: string) => ((definition.States[name] as any).Retry ?? []) as Array<{ ErrorEquals: string[]; IntervalSeconds: number; BackoffRate: number; MaxAttempts: number }>;
+    /** Seconds a retrier may wait in all, its jitter aside. */
+    const patience = (r: { IntervalSeconds: number; BackoffRate: number; MaxAttempts: number }) =>
+      Array.from({ length: r.MaxAttempts }, (_, i) => r.IntervalSeconds * r.BackoffRate ** i).reduce((a, b) => a + b, 0);
+    const sagemakerTasks = Object.entries(definition.States).filter(([, state]) => /:sagemaker:/.test((state as any).Resource ?? ''));
+    expect(sagemakerTasks.length).toBe(10);
+    for (const [name, state] of sagemakerTasks) {
+      const [first, ...rest] = retriers(name);
+      const generic = (state as any).Resource.includes(':aws-sdk:') ? 'SageMaker.SageMakerException' : 'SageMaker.AmazonSageMakerException';
+      if (name !== STATES.findEndpoint) {
+        expect([name, first.ErrorEquals]).toEqual([name, ['SageMaker.ResourceLimitExceededException']]);
+        expect(patience(first)).toBeGreaterThan(1800);
+      }
+      // Names SageMaker never gives would be dead retriers; States.ALL would retry mistakes.
+      for (const r of rest) expect([name, r.ErrorEquals]).toEqual([name, [generic]]);
+      for (const r of rest) expect([name, patience(r) <= 300]).toEqual([name, true]);
+      for (const r of retriers(name)) expect(r.BackoffRate).toBeGreaterThanOrEqual(2);
     }
-    const prepareRetry = (definition.States[STATES.prepare] as any).Retry as Array<{ ErrorEquals: string[]; MaxAttempts: number }>;
+    expect(retriers(STATES.train).flatMap((r) => r.ErrorEquals)).toEqual(['SageMaker.ResourceLimitExceededException']);
+    expect(retriers(STATES.describeEndpoint).flatMap((r) => r.ErrorEquals)).toContain('SageMaker.SageMakerException');
+    expect(retriers(STATES.createEndpoint).flatMap((r) => r.ErrorEquals)).toContain('SageMaker.AmazonSageMakerException');
+    const prepareRetry = retriers(STATES.prepare) as Array<{ ErrorEquals: string[]; MaxAttempts: number }>;
     // Retriers are tried in order: a refused input or dataset stops at the first, which allows no attempt.
     expect(prepareRetry[0]).toEqual({ ErrorEquals: ['InvalidInput', 'InvalidDataset'], MaxAttempts: 0 });
   });
@@ -69,7 +84,15 @@ describe('the state machine', () => {
     const failed = definition.States[STATES.failed] as any;
     expect(failed).toEqual({ Type: 'Fail', ErrorPath: '$.report.error', CausePath: '$.report.cause' });
     const catches = Object.entries(definition.States).flatMap(([name, state]) => ((state as any).Catch ?? []).map((c: any) => [name, c.Next]));
-    const failureStates: string[] = [STATES.preparationFailed, STATES.trainingFailed, STATES.deploymentFailed, STATES.endpointFailed, STATES.endpointFound];
+    const failureStates: string[] = [
+      STATES.preparationFailed,
+      STATES.trainingFailed,
+      STATES.deploymentFailed,
+      STATES.endpointFailed,
+      STATES.endpointFound,
+      STATES.reportFailurePlainly,
+      STATES.reportSuccessPlainly,
+    ];
     const ends = [STATES.succeeded, STATES.failed, STATES.notifyFailure, STATES.deleteEndpointConfig, STATES.deleteModel];
     for (const [name, next] of catches) expect([name, [...failureStates, ...ends].includes(next)]).toEqual([name, true]);
     for (const name of [STATES.preparationFailed, STATES.trainingFailed, STATES.deploymentFailed, STATES.endpointFailed, STATES.endpointNotInService, STATES.endpointTimedOut]) {
@@ -116,11 +139,14 @@ describe('the state machine role: least privilege', () => {
     expect(rule.Resource).toBe('arn:aws:events:us-east-1:123456789012:rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule');
   });
 
-  test('uses the pipeline key only through SNS, to publish to the encrypted topic', () => {
+  test('uses the pipeline key only through SNS, and lets SageMaker create grants on it only for AWS resources', () => {
     const kms = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('kms:')));
-    expect(kms).toHaveLength(1);
-    expect(actionsOf(kms[0]).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
-    expect(kms[0].Condition).toEqual({ StringEquals: { 'kms:ViaService': { 'Fn::Join': ['', ['sns.', { Ref: 'AWS::Region' }, '.amazonaws.com']] } } });
+    expect(kms.map((s) => actionsOf(s).sort())).toEqual([
+      ['kms:CreateGrant', 'kms:DescribeKey'],
+      ['kms:Decrypt', 'kms:GenerateDataKey'],
+    ]);
+    expect(kms[0].Condition).toEqual({ Bool: { 'kms:GrantIsForAWSResource': 'true' } });
+    expect(kms[1].Condition).toEqual({ StringEquals: { 'kms:ViaService': { 'Fn::Join': ['', ['sns.', { Ref: 'AWS::Region' }, '.amazonaws.com']] } } });
   });
 });
 
@@ -197,6 +223,11 @@ describe('the S3 trigger', () => {
     const keyId = stack.getLogicalId(stack.storage.key.node.defaultChild as never);
     expect((Object.values(queues)[0] as any).Properties).toMatchObject({ KmsMasterKeyId: { 'Fn::GetAtt': [keyId, 'Arn'] }, MessageRetentionPeriod: 14 * 24 * 3600 });
     template.hasResourceProperties('AWS::Lambda::Function', { DeadLetterConfig: { TargetArn: Match.anyValue() } });
+    // Lambda sends to the queue as the function: its role must be able to encrypt with the queue's key.
+    const { statements } = roleStatements(stack, template, stack.trigger.kickoff.role);
+    const kms = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('kms:')));
+    expect(kms.map((s) => [actionsOf(s).sort(), resolved(s.Condition)])).toEqual([[['kms:Decrypt', 'kms:GenerateDataKey'], '{"StringEquals":{"kms:ViaService":"sqs.us-east-1.amazonaws.com"}}']]);
+    expect(statements.some((s) => actionsOf(s).includes('sqs:SendMessage'))).toBe(true);
   });
 });
 

@@ -222,19 +222,7 @@ function reportFailure(event: Record<string, unknown>, options: ReportOptions): 
     logsUrl = job?.logsUrl ?? (jobName !== undefined && options.region !== undefined ? trainingLogsUrl(options.region, jobName) : undefined);
   }
 
-  // What a failed deployment created is removed: the model and config (one of them may not exist
-  // yet, which the workflow's best-effort delete tolerates), and the endpoint only when this run
-  // created it, since an existing one still serves the previous model. A timed-out endpoint may
-  // still come up, so it is left alone.
-  let cleanup: ReportResult['cleanup'];
-  if ((stage === 'endpoint' || stage === 'model') && run !== undefined) {
-    const deployment = state.deployment as { endpointExisted?: unknown } | undefined;
-    cleanup = {
-      modelName: run.serving.modelName,
-      endpointConfigName: run.serving.endpointConfigName,
-      ...(stage === 'endpoint' && deployment?.endpointExisted === false ? { endpointName: run.serving.endpointName } : {}),
-    };
-  }
+  const cleanup = cleanupOf(stage, run, state);
 
   const who = run !== undefined ? `run ${run.run}` : dataset !== undefined ? `dataset "${dataset}"` : `execution ${execution.name}`;
   const subject = snsSubject(`LoRA ${who} failed: ${error}`);
@@ -300,4 +288,27 @@ export function report(event: ReportEvent, options: ReportOptions): ReportResult
   const received: unknown = event;
   const record = isRecord(received) ? received : {};
   return record.outcome === 'succeeded' ? reportSuccess(record) : reportFailure(record, options);
+}
+
+/** Endpoint states in which the run's model and config serve nothing, so they may go. */
+const ENDPOINT_GONE_WRONG = ['Failed', 'OutOfService', 'Deleting'];
+
+/**
+ * What a failed deployment created, to delete: only what is known to serve nothing. The model and
+ * config go when the deployment was refused (no `deployment` recorded), or when the endpoint
+ * failed, went out of service, or is back in service on another config (a rolled-back update);
+ * the endpoint too when this run created it and it failed. An endpoint still being created or
+ * updated (a describe call failed, or polling timed out) may still come up on them: nothing goes.
+ */
+function cleanupOf(stage: FailureStage, run: PreparedRun | undefined, state: Record<string, unknown>): ReportResult['cleanup'] {
+  if ((stage !== 'endpoint' && stage !== 'model') || run === undefined) return undefined;
+  const resources = { modelName: run.serving.modelName, endpointConfigName: run.serving.endpointConfigName };
+  const deployment = isRecord(state.deployment) ? state.deployment : undefined;
+  if (stage === 'model' || deployment === undefined) return resources;
+  const endpoint = isRecord(state.endpoint) ? state.endpoint : {};
+  const status = endpoint.EndpointStatus;
+  const rolledBack = status === 'InService' && endpoint.EndpointConfigName !== run.serving.endpointConfigName;
+  if (!(rolledBack || ENDPOINT_GONE_WRONG.includes(String(status)))) return undefined;
+  const created = deployment.endpointExisted === false && (status === 'Failed' || status === 'OutOfService');
+  return created ? { ...resources, endpointName: run.serving.endpointName } : resources;
 }

@@ -139,6 +139,25 @@ describe('a run whose endpoint failed', () => {
     expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
   });
 
+  test('a describe call that failed while the endpoint was still being created deletes nothing: it may still come up', () => {
+    const creating = { EndpointName: 'lora-pokemon', EndpointStatus: 'Creating', EndpointConfigName: run.run };
+    const state = { request: {}, run, endpoint: creating, deployment: { endpointExisted: false } };
+    expect(failed('endpoint', { Error: 'SageMaker.SageMakerException', Cause: 'Rate exceeded' }, state).cleanup).toBeUndefined();
+    // Nor before the first describe answered.
+    expect(failed('endpoint', { Error: 'SageMaker.SageMakerException', Cause: 'Rate exceeded' }, { ...state, endpoint: undefined }).cleanup).toBeUndefined();
+    // Control: the same run once the endpoint has failed.
+    expect(failed('endpoint', { Error: 'EndpointFailed' }, { ...state, endpoint: failedEndpoint }).cleanup).toEqual({
+      modelName: run.run,
+      endpointConfigName: run.run,
+      endpointName: 'lora-pokemon',
+    });
+  });
+
+  test('a refused create or update (no deployment recorded) removes the model and config only', () => {
+    const result = failed('endpoint', { Error: 'SageMaker.AmazonSageMakerException', Cause: 'Could not find endpoint configuration.' }, { request: {}, run });
+    expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
+  });
+
   test('a refused UpdateEndpoint is not mistaken for a rollback', () => {
     const existing = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: 'an-older-run' };
     const result = failed('endpoint', { Error: 'SageMaker.ResourceLimitExceededException', Cause: 'Quota exceeded.' }, { request: {}, run, endpoint: existing, deployment: { endpointExisted: true } });
