@@ -349,7 +349,6 @@ export class LoraWorkflow extends Construct {
           TrainingImage: training.imageUri,
           TrainingInputMode: 'File',
           MetricDefinitions: training.metricDefinitions,
-          EnableSageMakerMetricsTimeSeries: true,
         },
         'HyperParameters.$': '$.run.training.hyperparameters',
         'InputDataConfig.$': '$.run.training.inputDataConfig',
