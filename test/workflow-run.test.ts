@@ -6,7 +6,7 @@ import { STATES, type PrepareSettings } from '../lambda/shared/contract';
 import { createHandler } from '../lambda/prepare/handler';
 import { parseSettings } from '../lambda/prepare/settings';
 import { handler as reportHandler } from '../lambda/report/index';
-import { ENDPOINT_POLL_LIMIT } from '../lib/lora-workflow';
+import { ENDPOINT_POLL_LIMIT } from '../lib/run-definition';
 import { synthPipeline } from './support/app';
 import { assertValidAsl, extractDefinition, resolveIntrinsics } from './support/asl';
 import { runLocally, taskError, type JsonValue, type TaskHandler } from './support/local-sfn';

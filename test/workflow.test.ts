@@ -1,6 +1,6 @@
 import { Match } from 'aws-cdk-lib/assertions';
 import { STATES } from '../lambda/shared/contract';
-import { ENDPOINT_POLL_LIMIT, ENDPOINT_POLL_SECONDS } from '../lib/lora-workflow';
+import { ENDPOINT_POLL_LIMIT, ENDPOINT_POLL_SECONDS } from '../lib/run-definition';
 import { ServingContainer } from '../lib/serving-container';
 import { synthPipeline } from './support/app';
 import { extractDefinition, resolveIntrinsics } from './support/asl';
