@@ -70,16 +70,22 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
       stateJson: { Type: 'Task', Resource: `arn:${stack.partition}:states:::${action}`, ...fields },
     });
 
+  /** Publishes Report's subject and message, then goes on to `end` even if publishing fails: the outcome stands. */
+  const notify = (name: string, end: sfn.State) => {
+    const publish = new tasks.SnsPublish(scope, name, {
+      topic,
+      subject: sfn.JsonPath.stringAt('$.report.subject'),
+      message: sfn.TaskInput.fromJsonPathAt('$.report.message'),
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    publish.addCatch(end, { resultPath: '$.notifyError' });
+    publish.next(end);
+    return publish;
+  };
+
   // Failure path: each stage records where it failed; Report turns that into a reason.
   const failed = new sfn.Fail(scope, STATES.failed, { errorPath: '$.report.error', causePath: '$.report.cause' });
-  const notifyFailure = new tasks.SnsPublish(scope, STATES.notifyFailure, {
-    topic,
-    subject: sfn.JsonPath.stringAt('$.report.subject'),
-    message: sfn.TaskInput.fromJsonPathAt('$.report.message'),
-    resultPath: sfn.JsonPath.DISCARD,
-  });
-  notifyFailure.addCatch(failed, { resultPath: '$.notifyError' });
-  notifyFailure.next(failed);
+  const notifyFailure = notify(STATES.notifyFailure, failed);
 
   const deleteModel = sagemakerTask(STATES.deleteModel, 'aws-sdk:sagemaker:deleteModel', {
     Parameters: { 'ModelName.$': '$.report.cleanup.modelName' },
@@ -163,14 +169,7 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
 
   // Success path.
   const done = new sfn.Succeed(scope, STATES.succeeded, { outputPath: '$.report.summary' });
-  const notifySuccess = new tasks.SnsPublish(scope, STATES.notifySuccess, {
-    topic,
-    subject: sfn.JsonPath.stringAt('$.report.subject'),
-    message: sfn.TaskInput.fromJsonPathAt('$.report.message'),
-    resultPath: sfn.JsonPath.DISCARD,
-  });
-  // The endpoint is in service: a lost notification must not turn the run into a failure.
-  notifySuccess.addCatch(done, { resultPath: '$.notifyError' });
+  const notifySuccess = notify(STATES.notifySuccess, done);
   const reportSuccess = new tasks.LambdaInvoke(scope, STATES.reportSuccess, {
     lambdaFunction: props.report,
     payloadResponseOnly: true,
@@ -178,7 +177,7 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
     resultPath: '$.report',
     retryOnServiceExceptions: true,
   });
-  reportSuccess.next(notifySuccess).next(done);
+  reportSuccess.next(notifySuccess);
   // The endpoint is in service whatever happens to the report: a summary from the state alone.
   reportSuccess.addCatch(
     new sfn.Pass(scope, STATES.reportSuccessPlainly, {
