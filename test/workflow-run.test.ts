@@ -5,6 +5,7 @@ import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { STATES, type PrepareSettings } from '../lambda/shared/contract';
 import { createHandler } from '../lambda/prepare/handler';
 import { parseSettings } from '../lambda/prepare/settings';
+import { kickoff, settingsFromEnvironment } from '../lambda/kickoff/kickoff';
 import { handler as reportHandler } from '../lambda/report/index';
 import { ENDPOINT_POLL_LIMIT } from '../lib/run-definition';
 import { synthPipeline } from './support/app';
@@ -28,10 +29,12 @@ function deployed(config: Record<string, unknown> = {}) {
   const settings: PrepareSettings = parseSettings(
     String(resolveIntrinsics(resources[prepareId].Properties.Environment.Variables.SETTINGS, resources as never)),
   );
-  return { definition, settings };
+  const kickoffId = stack.getLogicalId(stack.trigger.kickoff.function.node.defaultChild as never);
+  const kickoffEnvironment = resolveIntrinsics(resources[kickoffId].Properties.Environment.Variables, resources as never) as Record<string, string>;
+  return { definition, settings, kickoffEnvironment };
 }
 
-const { definition: defaultDefinition, settings: defaultSettings } = deployed();
+const { definition: defaultDefinition, settings: defaultSettings, kickoffEnvironment } = deployed();
 const definition = defaultDefinition;
 const settings = defaultSettings;
 const topicArn = String((definition.States[STATES.notifyFailure] as any).Parameters.TopicArn);
@@ -161,6 +164,36 @@ describeWithMoto('the workflow, run locally against moto', () => {
     expect(config.KmsKeyId).toBeUndefined();
 
     expect(published).toEqual([expect.objectContaining({ Subject: `LoRA run ${runName} is in service` })]);
+  });
+
+  test('an upload through the kickoff: its execution input and name run the workflow, for a folder name S3 had to encode', async () => {
+    const folder = 'Poké mon+1';
+    await upload(folder, { '0001.png': PNG, '0001.txt': 'a green pokemon', 'dataset.toml': '' });
+    const key = `${settings.datasetPrefix}${folder}/dataset.toml`;
+    // S3 event notifications carry keys URL-encoded, a space as '+'.
+    const s3Key = encodeURIComponent(key).replace(/%2F/g, '/').replace(/%20/g, '+');
+    const event = {
+      Records: [
+        {
+          eventVersion: '2.1',
+          eventSource: 'aws:s3',
+          awsRegion: 'us-east-1',
+          eventTime: new Date().toISOString(),
+          eventName: 'ObjectCreated:Put',
+          s3: { bucket: { name: settings.datasetsBucket }, object: { key: s3Key, size: 0, sequencer: '0066D2B5A3F1C0E2A1' } },
+        },
+      ],
+    };
+    const requests: Array<{ name: string; input: string }> = [];
+    // The kickoff function's settings as the stack sets them.
+    await kickoff(event as never, settingsFromEnvironment(kickoffEnvironment), async (request) => {
+      requests.push(request);
+      return { executionArn: 'arn', startDate: new Date() };
+    });
+    expect(requests).toHaveLength(1);
+    const result = await run(JSON.parse(requests[0].input), { name: requests[0].name });
+    expect(result.error).toBeUndefined();
+    expect(result.output).toMatchObject({ dataset: folder, endpointName: expect.stringMatching(/^lora-poke-mon-1-[0-9a-f]{8}$/) });
   });
 
   test('retrain: a second run of the dataset updates its endpoint in place', async () => {
