@@ -57,6 +57,9 @@ describeWithMoto('the workflow, run locally against moto', () => {
   let published: Array<{ Subject?: string; Message?: string }>;
 
   beforeAll(async () => {
+    // The functions log a JSON line per decision; the assertions below say what matters.
+    jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    jest.spyOn(console, 'warn').mockImplementation(() => undefined);
     moto = await startMoto();
     s3 = new S3Client(moto.clientConfig);
     sm = new sagemaker.SageMakerClient(moto.clientConfig);
