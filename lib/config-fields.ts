@@ -149,7 +149,7 @@ export const CONFIG_FIELDS = {
     schema: z.enum(['retain', 'destroy']),
     default: 'retain',
     allowed: "'retain' or 'destroy'",
-    description: "What 'cdk destroy' does with the buckets and the key: keep them, or delete them with all their data.",
+    description: "What 'cdk destroy' does with the buckets, the key and the log groups: keep them, or delete them with all their data.",
   }),
   logRetentionDays: field({
     schema: integer(1, 3653).refine((d) => (LOG_RETENTION_DAYS as readonly number[]).includes(d)),

@@ -103,7 +103,7 @@ function because(context: FailureContext): string {
 
 function prepareCause(context: FailureContext): string {
   const reason = causeText(context.cause);
-  if (reason !== undefined && context.errorName === PREPARE_ERRORS.invalidInput) return `The execution input is invalid: ${sentence(reason)}`;
+  if (reason !== undefined && context.errorName === PREPARE_ERRORS.invalidInput) return `The run's input (its execution input or train.json) is invalid: ${sentence(reason)}`;
   if (reason !== undefined && context.errorName === PREPARE_ERRORS.invalidDataset) return `The dataset is invalid: ${sentence(reason)}`;
   return `Preparing the run failed${because(context)}`;
 }

@@ -1,5 +1,5 @@
 /**
- * The contracts between the workflow (lib/workflow.ts) and its functions: the state names the
+ * The contracts between the workflow (lib/run-definition.ts) and its functions: the state names the
  * status function reads back from an execution's history, what the kickoff puts into an
  * execution's input, what Prepare receives and returns, and what Report turns a run's end into.
  * Both sides import these types, so a change to one shows up as a type error in the other.
@@ -283,13 +283,13 @@ export interface RunSummary {
 export interface ReportResult {
   /** SNS Subject: printable ASCII, fewer than 100 characters, one line. */
   readonly subject: string;
-  /** The notification body (JSON, pretty-printed text is fine). */
+  /** The notification body: readable text, then the details as JSON. */
   readonly message: string;
   /** On success, the execution's output. */
   readonly summary?: RunSummary;
   /** On failure, the Fail state's Error: e.g. `InvalidDataset`, `TrainingFailed`, `EndpointFailed`. */
   readonly error?: string;
-  /** On failure, the Fail state's Cause: what failed and why, in one or two sentences. */
+  /** On failure, the Fail state's Cause: what failed and why (every problem of a refused input; at most 4000 characters). */
   readonly cause?: string;
   /** On a failed deployment (stage `model` or `endpoint`): what this run created, to delete. */
   readonly cleanup?: {
