@@ -134,7 +134,8 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
   reportFailure.addCatch(
     new sfn.Pass(scope, STATES.reportFailurePlainly, {
       parameters: {
-        'subject.$': "States.Format('LoRA run {} failed', $$.Execution.Name)",
+        // Static: an execution started by hand may have a name SNS refuses in a subject.
+        subject: 'A LoRA run failed (its report could not be written)',
         'message.$': 'States.JsonToString($.failure)',
         'error.$': '$.failure.error.Error',
         'cause.$': 'States.JsonToString($.failure.error)',
@@ -235,9 +236,18 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
     ResultSelector: { endpointExisted: true },
     ResultPath: '$.deployment',
   });
+  // A create or update that answered with an error may still have taken effect (a lost answer,
+  // then a retry refused as a duplicate): what the endpoint is on decides what may be cleaned up.
+  const checkEndpoint = sagemakerTask(STATES.checkEndpoint, 'aws-sdk:sagemaker:describeEndpoint', {
+    Parameters: { 'EndpointName.$': '$.run.serving.endpointName' },
+    ResultPath: '$.endpoint',
+  });
+  retry(checkEndpoint, 'read');
+  checkEndpoint.addCatch(endpointFailed, { resultPath: '$.checkError' });
+  checkEndpoint.next(endpointFailed);
   for (const state of [createEndpoint, updateEndpoint]) {
     retry(state, 'deploy');
-    catchInto(state, endpointFailed);
+    catchInto(state, checkEndpoint);
     state.next(waitForEndpoint);
   }
   const findEndpoint = sagemakerTask(STATES.findEndpoint, 'aws-sdk:sagemaker:describeEndpoint', {
@@ -251,7 +261,7 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
   catchInto(
     findEndpoint,
     new sfn.Choice(scope, STATES.endpointFound)
-      .when(sfn.Condition.stringMatches('$.error.Cause', '*Could not find endpoint*'), createEndpoint)
+      .when(sfn.Condition.and(sfn.Condition.isPresent('$.error.Cause'), sfn.Condition.stringMatches('$.error.Cause', '*Could not find endpoint*')), createEndpoint)
       .otherwise(endpointFailed),
   );
   findEndpoint.next(updateEndpoint);

@@ -350,6 +350,23 @@ describeWithMoto('the workflow, run locally against moto', () => {
     expect(result.retries[STATES.createEndpoint]).toBe(1);
   });
 
+  test('a create whose answer is lost: the retry is refused as a duplicate, and nothing the endpoint is coming up on is deleted', async () => {
+    await pokemon();
+    let answers = 0;
+    const service = sagemakerService(async (command, answer) => {
+      const result = await answer();
+      if (command instanceof sagemaker.CreateEndpointCommand && answers++ === 0) throw unlisted('InternalFailure', 'We encountered an internal error. Please try again.');
+      return result;
+    });
+    const result = await run({ dataset: 'pokemon' }, { service });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'EndpointFailed' });
+    expect(result.visited).toContain(STATES.checkEndpoint);
+    expect(result.cause).toContain("Yet the endpoint is on this run's configuration");
+    expect(result.visited).not.toContain(STATES.deleteModel);
+    const left = await list();
+    expect([left.models.length, left.configs.length, left.endpoints.length]).toEqual([1, 1, 1]);
+  });
+
   test('an update that SageMaker rolls back: EndpointFailed, this run\'s model and config removed, the endpoint kept on the previous run', async () => {
     await pokemon();
     const first = await run({ dataset: 'pokemon' }, { name: 'first' });
@@ -381,7 +398,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
     const result = await run({ dataset: 'empty' }, { wrap: { [STATES.reportFailure]: broken } });
     expect(result).toMatchObject({ status: 'FAILED', error: 'InvalidDataset' });
     expect(result.visited).toContain(STATES.reportFailurePlainly);
-    expect(published).toEqual([expect.objectContaining({ Subject: 'LoRA run run-1 failed' })]);
+    expect(published).toEqual([expect.objectContaining({ Subject: 'A LoRA run failed (its report could not be written)' })]);
   });
 
   test('a Report function that fails after a successful deployment: the run still succeeds, with the summary the state holds', async () => {

@@ -50,7 +50,7 @@ describe('the state machine', () => {
     const patience = (r: { IntervalSeconds: number; BackoffRate: number; MaxAttempts: number }) =>
       Array.from({ length: r.MaxAttempts }, (_, i) => r.IntervalSeconds * r.BackoffRate ** i).reduce((a, b) => a + b, 0);
     const sagemakerTasks = Object.entries(definition.States).filter(([, state]) => /:sagemaker:/.test((state as any).Resource ?? ''));
-    expect(sagemakerTasks.length).toBe(10);
+    expect(sagemakerTasks.length).toBe(11);
     for (const [name, state] of sagemakerTasks) {
       const [first, ...rest] = retriers(name);
       const generic = (state as any).Resource.includes(':aws-sdk:') ? 'SageMaker.SageMakerException' : 'SageMaker.AmazonSageMakerException';
@@ -92,6 +92,7 @@ describe('the state machine', () => {
       STATES.endpointFound,
       STATES.reportFailurePlainly,
       STATES.reportSuccessPlainly,
+      STATES.checkEndpoint,
     ];
     const ends = [STATES.succeeded, STATES.failed, STATES.notifyFailure, STATES.deleteEndpointConfig, STATES.deleteModel];
     for (const [name, next] of catches) expect([name, [...failureStates, ...ends].includes(next)]).toEqual([name, true]);

@@ -136,9 +136,20 @@ async function readTrainJson(dataset: DatasetLocation, files: ReadonlyMap<string
   return parsed.options;
 }
 
+/**
+ * Passes of the settle loop a run may make: each costs about 9 history events, and Step Functions
+ * fails an execution at its 25,000th event, uncatchably (no report, no notification).
+ */
+const MAX_SETTLE_PASSES = 2000;
+
+/** The shortest wait between two passes, so that waiting `maxSettleWaitSeconds` fits in MAX_SETTLE_PASSES. */
+function shortestWait(settings: PrepareSettings): number {
+  return Math.max(1, Math.ceil(settings.maxSettleWaitSeconds / MAX_SETTLE_PASSES));
+}
+
 /** An object listed a moment ago is gone: the folder is changing, so wait as for any change. */
 function changedWhileReading(name: string, settings: PrepareSettings): UnsettledRun {
-  return { settled: false, waitSeconds: Math.max(1, settings.settleSeconds), reason: `${name} was deleted or replaced while it was being read` };
+  return { settled: false, waitSeconds: Math.max(shortestWait(settings), settings.settleSeconds), reason: `${name} was deleted or replaced while it was being read` };
 }
 
 /**
@@ -160,7 +171,7 @@ async function settleState(objects: readonly ListedObject[], dataset: DatasetLoc
     if (waited > settings.maxSettleWaitSeconds) throw tooLong(`${open[0]} is still being uploaded`);
     return {
       settled: false,
-      waitSeconds: Math.max(1, settings.settleSeconds),
+      waitSeconds: Math.max(shortestWait(settings), settings.settleSeconds),
       reason: `${open[0]}${open.length > 1 ? ` and ${open.length - 1} more` : ''} still being uploaded into ${dataset.uri}`,
     };
   }
@@ -172,7 +183,7 @@ async function settleState(objects: readonly ListedObject[], dataset: DatasetLoc
   const shownAge = Math.max(0, Math.floor(age));
   if (waited > settings.maxSettleWaitSeconds) throw tooLong(`${latest.key} changed ${shownAge} s ago`);
   // A clock behind S3's makes the age negative: never wait longer than a full settle period.
-  const waitSeconds = Math.min(settings.settleSeconds, Math.max(1, Math.ceil(settings.settleSeconds - age)));
+  const waitSeconds = Math.max(shortestWait(settings), Math.min(settings.settleSeconds, Math.ceil(settings.settleSeconds - age)));
   return {
     settled: false,
     waitSeconds,

@@ -139,14 +139,22 @@ function modelCause(context: FailureContext): string {
 function endpointCause(context: FailureContext): string {
   const endpoint = isRecord(context.state.endpoint) ? context.state.endpoint : {};
   const name = nonEmptyString(endpoint.EndpointName) ?? context.run?.serving.endpointName ?? 'of this run';
-  // The SageMaker integration names its errors `SageMaker.*`: CreateEndpoint or UpdateEndpoint was
-  // refused, and the endpoint description in the state (if any) predates the request.
+  const ours = context.run?.serving.endpointConfigName;
+  // The SageMaker integrations name their errors `SageMaker.*`: a call failed, not the endpoint.
   if (context.errorName.startsWith('SageMaker.') || !isRecord(context.state.endpoint)) {
+    const deployment = isRecord(context.state.deployment) ? context.state.deployment : undefined;
+    const leftAlone = "The endpoint was left as it is and may still come up on this run's model: check the run with the status function.";
+    if (deployment !== undefined) {
+      const what = deployment.endpointExisted === false ? 'creation' : 'update';
+      return `SageMaker accepted the ${what} of endpoint ${name}, but following it failed${because(context)} ${leftAlone}`;
+    }
+    if (ours !== undefined && endpoint.EndpointConfigName === ours) {
+      return `Deploying endpoint ${name} answered with an error${because(context)} Yet the endpoint is on this run's configuration (status ${String(endpoint.EndpointStatus)}). ${leftAlone}`;
+    }
     return `Deploying endpoint ${name} failed${because(context)}`;
   }
   const reason = nonEmptyString(endpoint.FailureReason);
   const config = nonEmptyString(endpoint.EndpointConfigName);
-  const ours = context.run?.serving.endpointConfigName;
   if (endpoint.EndpointStatus === 'InService' && config !== undefined && ours !== undefined && config !== ours) {
     // SageMaker rolls a failed UpdateEndpoint back: the endpoint is in service on its old config.
     const rolledBack = `Updating endpoint ${name} to run ${context.run?.run ?? ours} failed and was rolled back; it still serves the previous model (endpoint config ${config}).`;
@@ -304,8 +312,11 @@ function cleanupOf(stage: FailureStage, run: PreparedRun | undefined, state: Rec
   if ((stage !== 'endpoint' && stage !== 'model') || run === undefined) return undefined;
   const resources = { modelName: run.serving.modelName, endpointConfigName: run.serving.endpointConfigName };
   const deployment = isRecord(state.deployment) ? state.deployment : undefined;
-  if (stage === 'model' || deployment === undefined) return resources;
   const endpoint = isRecord(state.endpoint) ? state.endpoint : {};
+  if (stage === 'model') return resources;
+  // A create or update that answered with an error may still have taken effect: an endpoint on
+  // this run's config keeps it.
+  if (deployment === undefined) return endpoint.EndpointConfigName === run.serving.endpointConfigName ? undefined : resources;
   const status = endpoint.EndpointStatus;
   const rolledBack = status === 'InService' && endpoint.EndpointConfigName !== run.serving.endpointConfigName;
   if (!(rolledBack || ENDPOINT_GONE_WRONG.includes(String(status)))) return undefined;

@@ -18,6 +18,7 @@ export const STATES = {
   endpointFound: 'Endpoint exists?',
   createEndpoint: 'Create endpoint',
   updateEndpoint: 'Update endpoint',
+  checkEndpoint: 'Check endpoint after an error',
   waitForEndpoint: 'Wait for endpoint',
   describeEndpoint: 'Describe endpoint',
   endpointReady: 'Endpoint in service?',
@@ -60,6 +61,7 @@ export const PHASE_OF_STATE: Readonly<Record<StateName, Phase>> = {
   [STATES.endpointFound]: 'DEPLOYING',
   [STATES.createEndpoint]: 'DEPLOYING',
   [STATES.updateEndpoint]: 'DEPLOYING',
+  [STATES.checkEndpoint]: 'DEPLOYING',
   [STATES.waitForEndpoint]: 'DEPLOYING',
   [STATES.describeEndpoint]: 'DEPLOYING',
   [STATES.endpointReady]: 'DEPLOYING',
@@ -266,7 +268,10 @@ export type ReportEvent =
       readonly state: Record<string, unknown>;
     };
 
-/** A successful run's summary: the execution's output. */
+/**
+ * A successful run's summary: the execution's output. Should the Report function fail, the
+ * workflow's fallback gives only run, dataset, trainingJobName, modelArtifact and endpointName.
+ */
 export interface RunSummary {
   readonly run: string;
   readonly dataset: string;

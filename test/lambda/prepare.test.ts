@@ -576,7 +576,20 @@ describe('settling', () => {
 
   test('the wait is at least one second', async () => {
     folder({ ...BASIC, 'c.png': { body: 'png', age: 59.7 } });
-    expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: false, waitSeconds: 1 });
+    expect(await call({ dataset: 'pokemon' }, { ...SETTINGS, maxSettleWaitSeconds: 1000 })).toMatchObject({ settled: false, waitSeconds: 1 });
+  });
+
+  test('the waits are long enough that waiting maxSettleWaitSeconds stays far under Step Functions\' 25,000 history events', async () => {
+    // About 9 events a pass (Wait, Lambda task, Choice): at most 2000 passes.
+    const settings = { ...SETTINGS, settleSeconds: 1, maxSettleWaitSeconds: 10_800 };
+    folder({ ...BASIC, 'c.png': { body: 'png', age: 0.5 } });
+    const changing = (await call({ dataset: 'pokemon' }, settings)) as UnsettledRun;
+    s3.on(ListMultipartUploadsCommand).resolves({ Uploads: [{ Key: 'datasets/pokemon/big.png', UploadId: 'u1' }] });
+    const uploading = (await call({ dataset: 'pokemon' }, settings)) as UnsettledRun;
+    for (const { waitSeconds } of [changing, uploading]) {
+      expect(waitSeconds).toBe(6);
+      expect((settings.maxSettleWaitSeconds / waitSeconds) * 9).toBeLessThan(25_000);
+    }
   });
 
   test('a folder still changing maxSettleWaitSeconds after the start fails with InvalidDataset', async () => {

@@ -160,8 +160,25 @@ describe('a run whose endpoint failed', () => {
 
   test('a refused UpdateEndpoint is not mistaken for a rollback', () => {
     const existing = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: 'an-older-run' };
-    const result = failed('endpoint', { Error: 'SageMaker.ResourceLimitExceededException', Cause: 'Quota exceeded.' }, { request: {}, run, endpoint: existing, deployment: { endpointExisted: true } });
+    // A refused call records no deployment; the endpoint was described after the refusal.
+    const result = failed('endpoint', { Error: 'SageMaker.ResourceLimitExceededException', Cause: 'Quota exceeded.' }, { request: {}, run, endpoint: existing });
     expect(result.cause).toBe('Deploying endpoint lora-pokemon failed (SageMaker.ResourceLimitExceededException): Quota exceeded.');
+    expect(result.cleanup).toEqual({ modelName: run.run, endpointConfigName: run.run });
+  });
+
+  test('a create that answered with an error yet took effect: the endpoint is on this run\'s config, so nothing is deleted', () => {
+    const creating = { EndpointName: 'lora-pokemon', EndpointStatus: 'Creating', EndpointConfigName: run.run };
+    const result = failed('endpoint', { Error: 'SageMaker.AmazonSageMakerException', Cause: 'Cannot create already existing endpoint.' }, { request: {}, run, endpoint: creating });
+    expect(result.cleanup).toBeUndefined();
+    expect(result.cause).toBe(
+      "Deploying endpoint lora-pokemon answered with an error (SageMaker.AmazonSageMakerException): Cannot create already existing endpoint. Yet the endpoint is on this run's configuration (status Creating). The endpoint was left as it is and may still come up on this run's model: check the run with the status function.",
+    );
+  });
+
+  test('following an accepted deployment failed: the cause says so, and nothing is deleted', () => {
+    const result = failed('endpoint', { Error: 'SageMaker.SageMakerException', Cause: 'Rate exceeded' }, { request: {}, run, deployment: { endpointExisted: true } });
+    expect(result.cause).toMatch(/^SageMaker accepted the update of endpoint lora-pokemon, but following it failed \(SageMaker\.SageMakerException\): Rate exceeded\. The endpoint was left as it is/);
+    expect(result.cleanup).toBeUndefined();
   });
 });
 
