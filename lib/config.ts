@@ -1,3 +1,4 @@
+import type { PrepareSettings } from '../lambda/shared/contract';
 import { CONFIG_FIELDS, DEFAULT_BASE_MODELS } from './config-fields';
 import type { ConfigKey, FieldSpec, ModelType, ValueOf } from './config-fields';
 import { distance } from '../lambda/shared/suggest';
@@ -23,17 +24,9 @@ export interface PipelineConfig {
   readonly namePrefix: string;
   readonly modelType: ModelType;
   readonly baseModel: string;
-  readonly training: {
-    readonly instanceType: string;
-    readonly spot: boolean;
-    readonly maxRuntimeSeconds: number;
-    readonly maxWaitSeconds: number;
-    readonly volumeSizeGb: number;
-  };
-  readonly endpoint: {
-    readonly instanceType: string;
-    readonly instanceCount: number;
-  };
+  /** The training defaults, exactly as Prepare receives them. */
+  readonly training: PrepareSettings['training'];
+  readonly endpoint: Pick<PrepareSettings['endpoint'], 'instanceType' | 'instanceCount'>;
   readonly notificationEmail?: string;
   readonly removalPolicy: 'retain' | 'destroy';
   readonly logRetentionDays: number;

@@ -89,6 +89,14 @@ describeWithMoto('the workflow, run locally against moto', () => {
     return { client, commands: sagemaker, errorPrefix: 'SageMaker' };
   }
 
+  /** SageMaker as moto answers it, but with `patch` laid over every answer to one kind of command. */
+  function patched(Command: new (...args: never[]) => unknown, patch: (answer: Record<string, unknown>) => Record<string, unknown>): SdkService {
+    return sagemakerService(async (command, answer) => {
+      const answered = await answer();
+      return command instanceof Command ? { ...answered, ...patch(answered) } : answered;
+    });
+  }
+
   interface RunOptions {
     readonly service?: SdkService;
     /** The clock Prepare reads; by default each call is a minute after the previous one, so uploads settle. */
@@ -249,10 +257,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
   test('a failed training job: its FailureReason is the cause, and no model is created', async () => {
     await pokemon();
     const reason = 'AlgorithmError: dataset.toml: [[datasets]] resolution must be a multiple of 64';
-    const service = sagemakerService(async (command, answer) => {
-      const described = await answer();
-      return command instanceof sagemaker.DescribeTrainingJobCommand ? { ...described, TrainingJobStatus: 'Failed', FailureReason: reason } : described;
-    });
+    const service = patched(sagemaker.DescribeTrainingJobCommand, () => ({ TrainingJobStatus: 'Failed', FailureReason: reason }));
     const result = await run({ dataset: 'pokemon' }, { service });
     expect(result).toMatchObject({ status: 'FAILED', error: 'TrainingFailed' });
     expect(result.cause).toContain(reason);
@@ -272,10 +277,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
   test('an endpoint that fails: the model, config and new endpoint are removed, and the failure notified', async () => {
     await pokemon();
     const reason = 'The primary container for production variant AllTraffic did not pass the ping health check.';
-    const service = sagemakerService(async (command, answer) => {
-      const described = await answer();
-      return command instanceof sagemaker.DescribeEndpointCommand ? { ...described, EndpointStatus: 'Failed', FailureReason: reason } : described;
-    });
+    const service = patched(sagemaker.DescribeEndpointCommand, () => ({ EndpointStatus: 'Failed', FailureReason: reason }));
     const result = await run({ dataset: 'pokemon' }, { service });
     expect(result).toMatchObject({ status: 'FAILED', error: 'EndpointFailed' });
     expect(result.cause).toContain(reason);
@@ -372,12 +374,11 @@ describeWithMoto('the workflow, run locally against moto', () => {
     const first = await run({ dataset: 'pokemon' }, { name: 'first' });
     const previous = String((first.output as Record<string, unknown>).run);
     // The update is accepted, then the endpoint comes back in service on its previous config.
-    const service = sagemakerService(async (command, answer) => {
-      const described = await answer();
-      return command instanceof sagemaker.DescribeEndpointCommand && (described as any).EndpointConfigName !== previous
-        ? { ...described, EndpointStatus: 'InService', EndpointConfigName: previous, FailureReason: 'Insufficient capacity for ml.g4dn.xlarge.' }
-        : described;
-    });
+    const service = patched(sagemaker.DescribeEndpointCommand, () => ({
+      EndpointStatus: 'InService',
+      EndpointConfigName: previous,
+      FailureReason: 'Insufficient capacity for ml.g4dn.xlarge.',
+    }));
     published = [];
     const second = await run({ dataset: 'pokemon' }, { name: 'second', service });
     expect(second).toMatchObject({ status: 'FAILED', error: 'EndpointFailed' });
@@ -421,10 +422,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
 
   test('an endpoint that never comes up: polling stops at its cap, and nothing is deleted', async () => {
     await pokemon();
-    const service = sagemakerService(async (command, answer) => {
-      const described = await answer();
-      return command instanceof sagemaker.DescribeEndpointCommand ? { ...described, EndpointStatus: 'Creating' } : described;
-    });
+    const service = patched(sagemaker.DescribeEndpointCommand, () => ({ EndpointStatus: 'Creating' }));
     const result = await run({ dataset: 'pokemon' }, { service });
     expect(result).toMatchObject({ status: 'FAILED', error: 'EndpointTimeout' });
     expect(result.visited.filter((s) => s === STATES.describeEndpoint)).toHaveLength(ENDPOINT_POLL_LIMIT);
