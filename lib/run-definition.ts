@@ -52,6 +52,8 @@ const RETRIES = {
    * CreateEndpoint (it is read eventually consistently; the API reference advises retrying).
    */
   deploy: { errors: ['SageMaker.AmazonSageMakerException'], interval: Duration.seconds(10), backoffRate: 2, maxAttempts: 3 },
+  /** CreateEndpoint after deleting a failed endpoint of the same name: refused until it is gone, a few minutes. */
+  replace: { errors: ['SageMaker.AmazonSageMakerException'], interval: Duration.seconds(15), backoffRate: 2, maxAttempts: 5 },
 } as const;
 
 /**
@@ -245,14 +247,33 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
   retry(checkEndpoint, 'read');
   checkEndpoint.addCatch(endpointFailed, { resultPath: '$.checkError' });
   checkEndpoint.next(endpointFailed);
-  for (const state of [createEndpoint, updateEndpoint]) {
-    retry(state, 'deploy');
+  // SageMaker can only delete a failed endpoint (one a timed-out run left behind, say): it is
+  // replaced, under the same name, rather than failing every later run of the dataset.
+  const replaceEndpoint = sagemakerTask(STATES.replaceEndpoint, 'sagemaker:createEndpoint', {
+    Parameters: { ...endpointFields, 'Tags.$': '$.run.tags' },
+    ResultSelector: { endpointExisted: false },
+    ResultPath: '$.deployment',
+  });
+  for (const [state, kind] of [
+    [createEndpoint, 'deploy'],
+    [updateEndpoint, 'deploy'],
+    [replaceEndpoint, 'replace'],
+  ] as const) {
+    retry(state, kind);
     catchInto(state, checkEndpoint);
     state.next(waitForEndpoint);
   }
-  const findEndpoint = sagemakerTask(STATES.findEndpoint, 'aws-sdk:sagemaker:describeEndpoint', {
+  const deleteUnusableEndpoint = sagemakerTask(STATES.deleteUnusableEndpoint, 'aws-sdk:sagemaker:deleteEndpoint', {
     Parameters: { 'EndpointName.$': '$.run.serving.endpointName' },
     ResultPath: null,
+  });
+  retry(deleteUnusableEndpoint, 'write');
+  catchInto(deleteUnusableEndpoint, endpointFailed);
+  deleteUnusableEndpoint.next(replaceEndpoint);
+  const findEndpoint = sagemakerTask(STATES.findEndpoint, 'aws-sdk:sagemaker:describeEndpoint', {
+    Parameters: { 'EndpointName.$': '$.run.serving.endpointName' },
+    ResultSelector: { 'status.$': '$.EndpointStatus' },
+    ResultPath: '$.existing',
   });
   // A missing endpoint is a SageMakerException too, so its retries are brief: a few seconds.
   findEndpoint.addRetry({ errors: ['SageMaker.SageMakerException'], interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 2 });
@@ -264,7 +285,11 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.error.Cause'), sfn.Condition.stringMatches('$.error.Cause', '*Could not find endpoint*')), createEndpoint)
       .otherwise(endpointFailed),
   );
-  findEndpoint.next(updateEndpoint);
+  findEndpoint.next(
+    new sfn.Choice(scope, STATES.endpointUsable)
+      .when(sfn.Condition.stringEquals('$.existing.status', 'Failed'), deleteUnusableEndpoint)
+      .otherwise(updateEndpoint),
+  );
 
   const createModel = sagemakerTask(STATES.createModel, 'aws-sdk:sagemaker:createModel', {
     Parameters: {

@@ -369,6 +369,32 @@ describeWithMoto('the workflow, run locally against moto', () => {
     expect([left.models.length, left.configs.length, left.endpoints.length]).toEqual([1, 1, 1]);
   });
 
+  test('a failed endpoint left from before (a timed-out run): it is deleted and created again on this run, not updated', async () => {
+    await pokemon();
+    const first = await run({ dataset: 'pokemon' }, { name: 'first' });
+    expect(first.status).toBe('SUCCEEDED');
+    // The endpoint reads as Failed until it is deleted; a create refuses the name while it is going.
+    let deleted = false;
+    let refusedWhileDeleting = 0;
+    const service = sagemakerService(async (command, answer) => {
+      if (command instanceof sagemaker.CreateEndpointCommand && refusedWhileDeleting === 0) {
+        refusedWhileDeleting += 1;
+        throw unlisted('ValidationException', 'Cannot create already existing endpoint "lora-pokemon".');
+      }
+      const answered = await answer();
+      if (command instanceof sagemaker.DeleteEndpointCommand) deleted = true;
+      return command instanceof sagemaker.DescribeEndpointCommand && !deleted ? { ...answered, EndpointStatus: 'Failed', FailureReason: 'An earlier deployment failed.' } : answered;
+    });
+    const second = await run({ dataset: 'pokemon' }, { name: 'second', service });
+    expect(second.error).toBeUndefined();
+    expect(second.status).toBe('SUCCEEDED');
+    expect(second.visited).toEqual(expect.arrayContaining([STATES.deleteUnusableEndpoint, STATES.replaceEndpoint]));
+    expect(second.visited).not.toContain(STATES.updateEndpoint);
+    expect(second.retries[STATES.replaceEndpoint]).toBe(1);
+    const endpoint = await sm.send(new sagemaker.DescribeEndpointCommand({ EndpointName: 'lora-pokemon' }));
+    expect(endpoint.EndpointConfigName).toBe((second.output as Record<string, unknown>).run);
+  });
+
   test('an update that SageMaker rolls back: EndpointFailed, this run\'s model and config removed, the endpoint kept on the previous run', async () => {
     await pokemon();
     const first = await run({ dataset: 'pokemon' }, { name: 'first' });
