@@ -1,6 +1,7 @@
 import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import { type Construct } from 'constructs';
+import { isS3BaseModel } from '../lambda/shared/models';
 import { type PipelineConfig } from './config';
 import { DatasetTrigger } from './dataset-trigger';
 import { LoraWorkflow } from './lora-workflow';
@@ -69,9 +70,9 @@ export class LoraPipelineStack extends Stack {
         namePrefix: config.namePrefix,
         modelType: config.modelType,
         baseModel: config.baseModel,
-        readableS3BaseModel: config.baseModel.startsWith('s3://') ? config.baseModel : undefined,
+        readableS3BaseModel: isS3BaseModel(config.baseModel) ? config.baseModel : undefined,
         training: config.training,
-        endpoint: { ...config.endpoint, loraScale: this.serving.defaults.environment.LORA_SCALE === undefined ? 1 : Number(this.serving.defaults.environment.LORA_SCALE) },
+        endpoint: { ...config.endpoint, loraScale: this.serving.loraScale },
         checkpointExpirationDays: config.storage.checkpointExpirationDays,
       },
     });

@@ -59,11 +59,14 @@ export class ServingContainer extends Construct {
   /** The execution role of endpoints serving this image. */
   public readonly role: iam.IRole;
   /** The model inputs for the deploy-time base model and model type. */
+  /** The multiplier the LoRA is fused at (LORA_SCALE). */
+  public readonly loraScale: number;
   public readonly defaults: ServingModelInputs;
 
   constructor(scope: Construct, id: string, props: ServingContainerProps) {
     super(scope, id);
-    this.defaults = ServingContainer.modelInputs(props.modelType, props.baseModel, props.loraScale ?? 1);
+    this.loraScale = props.loraScale ?? 1;
+    this.defaults = ServingContainer.modelInputs(props.modelType, props.baseModel, this.loraScale);
 
     this.image = new ecrAssets.DockerImageAsset(this, 'Image', {
       directory: ServingContainer.DIRECTORY,
