@@ -58,9 +58,9 @@ export class ServingContainer extends Construct {
   public readonly imageUri: string;
   /** The execution role of endpoints serving this image. */
   public readonly role: iam.IRole;
-  /** The model inputs for the deploy-time base model and model type. */
   /** The multiplier the LoRA is fused at (LORA_SCALE). */
   public readonly loraScale: number;
+  /** The model inputs for the deploy-time base model and model type. */
   public readonly defaults: ServingModelInputs;
 
   constructor(scope: Construct, id: string, props: ServingContainerProps) {
