@@ -40,7 +40,8 @@ export function unpinnedRequirements(text: string): string[] {
   return text
     .split('\n')
     .map((line) => line.replace(/#.*/, '').trim())
-    .filter((line) => line && !/^[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,-]+\])?==[\w.+!-]+$/.test(line));
+    // A pin, or an include of a sibling requirements file (itself checked as one of the folder's files).
+    .filter((line) => line && !/^[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,-]+\])?==[\w.+!-]+$/.test(line) && !/^-r [\w.-]+\.txt$/.test(line));
 }
 
 describe.each(IMAGES)('containers/%s', (name) => {
@@ -117,5 +118,9 @@ describe('the pin checks themselves', () => {
 
   test('unpinned requirements are found', () => {
     expect(unpinnedRequirements('a==1.0\nb>=2\nc\n# note\nd[x]==3 # why\n-e .\n')).toEqual(['b>=2', 'c', '-e .']);
+    expect(unpinnedRequirements('-r requirements.txt\n-r ../other/requirements.txt\n-r https://example.com/r.txt\n')).toEqual([
+      '-r ../other/requirements.txt',
+      '-r https://example.com/r.txt',
+    ]);
   });
 });

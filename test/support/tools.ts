@@ -1,7 +1,12 @@
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 
-/** The Python interpreter used for moto and pytest. */
-export const PYTHON = process.env.PYTHON ?? 'python3';
+/** The tools environment `npm test` makes (test/support/python-envs.mjs). */
+const TOOLS_PYTHON = path.resolve(__dirname, '..', '..', '.venv', 'tools', 'bin', 'python');
+
+/** The Python interpreter used for moto and pytest: $PYTHON, else the tools environment, else python3. */
+export const PYTHON = process.env.PYTHON ?? (existsSync(TOOLS_PYTHON) ? TOOLS_PYTHON : 'python3');
 
 /** True in CI, where a missing test tool is a failure rather than a reason to skip. */
 export const IN_CI = /^(1|true)$/i.test(process.env.CI ?? '');
