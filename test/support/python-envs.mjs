@@ -65,7 +65,7 @@ function output(command, args) {
 }
 
 /** Each requirements file with every file it includes by -r, so an edit to any of them counts. */
-function requirementsText(file) {
+export function requirementsText(file) {
   const text = readFileSync(file, 'utf8');
   const included = [...text.matchAll(/^-r\s+(\S+)/gm)].map((m) => requirementsText(resolve(dirname(file), m[1])));
   return [text, ...included].join('\n');
@@ -94,7 +94,7 @@ function pipSettings(basePython) {
   return { args: ['--find-links', VENDOR], env };
 }
 
-function fingerprint(spec, python) {
+export function fingerprint(spec, python) {
   const parts = [RECIPE, output(python, ['--version']), requirementsText(spec.requirements), existsSync(VENDOR)];
   if (spec.sdScripts) parts.push(JSON.stringify(sdScriptsPin()));
   return createHash('sha256').update(parts.join('\0')).digest('hex');
