@@ -49,14 +49,13 @@ class Launch:
     steps_per_epoch: int | None = None
 
 
-def epochs_for(values: Mapping[str, Value | None], images_per_epoch: int, batch_size: int) -> int:
+def epochs_for(values: Mapping[str, Value | None], steps_per_epoch: int) -> int:
     """Training length in whole epochs, since epoch ends are where the state is saved and resumed.
-    max_train_epochs wins; otherwise max_train_steps rounded up to whole epochs of
-    ceil(images_per_epoch / batch_size) steps (aspect-ratio buckets can add a few steps)."""
+    max_train_epochs wins; otherwise max_train_steps rounded up to whole epochs of kohya's steps per
+    epoch (DatasetSummary.steps_per_epoch: every dataset's bucket batches, summed)."""
     if values["max_train_epochs"] is not None:
         return int(values["max_train_epochs"])
-    steps_per_epoch = max(1, math.ceil(images_per_epoch / batch_size))
-    return max(1, math.ceil(int(values["max_train_steps"]) / steps_per_epoch))
+    return max(1, math.ceil(int(values["max_train_steps"]) / max(1, steps_per_epoch)))
 
 
 def accelerate_argv(values: Mapping[str, Value | None], launch: Launch) -> list[str]:

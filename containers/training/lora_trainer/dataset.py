@@ -1,30 +1,32 @@
 """The dataset channel: find or generate the kohya dataset.toml, confine its paths to the channel,
-turn a Hugging Face imagefolder metadata.jsonl into captions, and check every image before a GPU
-minute is spent."""
+turn a Hugging Face imagefolder metadata.jsonl into captions; dataset_check.py then checks every image
+and caption before a GPU minute is spent."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import toml
-from PIL import Image, UnidentifiedImageError
 
-from .errors import TrainingError
-from .files import sha256_file
+from .dataset_check import (
+    CAPTION_EXTENSION,
+    IMAGE_EXTENSIONS,
+    JSONL_NAME,
+    TOML_NAME,
+    DatasetOptions,
+    DatasetSummary,
+    check_images,
+    images_in,
+)
+from .errors import DatasetError
 
-# Exactly what kohya-ss sd-scripts v0.10.1 globs for (library/train_util.py IMAGE_EXTENSIONS): an
-# image it would not train must not be counted, checked or hashed here, and one it trains must be.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
-CAPTION_EXTENSION = ".txt"
-TOML_NAME = "dataset.toml"
-JSONL_NAME = "metadata.jsonl"
-# Files of the dataset contract that are not training data.
-CONTROL_FILES = frozenset({TOML_NAME, "train.json", JSONL_NAME})
+# What callers take from here, though defined with the checks.
+__all__ = ["DatasetError", "DatasetOptions", "DatasetSummary", "PreparedDataset", "prepare_dataset"]
+
 # The path prefix of every SageMaker input channel; guides write toml paths against it.
 CHANNELS_ROOT = PurePosixPath("/opt/ml/input/data")
 # kohya's folder convention: "<repeats>_<class tokens>" (class tokens keep their underscores).
@@ -34,7 +36,6 @@ REPEATS_FOLDER = re.compile(r"^(\d+)_(.+)$")
 MIN_EPOCHS = 4
 # kohya's default max_bucket_reso; a larger resolution needs a larger one (it asserts otherwise).
 DEFAULT_MAX_BUCKET_RESO = 1024
-MAX_LISTED = 20
 
 # The keys kohya-ss sd-scripts v0.10.1 accepts at each level of dataset.toml (library/config_util.py;
 # it rejects any other). Checked here so a typo fails in seconds with the key named, not after the
@@ -57,66 +58,11 @@ ALLOWED_KEYS = {
 }
 
 
-class DatasetError(TrainingError):
-    """The dataset cannot be trained on; the message says what to fix."""
-
-
-@dataclass
-class SubsetSummary:
-    image_dir: str
-    images: int
-    num_repeats: int
-    class_tokens: str | None = None
-    captions_from: str = CAPTION_EXTENSION
-
-
-@dataclass
-class DatasetSummary:
-    source: str  # "dataset.toml", or how the configuration was generated
-    subsets: list[SubsetSummary]
-    images: int
-    captioned: int
-    images_per_epoch: int
-    batch_size: int
-    missing_captions: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    content_sha256: str = ""
-
-    def lines(self) -> list[str]:
-        out = [
-            f"dataset: {self.images} images ({self.captioned} captioned) in {len(self.subsets)} subset(s), "
-            f"{self.images_per_epoch} image views per epoch, batch size {self.batch_size}, configuration from {self.source}",
-        ]
-        for s in self.subsets:
-            tokens = f", class tokens '{s.class_tokens}'" if s.class_tokens else ""
-            out.append(f"  subset {s.image_dir}: {s.images} images x {s.num_repeats} repeats, captions from {s.captions_from}{tokens}")
-        if self.missing_captions:
-            out.append(f"  without caption: {_listing(self.missing_captions)}")
-        if self.ignored:
-            out.append(f"  ignored (not an image of a subset, nor its caption): {_listing(self.ignored)}")
-        out.append(f"  content sha256: {self.content_sha256}")
-        return out
-
-
 @dataclass
 class PreparedDataset:
     config_path: Path
     config: dict[str, Any]
     summary: DatasetSummary
-
-
-@dataclass(frozen=True)
-class DatasetOptions:
-    """What the hyperparameters say about the dataset; dataset.toml values win over them."""
-
-    resolution: int
-    batch_size: int
-    num_repeats: int
-    allow_missing_captions: bool = False
-    # The requested training length when it is given in steps, and whether num_repeats was given
-    # explicitly: together they let a generated configuration choose repeats that leave resume points.
-    max_train_steps: int | None = None
-    num_repeats_given: bool = True
 
 
 def prepare_dataset(channel: Path, work: Path, options: DatasetOptions) -> PreparedDataset:
@@ -138,7 +84,7 @@ def prepare_dataset(channel: Path, work: Path, options: DatasetOptions) -> Prepa
     # kohya reads '.caption' files unless told otherwise; the dataset contract is '.txt'.
     general.setdefault("caption_extension", CAPTION_EXTENSION)
     _fit_buckets(config, options)
-    summary = _check_images(channel, config, options, source)
+    summary = check_images(channel, config, options, source)
     config_path = work / TOML_NAME
     config_path.write_text(toml.dumps(config), encoding="utf-8")
     return PreparedDataset(config_path=config_path, config=config, summary=summary)
@@ -253,11 +199,11 @@ def _generate_config(channel: Path, work: Path, options: DatasetOptions) -> dict
         staged, covered = stage_jsonl(jsonl, channel, work / "staged" / "root", channel)
         subsets.append({"image_dir": str(staged), "num_repeats": options.num_repeats})
         defaulted.append(subsets[-1])
-    elif _images_in(channel):
+    elif images_in(channel):
         subsets.append({"image_dir": str(channel), "num_repeats": options.num_repeats})
         defaulted.append(subsets[-1])
     for folder in sorted(p for p in channel.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if folder.resolve() in covered or not _images_in(folder):
+        if folder.resolve() in covered or not images_in(folder):
             continue
         match = REPEATS_FOLDER.match(folder.name)
         if match and int(match.group(1)) < 1:
@@ -296,7 +242,7 @@ def _leave_resume_points(subsets: list[dict[str, Any]], defaulted: list[dict[str
     from the default are lowered (never raised) until the requested steps span MIN_EPOCHS epochs."""
     if options.max_train_steps is None or options.num_repeats_given or not defaulted:
         return
-    count = {id(s): len(_images_in(Path(s["image_dir"]))) for s in subsets}
+    count = {id(s): len(images_in(Path(s["image_dir"]))) for s in subsets}
     fixed_views = sum(count[id(s)] * s["num_repeats"] for s in subsets if all(s is not d for d in defaulted))
     plain_images = sum(count[id(s)] for s in defaulted)
     views_per_epoch = options.max_train_steps * options.batch_size // MIN_EPOCHS
@@ -342,7 +288,7 @@ def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> tu
         if image.suffix not in IMAGE_EXTENSIONS:
             raise DatasetError(f"{where} names '{record['file_name']}', which is not an image kohya trains ({', '.join(IMAGE_EXTENSIONS[:5])}).")
         captions[image] = record["text"]
-    for image in sorted(set(captions) | {p.resolve() for p in _images_in(image_dir)}):
+    for image in sorted(set(captions) | {p.resolve() for p in images_in(image_dir)}):
         relative = image.relative_to(base) if base in image.parents else Path(image.name)
         link = staged / "__".join(relative.parts)
         if not link.exists():
@@ -355,106 +301,3 @@ def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> tu
         elif image in captions:
             staged_caption.write_text(captions[image], encoding="utf-8")
     return staged, {image.parent for image in captions}
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
-
-def _check_images(channel: Path, config: dict[str, Any], options: DatasetOptions, source: str) -> DatasetSummary:
-    general = config.get("general", {})
-    subsets: list[SubsetSummary] = []
-    used: set[Path] = set()
-    missing: list[str] = []
-    undecodable: list[str] = []
-    digest_entries: list[tuple[str, str]] = []
-    images_total = captioned = train_views = reg_views = 0
-    batch_sizes: list[int] = []
-
-    def shown(path: Path) -> str:
-        real = path.resolve()
-        return str(real.relative_to(channel)) if channel in real.parents else path.name
-
-    for dataset in config["datasets"]:
-        batch_sizes.append(int(dataset.get("batch_size", general.get("batch_size", options.batch_size))))
-        for subset in dataset["subsets"]:
-            image_dir = Path(subset.get("image_dir", channel))
-            ext = subset.get("caption_extension", dataset.get("caption_extension", general.get("caption_extension", CAPTION_EXTENSION)))
-            if not isinstance(ext, str) or not ext.startswith("."):
-                raise DatasetError(f"{TOML_NAME}: caption_extension must start with a dot, like '.txt', not {ext!r}.")
-            class_tokens = subset.get("class_tokens")
-            repeats = int(subset.get("num_repeats", dataset.get("num_repeats", general.get("num_repeats", options.num_repeats))))
-            images = _images_in(image_dir)
-            for image in images:
-                used.add(image.resolve())
-                digest_entries.append((shown(image), sha256_file(image)))
-                problem = _decode_problem(image)
-                if problem:
-                    undecodable.append(f"{shown(image)} ({problem})")
-                caption = image.with_name(image.stem + ext)
-                if caption.is_file() and caption.read_text(encoding="utf-8", errors="replace").strip():
-                    used.add(caption.resolve())
-                    digest_entries.append((shown(caption), sha256_file(caption)))
-                    captioned += 1
-                elif not class_tokens:
-                    missing.append(shown(image))
-            images_total += len(images)
-            if subset.get("is_reg"):
-                reg_views += len(images) * repeats
-            else:
-                train_views += len(images) * repeats
-            subsets.append(SubsetSummary(shown(image_dir) if image_dir != channel else ".", len(images), repeats, class_tokens, ext))
-
-    if undecodable:
-        raise DatasetError(f"{len(undecodable)} image(s) cannot be decoded: {_listing(undecodable)}. Re-export or remove them.")
-    if images_total == 0:
-        raise DatasetError(
-            f"The dataset has no images ({', '.join(IMAGE_EXTENSIONS[:5])}) in the folders its {TOML_NAME} names; upload at least one."
-        )
-    if missing and not options.allow_missing_captions:
-        raise DatasetError(
-            f"{len(missing)} of {images_total} image(s) have no caption: {_listing(missing)}. Add a same-name "
-            f"{CAPTION_EXTENSION} file for each, set class_tokens for the subset, or set the hyperparameter allow_missing_captions=true."
-        )
-    toml_path = channel / TOML_NAME
-    if toml_path.is_file():
-        digest_entries.append((TOML_NAME, sha256_file(toml_path)))
-    ignored = sorted(
-        str(p.relative_to(channel))
-        for p in channel.rglob("*")
-        if p.is_file() and p.resolve() not in used and p.name not in CONTROL_FILES
-    )
-    digest = hashlib.sha256()
-    for name, file_digest in sorted(set(digest_entries)):
-        digest.update(f"{name}\0{file_digest}\n".encode())
-    return DatasetSummary(
-        source=source,
-        subsets=subsets,
-        images=images_total,
-        captioned=captioned,
-        # kohya repeats or trims regularization images to as many views as the training images have,
-        # so they double an epoch whatever their own count.
-        images_per_epoch=train_views * 2 if reg_views else train_views,
-        batch_size=max(batch_sizes) if batch_sizes else options.batch_size,
-        missing_captions=missing,
-        ignored=ignored,
-        content_sha256=digest.hexdigest(),
-    )
-
-
-def _decode_problem(image: Path) -> str | None:
-    try:
-        with Image.open(image) as opened:
-            opened.load()
-            if opened.width < 1 or opened.height < 1:
-                return "empty image"
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        return str(error) or type(error).__name__
-    return None
-
-
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")

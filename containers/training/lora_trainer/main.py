@@ -7,7 +7,6 @@ already produced the model."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,18 +19,19 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from . import checkpoints
-from .base_model import resolve_base_model
+from . import checkpoints, run_record
+from .base_model import BaseModel, resolve_base_model
 from .command import SCRIPTS, Launch, accelerate_argv, epochs_for, kohya_args
-from .dataset import DatasetOptions, prepare_dataset
+from .dataset import DatasetOptions, PreparedDataset, prepare_dataset
+from .dataset_check import one_or_all
 from .errors import TrainingError
-from .files import sha256_file, write_json
+from .files import write_json
 from .hyperparameters import parse_hyperparameters
+from .lora_file import read_metadata, update_metadata
 from .paths import SageMakerPaths
 from .progress import ProgressParser
 from .runner import SignalForwarder, TrainerResult, run_trainer
 
-RUN_RECORD = "lora-run.json"
 METADATA_NAME = "training-metadata.json"
 # SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
 FAILURE_REASON_LIMIT = 1024
@@ -68,24 +68,88 @@ class Trainer:
     forwarder: SignalForwarder = field(default_factory=SignalForwarder)
 
 
+@dataclass
+class Inputs:
+    """Everything checked before the trainer starts."""
+
+    raw: dict[str, Any]
+    values: dict[str, Any]
+    base: BaseModel
+    prepared: PreparedDataset
+
+    @property
+    def model_type(self) -> str:
+        return str(self.values["model_type"])
+
+    @property
+    def output_name(self) -> str:
+        return str(self.values["output_name"])
+
+
+@dataclass
+class Attempt:
+    """What this attempt did: the epoch it resumed after, whether it reused a finished model, and
+    the optimizer steps the final model was trained for."""
+
+    resumed_from: int | None = None
+    reused: bool = False
+    steps: int | None = None
+
+
+@dataclass
+class Job:
+    """One attempt of the training job, once its inputs are checked."""
+
+    paths: SageMakerPaths
+    image: Image
+    trainer: Trainer
+    inputs: Inputs
+    fingerprint: str
+    record: dict[str, Any]
+    epochs: int
+    started: float
+
+    @property
+    def final_model(self) -> Path:
+        return self.paths.checkpoints / f"{self.inputs.output_name}.safetensors"
+
+
 def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, Any]:
     started = time.time()
+    inputs = check_inputs(paths)
+    summary = inputs.prepared.summary
+    base = inputs.base
+    fingerprint = run_record.make_fingerprint(inputs.values, summary.content_sha256, base.name_or_path, base.kind, image.sd_scripts_version)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    record = run_record.load_or_create(paths.checkpoints, fingerprint)
+    job = Job(paths, image, trainer, inputs, fingerprint, record, epochs_for(inputs.values, summary.steps_per_epoch), started)
+    if run_record.completed(paths.checkpoints, fingerprint, job.final_model):
+        print(f"lora-trainer: an earlier attempt of this job already trained {job.final_model.name}; not training again", flush=True)
+        attempt = Attempt(reused=True, steps=_model_steps(job.final_model))
+    else:
+        attempt = _train_model(job)
+        run_record.mark_completed(paths.checkpoints, fingerprint, job.final_model)
+        for removed in checkpoints.clean_finished(paths.checkpoints, inputs.output_name):
+            print(f"lora-trainer: removed checkpoint {removed} (training finished)", flush=True)
+    return _write_outputs(job, attempt)
+
+
+def check_inputs(paths: SageMakerPaths) -> Inputs:
+    """Hyperparameters, base model, every image and caption, and the combinations kohya would refuse
+    only after loading the model."""
     raw = _read_hyperparameters(paths.hyperparameters)
     values = parse_hyperparameters(raw)
-    model_type = str(values["model_type"])
-    output_name = str(values["output_name"])
     base = resolve_base_model(paths.channel("base_model"), str(values["base_model"]), "base_model" in raw)
-    print(f"lora-trainer: {model_type} LoRA '{output_name}' on {base.kind} {base.name_or_path}", flush=True)
-
+    print(f"lora-trainer: {values['model_type']} LoRA '{values['output_name']}' on {base.kind} {base.name_or_path}", flush=True)
     prepared = prepare_dataset(
         paths.channel("dataset"),
         paths.work,
         DatasetOptions(
-            resolution=int(values["resolution"]),  # type: ignore[arg-type]
-            batch_size=int(values["train_batch_size"]),  # type: ignore[arg-type]
-            num_repeats=int(values["num_repeats"]),  # type: ignore[arg-type]
+            resolution=int(values["resolution"]),
+            batch_size=int(values["train_batch_size"]),
+            num_repeats=int(values["num_repeats"]),
             allow_missing_captions=bool(values["allow_missing_captions"]),
-            max_train_steps=None if values["max_train_epochs"] is not None else int(values["max_train_steps"]),  # type: ignore[arg-type]
+            max_train_steps=None if values["max_train_epochs"] is not None else int(values["max_train_steps"]),
             num_repeats_given="num_repeats" in raw,
         ),
     )
@@ -95,102 +159,140 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
         _refuse(prepared.config, _CAPTION_AUGMENTATIONS, "cache_text_encoder_outputs", "captions are encoded once, so they cannot change per step")
     if values["cache_latents"]:
         _refuse(prepared.config, _IMAGE_AUGMENTATIONS, "cache_latents", "images are encoded once, so they cannot change per step")
+    return Inputs(raw, values, base, prepared)
 
-    fingerprint = _fingerprint(values, prepared.summary.content_sha256, base.name_or_path, base.kind, image.sd_scripts_version)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    record = _run_record(paths.checkpoints, fingerprint)
-    epochs = epochs_for(values, prepared.summary.images_per_epoch, prepared.summary.batch_size)
-    final_model = paths.checkpoints / f"{output_name}.safetensors"
-    completed = _completed(paths.checkpoints, fingerprint, final_model)
 
-    resumed_from: int | None = None
-    if completed:
-        print(f"lora-trainer: an earlier attempt of this job already trained {final_model.name}; not training again", flush=True)
-    else:
-        fp16 = values["mixed_precision"] == "fp16"
-        plan = checkpoints.plan_resume(paths.checkpoints, output_name, fp16)
-        for removed in plan.removed:
-            print(f"lora-trainer: removed checkpoint {removed}", flush=True)
-        gpus = trainer.gpus or _gpu_count()
-        state = plan.state
-        if state is not None and gpus > 1 and not record.get("steps_per_epoch"):
-            print(f"lora-trainer: cannot place {state.path.name} on {gpus} GPUs without the steps per epoch; starting over", flush=True)
-            state = None
-        resumed_from = state.epoch if state else None
-        saves = (epochs - 1) // int(values["save_every_n_epochs"])  # type: ignore[arg-type]
-        if saves == 0:
-            print(
-                f"lora-trainer: WARNING: {epochs} epoch(s) with a state every {values['save_every_n_epochs']}: no resume point "
-                "before the end, so a spot interruption restarts training; lower num_repeats or save_every_n_epochs",
-                flush=True,
-            )
+def _train_model(job: Job) -> Attempt:
+    """Resumes from the newest complete state (or starts), runs kohya, and checks its model."""
+    launch = _plan_launch(job)
+    values, trainer = job.inputs.values, job.trainer
+    argv = [*trainer.command, *kohya_args(values, launch)] if trainer.command else accelerate_argv(values, launch)
+    print("lora-trainer: " + " ".join(argv), flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if job.inputs.base.local:
+        # Nothing may reach the Hub (the job can run with network isolation): tokenizers are in
+        # the image, the model is in the channel.
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+    def remember_steps_per_epoch(steps: int) -> None:
+        # Saved at once: the attempt may be killed long before it ends.
+        if job.record.get("steps_per_epoch") != steps:
+            job.record["steps_per_epoch"] = steps
+            write_json(job.paths.checkpoints / run_record.RUN_RECORD, job.record)
+
+    parser = ProgressParser(epoch_offset=launch.resume_epoch, on_steps_per_epoch=remember_steps_per_epoch)
+    if trainer.forwarder.received:
+        raise TrainingError(f"Stopped by {trainer.forwarder.received} before training started; a restarted job starts over cleanly.")
+    result = run_trainer(argv, env, parser, trainer.forwarder)
+    _check_result(result, SCRIPTS[job.inputs.model_type], parser.epoch)
+    problem = checkpoints.file_problem(job.final_model)
+    if problem:
+        raise TrainingError(f"kohya-ss finished without a usable {job.final_model.name} ({problem}) in {job.paths.checkpoints}.")
+    steps = _correct_step_count(job.final_model, launch.resume_epoch, parser.steps_per_epoch)
+    return Attempt(resumed_from=launch.resume_epoch or None, steps=steps)
+
+
+def _plan_launch(job: Job) -> Launch:
+    values, summary = job.inputs.values, job.inputs.prepared.summary
+    plan = checkpoints.plan_resume(job.paths.checkpoints, job.inputs.output_name, values["mixed_precision"] == "fp16")
+    for removed in plan.removed:
+        print(f"lora-trainer: removed checkpoint {removed}", flush=True)
+    gpus = job.trainer.gpus or _gpu_count()
+    state = plan.state
+    if state is not None and gpus > 1 and not job.record.get("steps_per_epoch"):
+        print(f"lora-trainer: cannot place {state.path.name} on {gpus} GPUs without the steps per epoch; starting over", flush=True)
+        state = None
+    every = int(values["save_every_n_epochs"])
+    if (job.epochs - 1) // every == 0:
         print(
-            f"lora-trainer: training {epochs} epoch(s) on {gpus} GPU(s); "
-            + (f"resuming after epoch {state.epoch} from {state.path.name}" if state else "starting from the base model"),
+            f"lora-trainer: WARNING: {job.epochs} epoch(s) with a state every {every}: no resume point "
+            "before the end, so a spot interruption restarts training; lower num_repeats or save_every_n_epochs",
             flush=True,
         )
-        launch = Launch(
-            sd_scripts=image.sd_scripts,
-            base_model=base.name_or_path,
-            dataset_config=prepared.config_path,
-            output_dir=paths.checkpoints,
-            tokenizer_cache=image.tokenizer_cache,
-            epochs=epochs,
-            gpus=gpus,
-            cpus=os.cpu_count() or 1,
-            resume_state=state.path if state else None,
-            resume_epoch=state.epoch if state else 0,
-            steps_per_epoch=record.get("steps_per_epoch"),
-        )
-        argv = [*trainer.command, *kohya_args(values, launch)] if trainer.command else accelerate_argv(values, launch)
-        print("lora-trainer: " + " ".join(argv), flush=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if base.local:
-            # Nothing may reach the Hub (the job can run with network isolation): tokenizers are in
-            # the image, the model is in the channel.
-            env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    print(
+        f"lora-trainer: training {job.epochs} epoch(s) of {summary.steps_per_epoch} step(s) on {gpus} GPU(s); "
+        + (f"resuming after epoch {state.epoch} from {state.path.name}" if state else "starting from the base model"),
+        flush=True,
+    )
+    return Launch(
+        sd_scripts=job.image.sd_scripts,
+        base_model=job.inputs.base.name_or_path,
+        dataset_config=job.inputs.prepared.config_path,
+        output_dir=job.paths.checkpoints,
+        tokenizer_cache=job.image.tokenizer_cache,
+        epochs=job.epochs,
+        gpus=gpus,
+        cpus=os.cpu_count() or 1,
+        resume_state=state.path if state else None,
+        resume_epoch=state.epoch if state else 0,
+        steps_per_epoch=job.record.get("steps_per_epoch"),
+    )
 
-        def remember_steps_per_epoch(steps: int) -> None:
-            # Saved at once: the attempt may be killed long before it ends.
-            if record.get("steps_per_epoch") != steps:
-                record["steps_per_epoch"] = steps
-                write_json(paths.checkpoints / RUN_RECORD, record)
 
-        parser = ProgressParser(epoch_offset=launch.resume_epoch, on_steps_per_epoch=remember_steps_per_epoch)
-        if trainer.forwarder.received:
-            raise TrainingError(f"Stopped by {trainer.forwarder.received} before training started; a restarted job starts over cleanly.")
-        result = run_trainer(argv, env, parser, trainer.forwarder)
-        _check_result(result, SCRIPTS[model_type], parser.epoch)
-        problem = checkpoints.file_problem(final_model)
-        if problem:
-            raise TrainingError(f"kohya-ss finished without a usable {final_model.name} ({problem}) in {paths.checkpoints}.")
-        write_json(
-            paths.checkpoints / checkpoints.COMPLETION_MARKER,
-            {"fingerprint": fingerprint, "sha256": sha256_file(final_model), "finished_at": _now()},
-        )
-        for removed in checkpoints.clean_finished(paths.checkpoints, output_name):
-            print(f"lora-trainer: removed checkpoint {removed} (training finished)", flush=True)
+def _correct_step_count(final_model: Path, resume_epoch: int, steps_per_epoch: int | None) -> int | None:
+    """kohya writes its own step counter as the model's ss_steps, and on a run resumed with
+    --initial_epoch that counter starts at 0 (train_network.py resets global_step unless
+    --skip_until_initial_step, which replays the data and still counts only from the skipped
+    epoch's start). So a resumed run's model would claim only its last attempt's steps: the steps
+    of the epochs before the resume point are added back here."""
+    steps = _model_steps(final_model)
+    if steps is None or resume_epoch == 0:
+        return steps
+    if steps_per_epoch is None:
+        print(f"lora-trainer: WARNING: kohya did not report its steps per epoch; {final_model.name} keeps ss_steps={steps}", flush=True)
+        return steps
+    total = steps + resume_epoch * steps_per_epoch
+    update_metadata(final_model, {"ss_steps": str(total)})
+    print(f"lora-trainer: {final_model.name}: ss_steps {steps} -> {total} (this attempt's steps plus {resume_epoch} earlier epoch(s))", flush=True)
+    return total
 
-    paths.model.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(final_model, paths.model / final_model.name)
+
+def _model_steps(model: Path) -> int | None:
+    value = read_metadata(model).get("ss_steps")
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def _write_outputs(job: Job, attempt: Attempt) -> dict[str, Any]:
+    model = job.paths.model
+    model.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(job.final_model, model / job.final_model.name)
+    summary = job.inputs.prepared.summary
     metadata = {
-        "output_name": output_name,
-        "model_file": final_model.name,
-        "model_type": model_type,
-        "base_model": {"kind": base.kind, "name": base.name_or_path if not base.local else Path(base.name_or_path).name},
-        "hyperparameters": values,
-        "epochs": epochs,
-        "resumed_after_epoch": resumed_from,
-        "reused_completed_model": completed,
-        "sd_scripts_version": image.sd_scripts_version,
-        "dataset": asdict(prepared.summary),
-        "fingerprint": fingerprint,
-        "started_at": _iso(started),
-        "finished_at": _now(),
+        "output_name": job.inputs.output_name,
+        "model_file": job.final_model.name,
+        "model_type": job.inputs.model_type,
+        "base_model": _base_model_record(job.inputs.base),
+        "hyperparameters": _effective_hyperparameters(job.inputs),
+        "epochs": job.epochs,
+        "steps_per_epoch": summary.steps_per_epoch,
+        "steps": attempt.steps,
+        "resumed_after_epoch": attempt.resumed_from,
+        "reused_completed_model": attempt.reused,
+        "sd_scripts_version": job.image.sd_scripts_version,
+        "dataset": asdict(summary),
+        "fingerprint": job.fingerprint,
+        "started_at": run_record.iso(job.started),
+        "finished_at": run_record.now(),
     }
-    write_json(paths.model / METADATA_NAME, metadata)
-    print(f"lora-trainer: wrote {final_model.name} and {METADATA_NAME} to {paths.model}", flush=True)
+    write_json(model / METADATA_NAME, metadata)
+    print(f"lora-trainer: wrote {job.final_model.name} and {METADATA_NAME} to {model}", flush=True)
     return metadata
+
+
+def _base_model_record(base: BaseModel) -> dict[str, str]:
+    """The model trained on: a channel's file or folder name (its kind says which), or the Hub id."""
+    return {"kind": base.kind, "name": Path(base.name_or_path).name if base.local else base.name_or_path}
+
+
+def _effective_hyperparameters(inputs: Inputs) -> dict[str, Any]:
+    """The hyperparameters as the run used them: the base model that was trained on, and the batch
+    size and repeats dataset.toml set (one value when all agree, else one per dataset or subset)."""
+    summary = inputs.prepared.summary
+    effective = dict(inputs.values)
+    effective["base_model"] = _base_model_record(inputs.base)["name"]
+    effective["train_batch_size"] = summary.batch_size
+    effective["num_repeats"] = one_or_all([s.num_repeats for s in summary.subsets])
+    return effective
 
 
 def _read_hyperparameters(path: Path) -> dict[str, Any]:
@@ -213,46 +315,6 @@ def _refuse(config: dict[str, Any], keys: Sequence[str], setting: str, why: str)
     used = sorted({key for table in tables for key in keys if table.get(key)})
     if used:
         raise TrainingError(f"{setting} cannot be combined with {', '.join(used)} in dataset.toml ({why}); remove one or the other.")
-
-
-def _fingerprint(values: dict[str, Any], dataset_sha256: str, base_model: str, base_kind: str, version: str) -> str:
-    document = json.dumps(
-        {"hyperparameters": values, "dataset": dataset_sha256, "base_model": [base_kind, Path(base_model).name], "sd_scripts": version},
-        sort_keys=True,
-    )
-    return hashlib.sha256(document.encode()).hexdigest()
-
-
-def _run_record(folder: Path, fingerprint: str) -> dict[str, Any]:
-    """Checkpoints belong to one run: a restarted job (same inputs) resumes them; anything else
-    refuses to train on a state made with other hyperparameters or data."""
-    path = folder / RUN_RECORD
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            record = {}
-        if isinstance(record, dict) and record.get("fingerprint") == fingerprint:
-            return record
-        if isinstance(record, dict) and record.get("fingerprint"):
-            raise TrainingError(
-                "The checkpoint location holds the state of a different run (other hyperparameters, data or base model). "
-                "Give this job its own CheckpointConfig S3Uri, or delete that prefix to start over."
-            )
-    record = {"fingerprint": fingerprint, "created_at": _now()}
-    write_json(path, record)
-    return record
-
-
-def _completed(folder: Path, fingerprint: str, final_model: Path) -> bool:
-    marker = folder / checkpoints.COMPLETION_MARKER
-    if not marker.is_file() or not final_model.is_file():
-        return False
-    try:
-        content = json.loads(marker.read_text(encoding="utf-8"))
-    except ValueError:
-        return False
-    return isinstance(content, dict) and content.get("fingerprint") == fingerprint and content.get("sha256") == sha256_file(final_model)
 
 
 def _check_result(result: TrainerResult, script: str, epoch: int) -> None:
@@ -279,18 +341,6 @@ def _gpu_count() -> int:
     return max(1, sum(1 for line in listing.splitlines() if line.startswith("GPU ")))
 
 
-
-
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
-
-
-def _now() -> str:
-    return _iso(time.time())
-
-
 def write_failure(paths: SageMakerPaths, message: str) -> None:
     paths.failure.parent.mkdir(parents=True, exist_ok=True)
     paths.failure.write_text(message[:FAILURE_REASON_LIMIT], encoding="utf-8")
@@ -304,6 +354,8 @@ def main(argv: Sequence[str] | None = None, paths: SageMakerPaths | None = None,
         print(message, file=sys.stderr, flush=True)
         write_failure(paths, message)
         return 2
+    # A failure file of an earlier attempt must not outlive it: this attempt's outcome decides.
+    paths.failure.unlink(missing_ok=True)
     trainer = trainer or Trainer()
     with trainer.forwarder:
         try:

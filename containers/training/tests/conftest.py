@@ -1,7 +1,9 @@
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image as PILImage
@@ -82,3 +84,35 @@ def image(tmp_path: Path) -> Image:
 
 def fake_trainer(gpus: int = 1) -> Trainer:
     return Trainer(command=[sys.executable, str(FAKE_KOHYA)], gpus=gpus)
+
+
+def _sd_scripts_folder() -> Path:
+    """sd-scripts at the pinned commit, from LORA_TEST_SD_SCRIPTS. Without it the tests that hold the
+    entrypoint to kohya's own code are skipped locally, and fail in CI, where they must run."""
+    folder = os.environ.get("LORA_TEST_SD_SCRIPTS")
+    problem = None
+    if not folder:
+        problem = "LORA_TEST_SD_SCRIPTS is not set (the sd-scripts folder at the pinned commit)"
+    elif not (Path(folder) / "train_network.py").is_file():
+        problem = f"LORA_TEST_SD_SCRIPTS={folder} has no train_network.py"
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; CI must run the tests against real sd-scripts", pytrace=False)
+        pytest.skip(problem)
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def sd_scripts():
+    """kohya-ss sd-scripts' own modules, imported in this process (about 5 s, once)."""
+    folder = str(_sd_scripts_folder())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sd-scripts' invalid escape sequences
+        import sdxl_train_network
+        import train_network
+        from library import config_util, train_util
+    return SimpleNamespace(folder=Path(folder), train_network=train_network, sdxl_train_network=sdxl_train_network, config_util=config_util, train_util=train_util)

@@ -1,9 +1,13 @@
 """A stand-in for `accelerate launch train_network.py`, used only by the tests: it accepts the flags
 the entrypoint passes, rejects any other, and writes what kohya-ss sd-scripts v0.10.1 writes where it
 writes it (epoch states saved before the older one is removed, an end-of-training state, then the
-final model), printing kohya's epoch lines and tqdm progress. Environment variables make it fail the
-ways a spot job can: FAKE_KOHYA_DIE_AFTER_EPOCH, FAKE_KOHYA_PARTIAL_NEXT, FAKE_KOHYA_HANG,
-FAKE_KOHYA_EXIT. Every invocation is appended to FAKE_KOHYA_LOG."""
+final model), printing kohya's epoch lines and drawing its tqdm bar as train_network.py draws it
+(once at its start; per step update(1), showing the previous step's loss, then set_postfix with the
+new one). Like kohya's, its step counter restarts at 0 on a resumed attempt and is written as the
+final model's ss_steps. Unlike kohya, an epoch is always 10 steps, whatever the dataset (what kohya
+really counts is checked in test_kohya_dataset.py). Environment variables make it fail the ways a
+spot job can: FAKE_KOHYA_DIE_AFTER_EPOCH, FAKE_KOHYA_PARTIAL_NEXT, FAKE_KOHYA_HANG, FAKE_KOHYA_EXIT.
+Every invocation is appended to FAKE_KOHYA_LOG."""
 
 import argparse
 import json
@@ -43,9 +47,12 @@ SWITCHES = [
 ]
 
 
-def safetensors_bytes(values: int = 4) -> bytes:
-    header = json.dumps({"lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [values], "data_offsets": [0, 4 * values]}}).encode()
-    return struct.pack("<Q", len(header)) + header + b"\0" * (4 * values)
+def safetensors_bytes(values: int = 4, metadata: dict | None = None) -> bytes:
+    header = {"lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [values], "data_offsets": [0, 4 * values]}}
+    if metadata:
+        header["__metadata__"] = metadata
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + bytes(range(4 * values))
 
 
 def torch_zip(path: Path) -> None:
@@ -112,16 +119,25 @@ def main() -> int:
 
     print(f"override steps. steps for {epochs} epochs is / 指定エポックまでのステップ数: {epochs * 10}", flush=True)
     die_after = int(os.environ.get("FAKE_KOHYA_DIE_AFTER_EPOCH", "0"))
+    # As train_network.py: a bar over all max_train_steps even when resuming, drawn once at its start;
+    # each step, update(1) redraws it with the new step and the previous postfix, then
+    # set_postfix(avr_loss=...) with this step's loss. Its step counter (global_step, written as the
+    # model's ss_steps) starts at 0 on every attempt.
+    bar_total, global_step, postfix = epochs * 10, 0, ""
+    draw = lambda: sys.stderr.write(f"\rsteps: {global_step * 100 // bar_total:3d}%|##  | {global_step}/{bar_total} [00:01<00:09,  1.25s/it{postfix}]")  # noqa: E731
+    draw()
     for epoch in range(start, epochs):
         print(f"\nepoch {epoch + 1}/{epochs}\n", flush=True)
         for step in range(1, 11):
-            done = (epoch - start) * 10 + step
-            sys.stderr.write(f"\rsteps:  {done}%|##  | {done}/{epochs * 10} [00:01<00:09,  1.25s/it, avr_loss=0.{epoch + 1}{step:02d}]")
+            global_step += 1
+            draw()
+            postfix = f", avr_loss=0.{epoch + 1}{step:02d}"
+            draw()
             sys.stderr.flush()
-        sys.stderr.write("\n")
         if log:
             record["epochs_run"].append(epoch + 1)
         if (epoch + 1) % every == 0 and (epoch + 1) < epochs:
+            print(f"\nsaving checkpoint: {out / f'{name}-{epoch + 1:06d}.safetensors'}", flush=True)
             (out / f"{name}-{epoch + 1:06d}.safetensors").write_bytes(safetensors_bytes())
             old_model = out / f"{name}-{epoch + 1 - every:06d}.safetensors"
             if old_model.exists():
@@ -136,7 +152,9 @@ def main() -> int:
             finish_log()
             os._exit(137)  # the instance is gone: no clean-up
     save_state(out / f"{name}-state", epochs, fp16)
-    (out / f"{name}.safetensors").write_bytes(safetensors_bytes(8))
+    print(f"\nsaving checkpoint: {out / f'{name}.safetensors'}", flush=True)
+    metadata = {"ss_steps": str(global_step), "ss_epoch": str(epochs), "ss_network_dim": str(args.network_dim)}
+    (out / f"{name}.safetensors").write_bytes(safetensors_bytes(8, metadata))
     print("model saved.", flush=True)
     finish_log()
     return 0

@@ -106,14 +106,14 @@ def test_several_gpus_cannot_resume_without_the_steps_per_epoch():
 
 
 @pytest.mark.parametrize(
-    "given, images_per_epoch, batch, epochs",
+    "given, steps_per_epoch, epochs",
     [
-        ({"max_train_steps": "400"}, 100, 1, 4),  # 100 steps an epoch
-        ({"max_train_steps": "401"}, 100, 1, 5),  # rounded up, never short
-        ({"max_train_steps": "400"}, 100, 4, 16),  # 25 steps an epoch
-        ({"max_train_steps": "5"}, 100, 1, 1),  # at least one epoch
-        ({"max_train_steps": "400", "max_train_epochs": "3"}, 100, 1, 3),  # epochs win
+        ({"max_train_steps": "400"}, 100, 4),
+        ({"max_train_steps": "401"}, 100, 5),  # rounded up, never short
+        ({"max_train_steps": "400"}, 25, 16),
+        ({"max_train_steps": "5"}, 100, 1),  # at least one epoch
+        ({"max_train_steps": "400", "max_train_epochs": "3"}, 100, 3),  # epochs win
     ],
 )
-def test_steps_become_whole_epochs(given, images_per_epoch, batch, epochs):
-    assert epochs_for(parse_hyperparameters(given), images_per_epoch, batch) == epochs
+def test_steps_become_whole_epochs(given, steps_per_epoch, epochs):
+    assert epochs_for(parse_hyperparameters(given), steps_per_epoch) == epochs

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import fake_trainer
 from fake_kohya import safetensors_bytes
+from lora_trainer.lora_file import read_metadata
 from lora_trainer.main import Trainer, main
 
 RUN_ENTRYPOINT = Path(__file__).with_name("run_entrypoint.py")
@@ -40,8 +41,14 @@ def test_a_run_writes_the_lora_and_its_metadata(opt_ml, image, capsys):
     # Finished: only the model, the marker and the run record stay in the checkpoints.
     assert checkpoint_names(opt_ml) == ["lora-run.json", "pokemon.safetensors", "training-complete.json"]
     out = capsys.readouterr().out
-    assert "lora-metrics step=1 epoch=1 loss=0.101 seconds_per_step=1.250" in out
-    assert "lora-metrics step=20 epoch=2 loss=0.210" in out
+    metrics = [line for line in out.splitlines() if line.startswith("lora-metrics")]
+    # One line per step with that step's own loss, the last step included (the fake draws its bar
+    # as kohya does: update(1) with the previous loss, then set_postfix with the new one).
+    assert [line.split(" seconds_per_step=")[0] for line in metrics] == [
+        f"lora-metrics step={epoch * 10 + step} epoch={epoch + 1} loss=0.{epoch + 1}{step:02d}" for epoch in range(2) for step in range(1, 11)
+    ]
+    assert all(0 <= float(line.split("seconds_per_step=")[1]) < 5 for line in metrics)
+    assert metadata["steps"] == 20 and metadata["steps_per_epoch"] == 30
     assert not opt_ml.paths.failure.exists()
 
 
@@ -79,6 +86,45 @@ def test_resume_across_two_interruptions(opt_ml, image, monkeypatch, capsys):
     assert "lora-metrics step=41 epoch=5 loss=0.501" in out  # steps count from the start of training
     metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
     assert metadata["resumed_after_epoch"] == 4
+    # kohya's last attempt counted only its own 20 steps; the model states all 60.
+    assert read_metadata(opt_ml.paths.model / "lora.safetensors")["ss_steps"] == "60"
+    assert metadata["steps"] == 60
+    assert not opt_ml.paths.failure.exists()  # the interrupted attempts' reason is gone with them
+
+
+def test_a_fresh_run_keeps_kohyas_step_count(opt_ml, image):
+    # Negative control for the correction above: nothing to add when nothing was resumed.
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "3"})
+    assert train(opt_ml, image) == 0
+    assert read_metadata(opt_ml.paths.model / "lora.safetensors")["ss_steps"] == "30"
+
+
+def test_a_successful_attempt_removes_an_earlier_failure(opt_ml, image, monkeypatch):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "2"})
+    monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "1")
+    assert train(opt_ml, image) == 1
+    assert opt_ml.failure().startswith("kohya-ss train_network.py failed with exit status 137")
+    monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
+    assert train(opt_ml, image) == 0
+    assert not opt_ml.paths.failure.exists()
+
+
+def test_the_metadata_records_the_batch_sizes_the_toml_set(opt_ml, image):
+    opt_ml.captioned_images(2, opt_ml.dataset / "a")
+    opt_ml.captioned_images(3, opt_ml.dataset / "b")
+    (opt_ml.dataset / "dataset.toml").write_text(
+        "[[datasets]]\nbatch_size = 2\n[[datasets.subsets]]\nimage_dir = 'a'\nnum_repeats = 2\n"
+        "[[datasets]]\nbatch_size = 3\n[[datasets.subsets]]\nimage_dir = 'b'\n"
+    )
+    opt_ml.hyperparameters({"max_train_epochs": "1", "num_repeats": "3"})
+    assert train(opt_ml, image) == 0
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    assert metadata["hyperparameters"]["train_batch_size"] == [2, 3]  # not the hyperparameter's 1
+    assert metadata["hyperparameters"]["num_repeats"] == [2, 3]
+    assert metadata["dataset"]["batch_size"] == [2, 3]
+    assert metadata["steps_per_epoch"] == 2 + 3  # ceil(2 x 2 / 2) + ceil(3 x 3 / 3)
 
 
 def test_a_completed_run_is_not_trained_again(opt_ml, image):
@@ -127,6 +173,8 @@ def test_a_base_model_channel_trains_offline(opt_ml, image):
     assert run["argv"][run["argv"].index("--pretrained_model_name_or_path") + 1] == str(model)
     metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
     assert metadata["base_model"] == {"kind": "single file", "name": "chilloutmix_NiPrunedFp32Fix.safetensors"}
+    # The hyperparameter's default Hub id was not used, so it is not what the metadata names.
+    assert metadata["hyperparameters"]["base_model"] == "chilloutmix_NiPrunedFp32Fix.safetensors"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,194 @@
+"""Every dataset.toml the entrypoint writes or accepts, loaded by the pinned sd-scripts' own dataset
+code as train_network.py loads it (library/config_util.py's sanitizer and blueprint, then the
+dataset group, whose length after make_buckets is kohya's steps per epoch): kohya must find the
+images, captions and repeats the entrypoint reported, and the steps per epoch it planned."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import toml
+
+from conftest import SEED_TOML, write_image
+from lora_trainer.command import epochs_for, kohya_args
+from lora_trainer.dataset_check import kohya_caption, one_or_all
+from lora_trainer.main import check_inputs
+from test_kohya_cli import launch
+
+
+def kohya_dataset_group(sd_scripts, inputs):
+    """kohya's training dataset group for the command line the entrypoint would run."""
+    argv = kohya_args(inputs.values, launch(dataset_config=inputs.prepared.config_path))
+    module = sd_scripts.train_network if inputs.values["model_type"] == "sd15" else sd_scripts.sdxl_train_network
+    args = module.setup_parser().parse_args(argv)
+    sd_scripts.train_util.prepare_dataset_args(args, True)
+    config_util = sd_scripts.config_util
+    user_config = config_util.load_user_config(str(args.dataset_config))
+    blueprint = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, args.masked_loss, True)).generate(user_config, args)
+    group, validation = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
+    assert validation is None or len(validation) == 0
+    return group
+
+
+def assert_kohya_agrees(sd_scripts, opt_ml, hyperparameters):
+    opt_ml.hyperparameters(hyperparameters)
+    inputs = check_inputs(opt_ml.paths)
+    summary = inputs.prepared.summary
+    group = kohya_dataset_group(sd_scripts, inputs)
+    kohya_subsets = [subset for dataset in group.datasets for subset in dataset.subsets]
+    assert [(s.img_count, s.num_repeats) for s in kohya_subsets] == [(s.images, s.num_repeats) for s in summary.subsets if s.images]
+    assert one_or_all([d.batch_size for d in group.datasets]) == summary.batch_size
+    # The captions kohya will train with are the ones the entrypoint checked.
+    for dataset in group.datasets:
+        for subset in dataset.subsets:
+            for info in dataset.image_data.values():
+                if Path(info.absolute_path).parent == Path(subset.image_dir):
+                    expected = kohya_caption(Path(info.absolute_path), subset.caption_extension, subset.class_tokens, subset.enable_wildcard)
+                    assert info.caption == (expected or ""), info.absolute_path
+    # kohya registers only the regularization images it needs; every training image.
+    views = sum(info.num_repeats for d in group.datasets for info in d.image_data.values())
+    assert views == summary.images_per_epoch
+    # kohya's epoch is the group's length (one batch per item): the entrypoint must plan the same.
+    assert len(group) == summary.steps_per_epoch
+    if inputs.values["max_train_epochs"] is None:
+        assert epochs_for(inputs.values, summary.steps_per_epoch) == math.ceil(int(inputs.values["max_train_steps"]) / len(group))
+    return inputs, group
+
+
+def images(folder: Path, sizes, prefix="img", caption=lambda i: f"a red pokemon number {i}"):
+    for index, size in enumerate(sizes):
+        image = write_image(folder / f"{prefix}{index}.png", size)
+        text = caption(index)
+        if text is not None:
+            image.with_suffix(".txt").write_text(text)
+
+
+MIXED = [(640, 480), (480, 640), (512, 512), (1200, 700), (300, 900), (777, 555), (1024, 1024)]
+
+
+def test_the_seed_guides_toml(sd_scripts, opt_ml):
+    (opt_ml.dataset / "dataset.toml").write_text(SEED_TOML)
+    images(opt_ml.dataset, MIXED[:5])
+    inputs, group = assert_kohya_agrees(sd_scripts, opt_ml, {})
+    assert len(group) == math.ceil(5 * 10 / 2)  # no buckets: one of 768x768, batches of 2
+
+
+def test_a_generated_configuration_with_repeat_folders_and_buckets(sd_scripts, opt_ml):
+    images(opt_ml.dataset / "10_pikachu", MIXED, caption=lambda i: None if i == 2 else "pikachu sitting")
+    images(opt_ml.dataset / "style", MIXED[:4])
+    images(opt_ml.dataset, MIXED[3:])
+    assert_kohya_agrees(sd_scripts, opt_ml, {"train_batch_size": "3", "num_repeats": "2"})
+
+
+def test_several_datasets_of_different_batch_sizes(sd_scripts, opt_ml):
+    # Finding: the steps were planned at the largest batch size for all datasets, 1600 steps became
+    # 2670. kohya sums each dataset's own batches.
+    images(opt_ml.dataset / "a", MIXED)
+    images(opt_ml.dataset / "b", MIXED[:3] * 1, prefix="b")
+    (opt_ml.dataset / "dataset.toml").write_text(
+        "[general]\nenable_bucket = true\n"
+        "[[datasets]]\nbatch_size = 1\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\nnum_repeats = 4\n"
+        "[[datasets]]\nbatch_size = 4\nresolution = [768, 640]\nbucket_reso_steps = 32\n[[datasets.subsets]]\nimage_dir = 'b'\nnum_repeats = 3\n"
+    )
+    inputs, group = assert_kohya_agrees(sd_scripts, opt_ml, {})
+    assert inputs.prepared.summary.steps_per_epoch != math.ceil(inputs.prepared.summary.images_per_epoch / max(inputs.prepared.summary.batch_size))
+
+
+@pytest.mark.parametrize("batch, train_repeats, reg_repeats", [(2, 3, 1), (1, 3, 1), (1, 3, 4), (1, 1, 1)])
+def test_regularization_images_are_balanced_as_kohya_balances_them(sd_scripts, opt_ml, batch, train_repeats, reg_repeats):
+    # Fewer, as many and more regularization views than training views; batch 1 counts every view.
+    images(opt_ml.dataset / "train", MIXED[:2])
+    images(opt_ml.dataset / "reg", MIXED[2:7], prefix="r", caption=lambda i: None)
+    (opt_ml.dataset / "dataset.toml").write_text(
+        f"[[datasets]]\nbatch_size = {batch}\nenable_bucket = true\nbucket_no_upscale = true\n"
+        f"[[datasets.subsets]]\nimage_dir = 'train'\nnum_repeats = {train_repeats}\n"
+        f"[[datasets.subsets]]\nimage_dir = 'reg'\nis_reg = true\nclass_tokens = 'a pokemon'\nnum_repeats = {reg_repeats}\n"
+    )
+    assert_kohya_agrees(sd_scripts, opt_ml, {})
+
+
+def test_a_hugging_face_imagefolder(sd_scripts, opt_ml):
+    images(opt_ml.dataset / "train", MIXED[:4], caption=lambda i: None)
+    lines = [json.dumps({"file_name": f"train/img{i}.png", "text": f"caption {i}"}) for i in range(4)]
+    (opt_ml.dataset / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    assert_kohya_agrees(sd_scripts, opt_ml, {"max_train_steps": "100"})
+
+
+def test_sdxl_at_a_large_resolution(sd_scripts, opt_ml):
+    images(opt_ml.dataset, [(1600, 900), (2000, 2000), (900, 1600), (1024, 1024), (1100, 1000)])
+    assert_kohya_agrees(sd_scripts, opt_ml, {"model_type": "sdxl", "resolution": "1280", "train_batch_size": "2"})
+
+
+@pytest.mark.parametrize("wildcard", [False, True])
+def test_multi_line_captions_and_class_tokens(sd_scripts, opt_ml, wildcard):
+    images(opt_ml.dataset / "5_pikachu", MIXED[:3], caption=lambda i: ["first line\nsecond line\n", None, "\n\nthird"][i])
+    (opt_ml.dataset / "dataset.toml").write_text(
+        f"[general]\nenable_wildcard = {str(wildcard).lower()}\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = '5_pikachu'\nclass_tokens = 'pikachu'\n"
+    )
+    hyperparameters = {"allow_missing_captions": "true"}
+    inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, hyperparameters)
+    # A blank first line is an empty caption to kohya, class tokens or not (unless wildcards join lines).
+    assert inputs.prepared.summary.missing_captions == ([] if wildcard else ["5_pikachu/img2.png"])
+
+
+def test_an_empty_caption_file_is_refused_as_kohya_would(sd_scripts, opt_ml):
+    from lora_trainer.errors import DatasetError
+
+    images(opt_ml.dataset, MIXED[:2])
+    (opt_ml.dataset / "img1.txt").write_text("")
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match="caption file.* are empty, which kohya refuses: img1.txt"):
+        check_inputs(opt_ml.paths)
+    # kohya itself: an assertion while it loads the dataset, after the model is loaded.
+    (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    (opt_ml.dataset / "img1.txt").write_text("x")
+    inputs = check_inputs(opt_ml.paths)
+    (opt_ml.dataset / "img1.txt").write_text("")
+    with pytest.raises(AssertionError, match="caption file is empty"):
+        kohya_dataset_group(sd_scripts, inputs)
+
+
+def test_face_crop_names_read_the_shorter_caption(sd_scripts, opt_ml):
+    # kohya's face-crop output 'name_x_y_w_h.png' falls back to 'name.txt'.
+    images(opt_ml.dataset, [(512, 512)] * 2, prefix="pika_0_0_64_", caption=lambda i: None)
+    (opt_ml.dataset / "pika.txt").write_text("pikachu face")
+    inputs, group = assert_kohya_agrees(sd_scripts, opt_ml, {})
+    assert {info.caption for info in group.datasets[0].image_data.values()} == {"pikachu face"}
+    assert inputs.prepared.summary.ignored == []  # pika.txt is a caption, not an ignored file
+
+
+def test_two_subsets_of_one_folder_are_refused_since_kohya_drops_the_second(sd_scripts, opt_ml):
+    from lora_trainer.errors import DatasetError
+
+    images(opt_ml.dataset / "a", MIXED[:2])
+    subsets = "[[datasets.subsets]]\nimage_dir = 'a'\nnum_repeats = 2\n[[datasets.subsets]]\nimage_dir = 'a'\nnum_repeats = 5\n"
+    (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\n" + subsets)
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match=r"subsets\[1\] has the same image_dir as subsets\[0\]"):
+        check_inputs(opt_ml.paths)
+    # What kohya does with it: one subset, the second's repeats gone.
+    (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\n" + subsets.split("[[datasets.subsets]]\nimage_dir = 'a'\nnum_repeats = 5")[0])
+    inputs = check_inputs(opt_ml.paths)
+    config = inputs.prepared.config
+    config["datasets"][0]["subsets"].append({**config["datasets"][0]["subsets"][0], "num_repeats": 5})
+    inputs.prepared.config_path.write_text(toml.dumps(config))
+    group = kohya_dataset_group(sd_scripts, inputs)
+    assert [(s.img_count, s.num_repeats) for s in group.datasets[0].subsets] == [(2, 2)]
+
+
+SIZES = [(w, h) for w in (64, 100, 333, 512, 640, 700, 1023, 1024, 1500, 2048, 4000) for h in (64, 77, 480, 512, 768, 999, 1024, 1600, 3000)]
+
+
+@pytest.mark.parametrize("no_upscale", [False, True])
+@pytest.mark.parametrize("resolution, low, high, steps", [((512, 512), 256, 1024, 64), ((1024, 1024), 256, 2048, 64), ((768, 640), 320, 1000, 32)])
+def test_every_image_goes_to_kohyas_bucket(sd_scripts, no_upscale, resolution, low, high, steps):
+    from lora_trainer.buckets import BucketSettings, bucket_chooser
+
+    settings = BucketSettings(resolution, 1, True, no_upscale, low, high, steps)
+    ours = bucket_chooser(settings)
+    # As DreamBoothDataset sets kohya's BucketManager up, min/max rounded to the step.
+    kohya = sd_scripts.train_util.BucketManager(no_upscale, resolution, low - low % steps, high + (-high) % steps, steps)
+    if not no_upscale:
+        kohya.make_buckets()
+    assert [ours(size) for size in SIZES] == [tuple(kohya.select_bucket(*size)[0]) for size in SIZES]
