@@ -1,0 +1,360 @@
+"""Real kohya-ss training on CPU through the entrypoint, on a random-weight SD 1.5 (real_models.py),
+then the LoRA it wrote served by the inference server's own code (real_roundtrip_serve.py).
+
+One run serves every test, to spend the CPU once: 1 image, batch 1, 3 epochs (one step each). The
+first attempt gets SIGTERM, as SageMaker sends it, once epoch 2 starts (the state of epoch 1 saved); the second
+attempt, on the same /opt/ml tree, resumes and finishes: it is also the "real run" whose LoRA and
+metadata are checked and served. Needs the four LORA_TEST_* variables (see _environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from safetensors import safe_open
+
+from lora_trainer.checkpoints import state_problem
+from real_models import ensure_sd15
+
+TESTS = Path(__file__).resolve().parent
+TRAINING_ROOT = TESTS.parent
+ENVIRONMENT = ("LORA_TEST_SD_SCRIPTS", "LORA_TEST_CACHE", "LORA_TEST_PYTHON_TRAINING", "LORA_TEST_PYTHON_INFERENCE")
+SD_SCRIPTS_VERSION = "v0.10.1"
+DEFAULT_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+OUTPUT_NAME = "real"
+EPOCHS = 3
+BASE_FOLDER_NAME = "sd15-random"
+CAPTION = "a photo of sks pokemon"
+HYPERPARAMETERS = {
+    "max_train_epochs": str(EPOCHS),
+    "output_name": OUTPUT_NAME,
+    "mixed_precision": "no",  # CPU: fp32
+    "optimizer_type": "AdamW",  # the default AdamW8bit needs bitsandbytes' CUDA kernels
+    "learning_rate": "5e-3",  # high, so that 3 steps change the served images visibly
+    "network_dim": "4",
+    "network_alpha": "4",
+    "gradient_checkpointing": "false",  # at 64 px activations are small; recomputing them costs CPU
+    "train_batch_size": "2",  # overridden by the dataset.toml's 1: the metadata must tell the effective one
+}
+DATASET_TOML = """[general]
+caption_extension = '.txt'
+[[datasets]]
+resolution = 64
+batch_size = 1
+[[datasets.subsets]]
+image_dir = '.'
+num_repeats = 1
+"""
+# Bounds, well above what 2 idle cores need (about 25 s to start, 40 s a step), for a shared machine.
+FIRST_STATE_TIMEOUT = 420
+SIGTERM_EXIT_TIMEOUT = 120  # SageMaker's SIGKILL follows SIGTERM after 120 s
+FINISH_TIMEOUT = 600
+SERVE_TIMEOUT = 600
+
+METRIC = re.compile(r"^lora-metrics step=(?P<step>\d+) epoch=(?P<epoch>\d+) loss=(?P<loss>\S+)")
+KOHYA_EPOCH = re.compile(rf"^epoch (\d+)/{EPOCHS}$")
+# kohya's tqdm bar as it reaches the accelerate wrapper, before the entrypoint rewrites it.
+RAW_BAR = re.compile(r"steps:\s*\d+%\|.*?\|\s*(?P<step>\d+)/\d+\s*\[[^\]]*avr_loss=(?P<loss>[^,\]]+)")
+# kohya starts epoch 2 only after saving the state of epoch 1, so SIGTERM then lands inside epoch 2.
+SECOND_EPOCH_STARTED = re.compile(rf"^\s*epoch 2/{EPOCHS}$")
+
+
+@dataclass(frozen=True)
+class Environment:
+    sd_scripts: Path
+    cache: Path
+    python_training: str
+    python_inference: str
+
+
+@dataclass
+class Attempt:
+    """One start of the entrypoint: its output, line by line, as it comes."""
+
+    process: subprocess.Popen[str]
+    raw_log: Path
+    lines: list[str] = field(default_factory=list)
+    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern.pattern!r} within {timeout} s; last lines:\n{self.tail()}") from None
+            if line is None:
+                raise AssertionError(f"the entrypoint ended before a line matching {pattern.pattern!r}; last lines:\n{self.tail()}")
+            self.lines.append(line)
+            if pattern.search(line):
+                return line
+
+    def finish(self, timeout: float) -> int:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the entrypoint did not end within {timeout} s; last lines:\n{self.tail()}") from None
+        while (line := self._queue.get(timeout=30)) is not None:
+            self.lines.append(line)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        """Ends an attempt a failed assertion left running: SIGTERM first, so the entrypoint takes
+        kohya's process group down with it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=SIGTERM_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def tail(self, count: int = 30) -> str:
+        return "\n".join(self.lines[-count:])
+
+    def metrics(self) -> list[tuple[int, int, str]]:
+        return [(int(m["step"]), int(m["epoch"]), m["loss"]) for line in self.lines if (m := METRIC.match(line))]
+
+    def kohya_epochs(self) -> list[int]:
+        return [int(m.group(1)) for line in self.lines if (m := KOHYA_EPOCH.match(line.strip()))]
+
+    def raw_losses(self) -> dict[int, str]:
+        """The loss kohya showed last for each step of its bar: set after the step, so the step's own."""
+        losses: dict[int, str] = {}
+        for segment in re.split(r"[\r\n]", self.raw_log.read_text(encoding="utf-8", errors="replace")):
+            if bar := RAW_BAR.search(segment):
+                losses[int(bar["step"])] = bar["loss"].strip()
+        return losses
+
+    def command(self) -> list[str]:
+        [line] = [line for line in self.lines if line.startswith("lora-trainer: accelerate launch ")]
+        return line.removeprefix("lora-trainer: ").split()
+
+
+@dataclass
+class RealRun:
+    opt_ml: Path
+    base_model: Path
+    stopped: Attempt
+    resumed: Attempt
+    stopped_failure: str
+
+    def __repr__(self) -> str:  # short, for failure messages
+        return f"RealRun({self.opt_ml})"
+
+    @property
+    def model(self) -> Path:
+        return self.opt_ml / "model"
+
+    def metadata(self) -> dict:
+        return json.loads((self.model / "training-metadata.json").read_text(encoding="utf-8"))
+
+    def lora(self) -> tuple[dict[str, str], list[str]]:
+        with safe_open(self.model / f"{OUTPUT_NAME}.safetensors", "pt") as lora:
+            return lora.metadata(), list(lora.keys())
+
+
+def _environment() -> Environment:
+    missing = [name for name in ENVIRONMENT if not os.environ.get(name)]
+    if missing:
+        message = f"real-training tests need {', '.join(missing)} (set by the test runner)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    get = os.environ.__getitem__
+    return Environment(Path(get("LORA_TEST_SD_SCRIPTS")), Path(get("LORA_TEST_CACHE")), get("LORA_TEST_PYTHON_TRAINING"), get("LORA_TEST_PYTHON_INFERENCE"))
+
+
+@pytest.fixture(scope="module")
+def environment() -> Environment:
+    return _environment()
+
+
+@pytest.fixture(scope="module")
+def base_model(environment: Environment) -> Path:
+    return ensure_sd15(environment.cache, environment.python_training)
+
+
+def _opt_ml(root: Path, base_model: Path) -> Path:
+    """The /opt/ml tree of the job: hyperparameters, a one-image dataset, the model as a channel."""
+    opt_ml = root / "opt" / "ml"
+    (opt_ml / "input" / "config").mkdir(parents=True)
+    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(HYPERPARAMETERS))
+    dataset = opt_ml / "input" / "data" / "dataset"
+    dataset.mkdir(parents=True)
+    PILImage.radial_gradient("L").resize((64, 64)).convert("RGB").save(dataset / "pokemon.png")
+    (dataset / "pokemon.txt").write_text(CAPTION)
+    (dataset / "dataset.toml").write_text(DATASET_TOML)
+    channel = opt_ml / "input" / "data" / "base_model"
+    channel.mkdir(parents=True)
+    # A link, not a 4 GB copy; the folder name is what the metadata must name.
+    (channel / BASE_FOLDER_NAME).symlink_to(base_model / "diffusers", target_is_directory=True)
+    return opt_ml
+
+
+def _accelerate_wrapper(folder: Path, environment: Environment) -> Path:
+    """An `accelerate` first on PATH that runs the real one with the entrypoint's arguments unchanged
+    and keeps kohya's raw output (the tqdm redraws the entrypoint turns into metric lines)."""
+    folder.mkdir()
+    real = Path(environment.python_training).parent / "accelerate"
+    wrapper = folder / "accelerate"
+    wrapper.write_text(f'#!/bin/bash\nset -o pipefail\n"{real}" "$@" 2>&1 | tee -a "$KOHYA_RAW_LOG"\n')
+    wrapper.chmod(0o755)
+    return folder
+
+
+def _start(root: Path, opt_ml: Path, base_model: Path, environment: Environment, wrapper: Path, name: str) -> Attempt:
+    raw_log = root / f"{name}-kohya-raw.log"
+    env = dict(
+        os.environ,
+        OPT_ML=str(opt_ml),
+        LORA_WORK_DIR=str(root / "work"),
+        SD_SCRIPTS_DIR=str(environment.sd_scripts),
+        TOKENIZER_CACHE_DIR=str(base_model / "tokenizers"),
+        SD_SCRIPTS_VERSION=SD_SCRIPTS_VERSION,
+        PATH=os.pathsep.join([str(wrapper), str(Path(environment.python_training).parent), os.environ.get("PATH", "")]),
+        KOHYA_RAW_LOG=str(raw_log),
+        HF_HOME=str(root / "hf-home"),
+    )
+    process = subprocess.Popen(
+        [environment.python_training, "-m", "lora_trainer", "train"],
+        cwd=TRAINING_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    return Attempt(process, raw_log)
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory, environment: Environment, base_model: Path) -> RealRun:
+    root = tmp_path_factory.mktemp("real-training")
+    opt_ml = _opt_ml(root, base_model)
+    wrapper = _accelerate_wrapper(root / "bin", environment)
+
+    stopped = _start(root, opt_ml, base_model, environment, wrapper, "attempt1")
+    try:
+        stopped.wait_for(SECOND_EPOCH_STARTED, FIRST_STATE_TIMEOUT)
+        state = opt_ml / "checkpoints" / f"{OUTPUT_NAME}-000001-state"
+        assert state_problem(state, False) is None, f"{state} is not whole when epoch 2 starts"
+        stopped.process.send_signal(signal.SIGTERM)  # to the entrypoint only, as `docker stop` does
+        assert stopped.finish(SIGTERM_EXIT_TIMEOUT) == 143, stopped.tail()
+    finally:
+        stopped.stop()
+    failure = opt_ml / "output" / "failure"
+    stopped_failure = failure.read_text(encoding="utf-8") if failure.is_file() else ""
+
+    resumed = _start(root, opt_ml, base_model, environment, wrapper, "attempt2")
+    try:
+        assert resumed.finish(FINISH_TIMEOUT) == 0, resumed.tail(60)
+    finally:
+        resumed.stop()
+    return RealRun(opt_ml, base_model, stopped, resumed, stopped_failure)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_training_versions(pytestconfig: pytest.Config, environment: Environment) -> None:
+    """Which torch, diffusers, transformers and sd-scripts the real run used, in the test output."""
+    probe = "import torch, diffusers, transformers, accelerate; print(f'torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}, accelerate {accelerate.__version__}')"
+    versions = subprocess.run([environment.python_training, "-c", probe], capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    readme = (environment.sd_scripts / "README.md").read_text(encoding="utf-8")
+    release = re.search(r"\*\*Version ([0-9.]+)", readme)
+    sd_scripts = f"sd-scripts {release.group(1) if release else 'unknown'} at {environment.sd_scripts}"
+    _report(pytestconfig, f"real training: {versions}, {sd_scripts}")
+
+
+def _report(pytestconfig: pytest.Config, line: str) -> None:
+    """A line in the test output whatever the capture mode (as capsys.disabled(), for any scope)."""
+    plugins = pytestconfig.pluginmanager
+    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+        plugins.get_plugin("terminalreporter").write_line(line)
+
+
+def test_real_sd15_training_writes_the_lora_and_metadata_to_opt_ml_model(real_run: RealRun):
+    assert sorted(p.name for p in real_run.model.iterdir()) == [f"{OUTPUT_NAME}.safetensors", "training-metadata.json"]
+    _, keys = real_run.lora()
+    modules = {key.split(".")[0] for key in keys}
+    # The default trains the text encoder too: 72 CLIP and 192 U-Net modules in SD 1.5.
+    assert sum(m.startswith("lora_te_") for m in modules) == 72
+    assert sum(m.startswith("lora_unet_") for m in modules) == 192
+    assert real_run.metadata()["sd_scripts_version"] == SD_SCRIPTS_VERSION
+    assert real_run.resumed.metrics(), "no lora-metrics lines"
+
+
+def test_real_sd15_training_metadata_names_the_channel_model_and_effective_batch_size(real_run: RealRun):
+    metadata = real_run.metadata()
+    assert metadata["base_model"] == {"kind": "diffusers folder", "name": BASE_FOLDER_NAME}
+    assert DEFAULT_HUB_ID not in json.dumps(metadata), "the metadata names the default Hub id although the model came from the channel"
+    assert metadata["dataset"]["batch_size"] == 1  # the dataset.toml's, not train_batch_size 2
+
+
+def test_real_sd15_training_resumes_after_sigterm_each_epoch_once(real_run: RealRun):
+    stopped, resumed = real_run.stopped, real_run.resumed
+    assert "Stopped by SIGTERM" in real_run.stopped_failure
+    assert "--resume" not in stopped.command()
+    command = resumed.command()
+    resume = command[command.index("--resume") :][:4]
+    assert resume == ["--resume", str(real_run.opt_ml / "checkpoints" / f"{OUTPUT_NAME}-000001-state"), "--initial_epoch", "2"]
+    # Epoch 2 had begun when SIGTERM came; the resumed attempt runs it again, from its start.
+    assert stopped.kohya_epochs() == [1, 2] and resumed.kohya_epochs() == [2, 3]
+    steps = [(step, epoch) for step, epoch, _ in stopped.metrics() + resumed.metrics()]
+    assert steps == [(1, 1), (2, 2), (3, 3)]
+    metadata = real_run.metadata()
+    assert metadata["resumed_after_epoch"] == 1 and metadata["epochs"] == EPOCHS
+
+
+def test_real_sd15_resumed_lora_metadata_counts_every_step(real_run: RealRun):
+    # kohya's ss_steps counts only the resumed attempt's steps (2) unless the entrypoint corrects it.
+    lora_metadata, _ = real_run.lora()
+    assert (lora_metadata["ss_steps"], lora_metadata["ss_epoch"]) == (str(EPOCHS), str(EPOCHS))
+
+
+def test_real_sd15_successful_attempt_removes_the_stopped_attempts_failure_file(real_run: RealRun):
+    assert real_run.stopped_failure, "the stopped attempt wrote no failure file"
+    assert not (real_run.opt_ml / "output" / "failure").exists(), "the stopped attempt's failure file outlived the successful one"
+
+
+def test_real_sd15_metrics_report_each_steps_own_loss(real_run: RealRun):
+    for attempt, first_step in ((real_run.stopped, 1), (real_run.resumed, 2)):
+        raw = attempt.raw_losses()
+        # Each attempt's bar counts from 1; the metric lines count from the start of training.
+        expected = [(first_step + bar_step - 1, loss) for bar_step, loss in sorted(raw.items())]
+        assert [(step, loss) for step, _, loss in attempt.metrics()] == expected
+    # Distinct losses, or a line showing the previous step's loss would pass unnoticed.
+    losses = [loss for _, _, loss in real_run.stopped.metrics() + real_run.resumed.metrics()]
+    assert len(set(losses)) == len(losses), losses
+
+
+def test_real_sd15_lora_round_trip_changes_served_images(real_run: RealRun, environment: Environment, pytestconfig: pytest.Config, tmp_path: Path):
+    result = tmp_path / "served.json"
+    argv = [environment.python_inference, str(TESTS / "real_roundtrip_serve.py"), str(real_run.base_model), str(real_run.model), str(result)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=SERVE_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    served = json.loads(result.read_text(encoding="utf-8"))
+    _report(pytestconfig, f"round trip served with {served['versions']}")
+    # Every module kohya wrote is loaded: a text-encoder name that matches nothing is not skipped.
+    assert (served["text_encoder_lora_modules"], served["unet_lora_modules"]) == (72, 192)
+    assert served["text_embedding_max_abs_diff"] > 0, "the LoRA does not change the text encoder's output"
+    assert served["image_std"] > 1, f"the base model draws a flat image, which cannot show a change: {served}"
+    assert served["image_mean_abs_diff"] > 0.5, f"lora_scale 0 and {served['lora_scale']} draw the same image: {served}"
+    assert served["image_diff_back_at_default"] == 0, "back at the default scale, the image is not the one first drawn"
