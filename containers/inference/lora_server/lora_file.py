@@ -11,6 +11,8 @@ reads them (loaders/lora_conversion_utils.py):
   `lora_unet_mid_block_…`, `lora_unet_up_blocks_…`.
 - SDXL: text encoders `lora_te1_…` and `lora_te2_…`; U-Net in the original SGM block names
   `lora_unet_input_blocks_…`, `lora_unet_middle_block_…`, `lora_unet_output_blocks_…`.
+Text-encoder names are accepted with `text_model_` (kohya under transformers 4) or without (as the
+server renames them for transformers 5, kohya_names.py): only prefixes, suffixes and widths are read.
 Each module has `.lora_down.weight` ([rank, in_features]), `.lora_up.weight` and usually `.alpha`;
 diffusers refuses an `.alpha` of no module. SD 2 LoRAs use SD 1.5's names: only widths tell them
 apart, the text encoder's (768 for SD 1.5 and SDXL's first, 1024 for SD 2, 1280 for SDXL's second)

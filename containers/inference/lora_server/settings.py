@@ -26,8 +26,32 @@ MAX_REQUEST_TIMEOUT_SECONDS = 55.0
 MAX_INVOCATIONS_IN_FLIGHT = 3
 
 
+# Where the model runs, and the dtype of its weights. CUDA in fp16 is production's; the CPU (tests,
+# local use) runs float32 or bfloat16: fp16 there saves nothing and runs slower than float32.
+DEVICES = ("cuda", "cpu")
+DTYPES = ("float16", "bfloat16", "float32")
+DEFAULT_DTYPES = {"cuda": "float16", "cpu": "float32"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad variable: its name, the value found (None: unset) and what is allowed."""
+
+    variable: str
+    value: str | None
+    allowed: str
+
+    def __str__(self) -> str:
+        found = "it is not set" if self.value is None else f"got {self.value!r}"
+        return f"{self.variable} must be {self.allowed}, {found}"
+
+
 class SettingsError(Exception):
-    """A setting is missing or invalid; the message names every bad variable."""
+    """A setting is missing or invalid; the message names every bad variable, `problems` lists them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("invalid configuration: " + "; ".join(map(str, problems)))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -40,15 +64,17 @@ class Settings:
     request_timeout_seconds: float
     log_prompts: bool
     configs_dir: Path
+    device: str = "cuda"
+    dtype: str = "float16"
     max_in_flight: int = MAX_INVOCATIONS_IN_FLIGHT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        problems: list[str] = []
+        problems: list[Problem] = []
 
         model_type = env.get("MODEL_TYPE", "")
         if model_type not in ("sd15", "sdxl"):
-            problems.append(f"MODEL_TYPE must be 'sd15' or 'sdxl', got {model_type!r}")
+            problems.append(Problem("MODEL_TYPE", env.get("MODEL_TYPE"), "'sd15' or 'sdxl'"))
 
         def number(name: str, default: float, low: float, high: float) -> float:
             raw = env.get(name)
@@ -59,7 +85,7 @@ class Settings:
             except ValueError:
                 value = math.nan
             if not low <= value <= high:
-                problems.append(f"{name} must be a number from {low:g} to {high:g}, got {raw!r}")
+                problems.append(Problem(name, raw, f"a number from {low:g} to {high:g}"))
                 return default
             return value
 
@@ -68,10 +94,11 @@ class Settings:
 
         log_prompts = env.get("LOG_PROMPTS", "false").lower()
         if log_prompts not in ("true", "false"):
-            problems.append(f"LOG_PROMPTS must be 'true' or 'false', got {env['LOG_PROMPTS']!r}")
+            problems.append(Problem("LOG_PROMPTS", env["LOG_PROMPTS"], "'true' or 'false'"))
 
+        device, dtype = _device_and_dtype(env, problems)
         if problems:
-            raise SettingsError("invalid configuration: " + "; ".join(problems))
+            raise SettingsError(problems)
         return cls(
             model_type=model_type,  # type: ignore[arg-type]  # checked above
             model_dir=Path(env.get("MODEL_DIR") or MODEL_DIR),
@@ -81,4 +108,21 @@ class Settings:
             request_timeout_seconds=timeout,
             log_prompts=log_prompts == "true",
             configs_dir=Path(env.get("CONFIGS_DIR") or CONFIGS_DIR),
+            device=device,
+            dtype=dtype,
         )
+
+
+def _device_and_dtype(env: Mapping[str, str], problems: list[Problem]) -> tuple[str, str]:
+    """DEVICE (default cuda) and DTYPE (default float16 on CUDA, float32 on CPU); fp16 on CPU is refused."""
+    device = env.get("DEVICE") or "cuda"
+    if device not in DEVICES:
+        problems.append(Problem("DEVICE", device, "'cuda' or 'cpu'"))
+        device = "cuda"
+    dtype = env.get("DTYPE") or DEFAULT_DTYPES[device]
+    if dtype not in DTYPES:
+        problems.append(Problem("DTYPE", dtype, "'float16', 'bfloat16' or 'float32'"))
+    elif device == "cpu" and dtype == "float16":
+        # Most CPUs have no fp16 arithmetic: torch 2.13 emulates it, twice as slow as float32 on the tests' models.
+        problems.append(Problem("DTYPE", dtype, "'float32' or 'bfloat16' with DEVICE=cpu (float16 is for CUDA)"))
+    return device, dtype

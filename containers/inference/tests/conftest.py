@@ -6,9 +6,12 @@ production (`create_app()` under gunicorn) always loads the real diffusers pipel
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +26,18 @@ from lora_server.app import create_app
 from lora_server.logs import JsonLog
 from lora_server.settings import Settings
 from lora_server.validation import GenerationParams
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The test machines' few cores are shared: torch's default of one thread per core then contends
+    # with the other processes and runs several times slower than one thread (a tiny SDXL generation
+    # on 2 shared cores: 0.4 s with one thread, 2 to 10 s with two).
+    import torch
+
+    torch.set_num_threads(1)
+    # diffusers 0.40's schedulers call np.array(tensor, copy=False), which torch answers with a
+    # DeprecationWarning under numpy 2 on every scheduler built: not the server's to fix.
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 
 def write_safetensors(path: Path, shapes: dict[str, list[int]], metadata: dict[str, str] | None = None) -> Path:
@@ -191,3 +206,69 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for release in releases:
         release.set()
+
+
+# --- the real diffusers: tiny models and kohya-ss LoRAs, made once per session ------------------------
+
+KOHYA_FIXTURE = Path(__file__).with_name("kohya_lora_fixture.py")
+
+
+def required_env(name: str, what: str) -> str:
+    """An environment variable the test runner sets; its absence fails under CI=true, else skips."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    message = f"{name} is not set: it must name {what} (the test runner sets it; set it when running pytest by hand)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Path]]:
+    """`tiny_models(model_type)`: the tiny pipeline's `folder`, `single_file` and `configs` (CONFIGS_DIR)."""
+    built: dict[str, dict[str, Path]] = {}
+
+    def get(model_type: str) -> dict[str, Path]:
+        if model_type not in built:
+            from .tiny_pipelines import save_all
+
+            built[model_type] = save_all(model_type, tmp_path_factory.mktemp(f"tiny-{model_type}"))
+        return built[model_type]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def kohya_loras(tiny_models: Callable[[str], dict[str, Path]], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`kohya_loras(model_type)`: a LoRA for the tiny pipeline, written by kohya-ss's own code (kohya_lora_fixture.py).
+
+    Kept in LORA_TEST_CACHE under a hash of what it is made from (the script, the pipeline's configs),
+    so a later run reuses it; without LORA_TEST_CACHE (outside CI) it is made in a temporary folder.
+    """
+    python = required_env("LORA_TEST_PYTHON_TRAINING", "the training venv's python")
+    sd_scripts = required_env("LORA_TEST_SD_SCRIPTS", "the kohya-ss sd-scripts folder")
+    cache_env = os.environ.get("LORA_TEST_CACHE") or (required_env("LORA_TEST_CACHE", "a scratch folder") if os.environ.get("CI") == "true" else "")
+    cache = Path(cache_env) / "inference-kohya-loras" if cache_env else tmp_path_factory.mktemp("kohya-loras")
+    made: dict[str, Path] = {}
+
+    def get(model_type: str) -> Path:
+        if model_type in made:
+            return made[model_type]
+        folder = tiny_models(model_type)["folder"]
+        digest = hashlib.sha256(KOHYA_FIXTURE.read_bytes())
+        for config in sorted(folder.glob("*/config.json")):
+            digest.update(config.read_bytes())
+        output = cache / f"{model_type}-{digest.hexdigest()[:16]}.safetensors"
+        if not output.is_file():
+            partial = output.with_suffix(".partial.safetensors")
+            run = subprocess.run(
+                [python, str(KOHYA_FIXTURE), str(folder), model_type, str(partial), "--sd-scripts", sd_scripts],
+                capture_output=True, text=True, timeout=600, check=False,
+            )
+            assert run.returncode == 0, f"kohya_lora_fixture.py failed:\n{run.stderr[-3000:]}"
+            partial.replace(output)
+        made[model_type] = output
+        return output
+
+    return get

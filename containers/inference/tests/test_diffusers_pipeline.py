@@ -4,8 +4,8 @@
 - `set_adapters(names, adapter_weights=[w])` sets each LoRA layer's scale to w (PEFT `set_scale`);
 - `fuse_lora(lora_scale=s)` multiplies that scale by s (PEFT `scale_layer`) and merges it into the weight;
 - `unfuse_lora()` subtracts what is merged at the layer's current scale (PEFT `unmerge`);
-- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes;
-  like the SDXL pipeline, it upcasts an fp16 VAE to fp32 for the decode and casts it back only after a
+- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes
+  (an exception the callback raises leaves the call at once, decode included); like the SDXL pipeline, it upcasts an fp16 VAE to fp32 for the decode and casts it back only after a
   decode that succeeds, and a decode of fp16 latents by an fp32 VAE fails on the dtype mismatch.
 """
 
@@ -118,7 +118,7 @@ class FakeVae:
 
 
 class FakeDiffusersPipe:
-    def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None) -> None:
+    def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None, seconds_per_decode: float = 0.0) -> None:
         self.layers = make_layers()
         self.base = [list(layer.weight.values) for layer in self.layers]
         self.scheduler = FakeScheduler("model's own")
@@ -129,7 +129,9 @@ class FakeDiffusersPipe:
         self._interrupt = False
         self.vae = FakeVae()
         self._seconds_per_step = seconds_per_step
+        self._seconds_per_decode = seconds_per_decode
         self._clock = clock
+        self.decodes = 0
 
     @property
     def weights(self) -> list[list[float]]:
@@ -183,6 +185,9 @@ class FakeDiffusersPipe:
         if needs_upcasting:
             self.vae.to(dtype="float32")
             latents_dtype = "float32"
+        self.decodes += 1
+        if self._clock is not None:
+            self._clock[0] += self._seconds_per_decode
         self.vae.decode(latents_dtype)
         if needs_upcasting:
             self.vae.to(dtype="float16")
@@ -199,7 +204,9 @@ def params(**overrides: Any) -> GenerationParams:
     return GenerationParams(**{**values, **overrides})
 
 
-def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] | None = None) -> tuple[DiffusersPipeline, list[tuple[str, Any]], io.StringIO]:
+def build(
+    pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] | None = None, reserve: float = 2.0
+) -> tuple[DiffusersPipeline, list[tuple[str, Any]], io.StringIO]:
     built: list[tuple[str, Any]] = []
     log = io.StringIO()
 
@@ -217,6 +224,7 @@ def build(pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] |
         vae_dtype="float16",
         empty_cache=lambda: pipe.calls.append({"empty_cache": True}),
         lora_weights=lambda: [layer.weight for layer in pipe.layers],
+        finish_reserve=lambda params: reserve,
         clock=lambda: time[0],
     )
     return pipeline, built, log
@@ -369,6 +377,57 @@ def test_denoising_stops_as_soon_as_the_steps_left_would_end_past_the_deadline()
     # Negative control: with time to spare the same request completes.
     clock[0] = 0.0
     assert len(pipeline.generate(params(), deadline=30.0)) == 1
+
+
+def test_a_request_stopped_at_its_deadline_answers_at_once_without_decoding() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
+    pipeline, _, _ = build(pipe, clock=clock)
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 steps"):
+        pipeline.generate(params(), deadline=10.0)
+    # Left at the second step: no decode, nothing past the deadline.
+    assert (pipe.decodes, clock[0]) == (0, 2.0)
+    assert "empty_cache" not in pipe.calls[-1]  # no recovery: there is nothing to undo
+    # The next request runs in full, decode included.
+    clock[0] = 0.0
+    assert len(pipeline.generate(params(), deadline=60.0)) == 1
+    assert (pipe.decodes, clock[0]) == (1, 55.0)
+
+
+def test_negative_control_interrupting_diffusers_instead_still_decodes_past_the_deadline() -> None:
+    # The former way: set diffusers' `_interrupt`; the remaining steps are skipped, the decode is not.
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
+
+    def interrupt(p: FakeDiffusersPipe, step: int, timestep: int, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        p._interrupt = clock[0] >= 2.0
+        return callback_kwargs
+
+    pipe(num_inference_steps=25, width=8, height=8, generator=[None], callback_on_step_end=interrupt)
+    assert (pipe.decodes, clock[0]) == (1, 32.0)
+
+
+@pytest.mark.parametrize("decode_seconds", [30.0, 1.0])
+def test_a_decode_slower_than_the_whole_reserve_ends_denoising_earlier_by_the_difference(decode_seconds: float) -> None:
+    # On the CPU a decode takes far longer than the reserve, which is set for GPUs. 25 steps of 1 s.
+    clock = [0.0]
+    pipeline, _, _ = build(FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=decode_seconds), clock=clock, reserve=2.0)
+    assert pipeline.decode_excess(params()) == 0.0  # nothing measured yet
+    pipeline.generate(params(), deadline=40.0)
+    assert clock[0] == 25.0 + decode_seconds
+    excess = pipeline.decode_excess(params())
+    assert excess == max(0.0, decode_seconds - 2.0)
+    clock[0] = 0.0
+    if decode_seconds <= 2.0:
+        # Negative control: a decode within the reserve changes nothing.
+        assert len(pipeline.generate(params(), deadline=40.0)) == 1
+        return
+    with pytest.raises(NotEnoughTime) as refused:
+        pipeline.generate(params(), deadline=40.0)
+    assert refused.value.needed_seconds == pytest.approx(25.0 + excess)
+    # 10 steps fit: denoised at 10 s, decoded at 40 s, within the 2 s reserve after the deadline.
+    assert len(pipeline.generate(params(num_inference_steps=10), deadline=40.0)) == 1
+    assert clock[0] == 40.0
 
 
 def test_denoising_stops_at_the_deadline_even_on_the_first_step() -> None:

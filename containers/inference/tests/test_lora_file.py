@@ -183,3 +183,19 @@ def test_an_alpha_of_no_module_is_refused(tmp_path: Path) -> None:
 def test_an_unreadable_path_is_reported(tmp_path: Path) -> None:
     with pytest.raises(LoraFileError, match="cannot be read"):
         inspect_lora(tmp_path / "missing.safetensors", "sd15")
+
+
+@pytest.mark.parametrize(("model_type", "prefixes"), [("sd15", ["lora_te_"]), ("sdxl", ["lora_te1_", "lora_te2_"])])
+def test_text_encoder_names_with_or_without_text_model_are_both_accepted(tmp_path: Path, model_type: str, prefixes: list[str]) -> None:
+    # kohya-ss under transformers 4 writes `<prefix>text_model_encoder_…`; the server renames to `<prefix>encoder_…` for transformers 5.
+    modules = SDXL_MODULES if model_type == "sdxl" else SD15_MODULES
+    renamed = [next((m.replace(f"{p}text_model_", p) for p in prefixes if m.startswith(p)), m) for m in modules]
+    assert renamed != modules
+    for name, names in (("kohya", modules), ("renamed", renamed)):
+        path = write_safetensors(tmp_path / f"{name}.safetensors", lora_shapes(names))
+        assert inspect_lora(path, model_type).modules == len(modules)
+    # Negative control: the widths are still checked in the renamed form (an SD 2 text encoder is refused).
+    if model_type == "sd15":
+        path = write_safetensors(tmp_path / "sd2.safetensors", lora_shapes(["lora_te_encoder_layers_0_self_attn_q_proj"], width=1024))
+        with pytest.raises(LoraFileError, match="is an SD 2 LoRA"):
+            inspect_lora(path, "sd15")

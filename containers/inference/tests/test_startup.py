@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import runpy
+import shutil
+import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from lora_server import __main__ as entry
 from lora_server.app import create_app
-from lora_server.configs import CONFIG_REPOS, DIFFUSERS_CONFIGS, check, is_baked
+from lora_server.configs import CONFIG_REPOS, check, is_baked
 from lora_server.logs import JsonLog
 from lora_server.model_files import BaseModel, ModelFilesError, find_lora_file, resolve_base_model
 from lora_server.settings import BASE_MODEL_PATH, MAX_INVOCATIONS_IN_FLIGHT, MODEL_DIR, Settings, SettingsError
@@ -36,6 +38,8 @@ def test_settings_defaults() -> None:
         request_timeout_seconds=50.0,
         log_prompts=False,
         configs_dir=Path("/opt/lora-server/configs"),
+        device="cuda",
+        dtype="float16",
     )
     assert BASE_MODEL_PATH == "/opt/ml/additional-model-data-sources/base_model"
 
@@ -63,8 +67,32 @@ def test_lora_scale_must_be_a_number_in_range(value: str) -> None:
 
 
 def test_model_type_is_required() -> None:
-    with pytest.raises(SettingsError, match="MODEL_TYPE must be"):
+    with pytest.raises(SettingsError, match="MODEL_TYPE must be 'sd15' or 'sdxl', it is not set"):
         Settings.from_env({})
+
+
+@pytest.mark.parametrize(
+    ("env", "device", "dtype"),
+    [({}, "cuda", "float16"), ({"DEVICE": "cpu"}, "cpu", "float32"), ({"DEVICE": "cpu", "DTYPE": "bfloat16"}, "cpu", "bfloat16"),
+     ({"DTYPE": "float32"}, "cuda", "float32"), ({"DEVICE": "cuda", "DTYPE": "bfloat16"}, "cuda", "bfloat16")],
+)
+def test_device_and_dtype(env: dict[str, str], device: str, dtype: str) -> None:
+    settings = Settings.from_env({"MODEL_TYPE": "sd15", **env})
+    assert (settings.device, settings.dtype) == (device, dtype)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEVICE": "cpu", "DTYPE": "float16"}, "DTYPE must be 'float32' or 'bfloat16' with DEVICE=cpu (float16 is for CUDA), got 'float16'"),
+        ({"DEVICE": "gpu"}, "DEVICE must be 'cuda' or 'cpu', got 'gpu'"),
+        ({"DTYPE": "fp16"}, "DTYPE must be 'float16', 'bfloat16' or 'float32', got 'fp16'"),
+    ],
+)
+def test_a_bad_device_or_dtype_is_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"MODEL_TYPE": "sd15", **env})
+    assert message in str(error.value)
 
 
 def test_the_server_refuses_to_start_with_bad_settings_and_logs_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +194,7 @@ def test_only_configs_and_tokenizers_are_baked(path: str, baked: bool) -> None:
 # repositories whose configs from_single_file uses for a checkpoint it infers to be "v1" or "xl_base".
 DIFFUSERS_DEFAULT_PIPELINE_PATHS = {"v1": "stable-diffusion-v1-5/stable-diffusion-v1-5", "xl_base": "stabilityai/stable-diffusion-xl-base-1.0"}
 # diffusers v0.40.0, src/diffusers/schedulers/__init__.py: the scheduler classes it exports, and the
-# one option used, DPMSolverMultistepScheduler.__init__'s use_karras_sigmas.
+# options used, DPMSolverMultistepScheduler.__init__'s use_karras_sigmas and PNDMScheduler.__init__'s skip_prk_steps.
 DIFFUSERS_SCHEDULERS = {
     "DDIMScheduler", "DDPMScheduler", "DEISMultistepScheduler", "DPMSolverMultistepScheduler", "DPMSolverSDEScheduler",
     "DPMSolverSinglestepScheduler", "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
@@ -184,60 +212,67 @@ def test_every_scheduler_but_default_names_a_diffusers_class_with_its_options() 
                        "dpmpp_2m_karras": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
                        "euler_a": "EulerAncestralDiscreteScheduler", "pndm": "PNDMScheduler", "unipc": "UniPCMultistepScheduler"}
     assert set(classes.values()) - {None} <= DIFFUSERS_SCHEDULERS
-    assert {name: spec[1] for name, spec in SCHEDULERS.items() if spec and spec[1]} == {"dpmpp_2m_karras": {"use_karras_sigmas": True}}
+    assert {name: spec[1] for name, spec in SCHEDULERS.items() if spec and spec[1]} == {
+        "dpmpp_2m_karras": {"use_karras_sigmas": True}, "pndm": {"skip_prk_steps": True},
+    }
 
 
-class Recorder:
-    """Stands in for a diffusers or transformers class: records each load."""
-
-    def __init__(self, calls: list[tuple[Any, ...]], name: str) -> None:
-        self._calls, self._name = calls, name
-
-    def load_config(self, folder: str, **kwargs: Any) -> dict[str, Any]:
-        self._calls.append((self._name, folder, kwargs))
-        return {}
-
-    def from_pretrained(self, folder: str, **kwargs: Any) -> Any:
-        self._calls.append((self._name, folder, kwargs))
-        return lambda text: {"input_ids": [49406, 49407]}
-
-
-def test_the_baked_configs_and_tokenizers_are_loaded_offline_at_build_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[Any, ...]] = []
-    names = ["DiffusionPipeline", *DIFFUSERS_CONFIGS.values(), "CLIPTextConfig", "CLIPTokenizer"]
-    module = SimpleNamespace(**{name: Recorder(calls, name) for name in names})
-    monkeypatch.setitem(sys.modules, "diffusers", module)
-    monkeypatch.setitem(sys.modules, "transformers", module)
+def test_the_baked_configs_and_tokenizers_load_offline_with_the_real_libraries(
+    tiny_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tiny models' configs folders have the layout the Dockerfile bakes (see tiny_pipelines.save_all).
+    for model_type in CONFIG_REPOS:
+        shutil.copytree(tiny_models(model_type)["configs"] / model_type, tmp_path / model_type)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(SystemExit, match="HF_HUB_OFFLINE=1"):
         check(tmp_path)
-    assert calls == []
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     check(tmp_path)
-    sdxl = str(tmp_path / "sdxl")
-    assert {(name, folder, tuple(sorted(kwargs.items()))) for name, folder, kwargs in calls if folder.startswith(sdxl)} == {
-        ("DiffusionPipeline", sdxl, (("local_files_only", True),)),
-        ("UNet2DConditionModel", sdxl, (("local_files_only", True), ("subfolder", "unet"))),
-        ("AutoencoderKL", sdxl, (("local_files_only", True), ("subfolder", "vae"))),
-        ("DDIMScheduler", sdxl, (("local_files_only", True), ("subfolder", "scheduler"))),
-        ("CLIPTextConfig", f"{sdxl}/text_encoder", (("local_files_only", True),)),
-        ("CLIPTextConfig", f"{sdxl}/text_encoder_2", (("local_files_only", True),)),
-        ("CLIPTokenizer", f"{sdxl}/tokenizer", (("local_files_only", True),)),
-        ("CLIPTokenizer", f"{sdxl}/tokenizer_2", (("local_files_only", True),)),
-    }
-    assert len(calls) == 8 + 6  # SD 1.5 has one text encoder and one tokenizer
+    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / m}: configs and tokenizers load offline" for m in CONFIG_REPOS]
+    # Negative control: a file from_single_file needs is missing.
+    (tmp_path / "sdxl" / "tokenizer_2" / "merges.txt").unlink()
+    with pytest.raises(Exception, match="merges"):
+        check(tmp_path)
 
 
 # --- entry point ------------------------------------------------------------------------------------
 
 
 def test_serve_execs_gunicorn_with_the_app_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_TYPE", "sd15")
     executed: list[list[str]] = []
     monkeypatch.setattr(entry.os, "execv", lambda path, args: executed.append(args))
     entry.main(["serve"])
     [command] = executed
     assert command[1:4] == ["-m", "gunicorn", "--config"]
     assert command[-1] == "lora_server.app:create_app()"
+
+
+INFERENCE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("env", "problems"),
+    [
+        ({}, [{"variable": "MODEL_TYPE", "value": None, "allowed": "'sd15' or 'sdxl'"}]),
+        ({"MODEL_TYPE": "sd15", "LORA_SCALE": "3"}, [{"variable": "LORA_SCALE", "value": "3", "allowed": "a number from 0 to 2"}]),
+        (
+            {"MODEL_TYPE": "sdxl", "DEVICE": "cpu", "DTYPE": "float16"},
+            [{"variable": "DTYPE", "value": "float16", "allowed": "'float32' or 'bfloat16' with DEVICE=cpu (float16 is for CUDA)"}],
+        ),
+    ],
+)
+def test_serve_with_a_bad_setting_exits_before_gunicorn_with_one_json_line(env: dict[str, str], problems: list[dict[str, Any]]) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "lora_server", "serve"],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(INFERENCE_DIR), **env},
+        cwd=INFERENCE_DIR, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert (run.returncode, run.stderr) == (entry.EXIT_BAD_SETTINGS, "")
+    [line] = run.stdout.splitlines()
+    record = json.loads(line)
+    assert (record["event"], record["level"], record["problems"]) == ("settings_invalid", "error", problems)
+    assert record["reason"].startswith(f"invalid configuration: {problems[0]['variable']} must be {problems[0]['allowed']}")
 
 
 def test_anything_but_serve_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

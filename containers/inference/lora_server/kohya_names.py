@@ -1,0 +1,54 @@
+"""kohya-ss text-encoder LoRA names, adapted to the text encoder modules the server's transformers builds.
+
+kohya-ss names a LoRA module after the module it wraps, `.` replaced by `_`. Its training image pins
+transformers 4.x, where `CLIPTextModel` holds its layers under a `text_model` submodule, so SD 1.5's
+text encoder keys read `lora_te_text_model_encoder_layers_0_self_attn_q_proj…` (SDXL: `lora_te1_…`).
+transformers 5 dropped that submodule from `CLIPTextModel` (its layers are `encoder.layers.0…`), but
+kept it in `CLIPTextModelWithProjection` (SDXL's second encoder, `lora_te2_text_model_…`).
+diffusers 0.40 converts the kohya names to module paths as they are, so names for a module path that
+no longer exists match nothing, and `load_lora_weights` fails (IndexError in get_peft_kwargs).
+Each prefix is therefore renamed only when its loaded text encoder has no `text_model` submodule.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+# kohya's text-encoder prefixes, and the pipeline component each one's modules belong to.
+TEXT_ENCODER_PREFIXES = {"lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
+UNET_PREFIX = "lora_unet_"
+DOWN = ".lora_down.weight"
+# The transformers 4 submodule kohya's names carry.
+TEXT_MODEL = "text_model_"
+
+T = TypeVar("T")
+
+
+def prefixes_to_strip(pipe: Any) -> list[str]:
+    """The text-encoder prefixes whose `text_model_` part names no module of the loaded pipeline."""
+    return [
+        prefix
+        for prefix, component in TEXT_ENCODER_PREFIXES.items()
+        if getattr(pipe, component, None) is not None and not hasattr(getattr(pipe, component), "text_model")
+    ]
+
+
+def adapt_names(state_dict: Mapping[str, T], strip: list[str]) -> dict[str, T]:
+    """`state_dict` with `<prefix>text_model_` renamed to `<prefix>` for each prefix in `strip`."""
+    renamed: dict[str, T] = {}
+    for key, value in state_dict.items():
+        prefix = next((p for p in strip if key.startswith(p + TEXT_MODEL)), None)
+        renamed[key if prefix is None else prefix + key[len(prefix + TEXT_MODEL) :]] = value
+    return renamed
+
+
+def modules_per_component(keys: Iterable[str]) -> Counter[str]:
+    """How many LoRA modules (lora_down weights) the file has for each pipeline component."""
+    counts: Counter[str] = Counter()
+    for key in keys:
+        if key.endswith(DOWN):
+            prefix = next((p for p in TEXT_ENCODER_PREFIXES if key.startswith(p)), None)
+            counts[TEXT_ENCODER_PREFIXES[prefix] if prefix else "unet" if key.startswith(UNET_PREFIX) else "other"] += 1
+    return counts
