@@ -64,7 +64,7 @@ describe('python-envs.mjs, which npm test uses to make the Python environments',
       .map((line) => line.replace(/#.*/, '').replace(/\[\w+\]/, '').trim().toLowerCase())
       .filter((line) => line && !line.startsWith('-e'));
     const unexplained = theirs.filter((line) => {
-      const name = line.split(/[=<>\[]/)[0];
+      const name = line.split(/[=<>[]/)[0];
       return !new RegExp(`^${line.replace(/[.[\]+]/g, '\\$&')}$`, 'm').test(ours) && !new RegExp(`^#.*\\b${name}\\b`, 'm').test(ours);
     });
     expect(theirs.length).toBeGreaterThan(10);

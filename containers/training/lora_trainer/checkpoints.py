@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import TEMPORARY_SUFFIX
+from .safetensors_header import HeaderError, read_header
 
 # What accelerate 1.6's save_state writes for kohya's network training, in writing order: kohya's
 # pre-save hook writes train_state.json first; random_states_0.pkl comes last. A GradScaler, and so
@@ -18,7 +20,6 @@ from pathlib import Path
 STATE_FILES = ("train_state.json", "model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
 FP16_STATE_FILES = ("scaler.pt",)
 COMPLETION_MARKER = "training-complete.json"
-MAX_SAFETENSORS_HEADER = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ def model_pattern(output_name: str) -> re.Pattern[str]:
 
 def plan_resume(checkpoints: Path, output_name: str, fp16: bool) -> ResumePlan:
     """Chooses the newest complete epoch state and deletes every other state and intermediate model
-    (incomplete ones are useless, older ones superseded), so checkpoints never grow beyond one state.
-    SageMaker mirrors the deletions to S3."""
-    removed: list[str] = []
+    (incomplete ones are useless, older ones superseded), so checkpoints never grow beyond one state,
+    and what an interrupted write left. SageMaker mirrors the deletions to S3."""
+    removed = [f"{name} (unfinished write)" for name in remove_temporaries(checkpoints)]
     states = sorted(
         (State(p, int(m.group(1))) for p in _children(checkpoints) if p.is_dir() and (m := state_pattern(output_name).match(p.name))),
         key=lambda s: s.epoch,
@@ -79,11 +80,22 @@ def plan_resume(checkpoints: Path, output_name: str, fp16: bool) -> ResumePlan:
 def clean_finished(checkpoints: Path, output_name: str) -> list[str]:
     """After the final model is safe, drops every state and intermediate model (hundreds of MB each):
     a finished run needs only its model and completion marker."""
-    removed = []
+    removed = remove_temporaries(checkpoints)
     patterns = (state_pattern(output_name), model_pattern(output_name), re.compile(rf"^{re.escape(output_name)}-state$"))
     for path in _children(checkpoints):
         if any(p.match(path.name) for p in patterns):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path.name)
+    return removed
+
+
+def remove_temporaries(checkpoints: Path) -> list[str]:
+    """Deletes the temporaries of writes an interruption cut short (files.write_atomically): a
+    model-sized one would otherwise stay in S3 with the checkpoints."""
+    removed = []
+    for path in _children(checkpoints):
+        if path.is_file() and path.name.endswith(TEMPORARY_SUFFIX):
+            path.unlink()
             removed.append(path.name)
     return removed
 
@@ -127,22 +139,11 @@ def file_problem(path: Path) -> str | None:
 
 
 def safetensors_problem(path: Path) -> str | None:
-    """A safetensors file is an 8-byte little-endian header length, a JSON header and the tensor
-    data; it is whole when the data reaches the largest offset the header names."""
-    size = path.stat().st_size
-    with path.open("rb") as stream:
-        prefix = stream.read(8)
-        if len(prefix) < 8:
-            return "truncated header length"
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_SAFETENSORS_HEADER or 8 + length > size:
-            return "truncated header"
-        try:
-            header = json.loads(stream.read(length))
-        except ValueError:
-            return "header is not JSON"
-    if not isinstance(header, dict):
-        return "header is not a JSON object"
+    """A safetensors file is whole when its header reads and the data reaches the largest offset it names."""
+    try:
+        header, data_start = read_header(path)
+    except HeaderError as error:
+        return str(error)
     end = 0
     for name, entry in header.items():
         if name == "__metadata__":
@@ -151,8 +152,9 @@ def safetensors_problem(path: Path) -> str | None:
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
             return f"tensor {name} has no data_offsets"
         end = max(end, offsets[1])
-    if 8 + length + end > size:
-        return f"data cut short ({size} of {8 + length + end} bytes)"
+    size = path.stat().st_size
+    if data_start + end > size:
+        return f"data cut short ({size} of {data_start + end} bytes)"
     return None
 
 

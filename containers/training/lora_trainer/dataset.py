@@ -5,6 +5,7 @@ and caption before a GPU minute is spent."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -12,6 +13,7 @@ from typing import Any
 
 import toml
 
+from .buckets import DEFAULT_MAX_BUCKET_RESO, PlannedDataset, bucket_chooser, steps_per_epoch
 from .dataset_check import (
     CAPTION_EXTENSION,
     IMAGE_EXTENSIONS,
@@ -19,8 +21,11 @@ from .dataset_check import (
     TOML_NAME,
     DatasetOptions,
     DatasetSummary,
+    bucket_settings,
     check_images,
+    image_size,
     images_in,
+    too_small_for_bucket,
 )
 from .errors import DatasetError
 
@@ -34,8 +39,6 @@ REPEATS_FOLDER = re.compile(r"^(\d+)_(.+)$")
 # A generated configuration lowers the default repeats until training has this many epochs, since
 # epoch ends are where spot resume points are saved.
 MIN_EPOCHS = 4
-# kohya's default max_bucket_reso; a larger resolution needs a larger one (it asserts otherwise).
-DEFAULT_MAX_BUCKET_RESO = 1024
 
 # The keys kohya-ss sd-scripts v0.10.1 accepts at each level of dataset.toml (library/config_util.py;
 # it rejects any other). Checked here so a typo fails in seconds with the key named, not after the
@@ -221,8 +224,7 @@ def _generate_config(channel: Path, work: Path, options: DatasetOptions) -> dict
             "The dataset folder has no images (.png, .jpg, .jpeg, .webp, .bmp) at its top level or in its subfolders; "
             "upload images with same-name .txt captions."
         )
-    _leave_resume_points(subsets, defaulted, options)
-    return {
+    config = {
         "general": {"caption_extension": CAPTION_EXTENSION, "shuffle_caption": False, "keep_tokens": 0},
         "datasets": [
             {
@@ -234,21 +236,38 @@ def _generate_config(channel: Path, work: Path, options: DatasetOptions) -> dict
             }
         ],
     }
+    _leave_resume_points(config, defaulted, options)
+    return config
 
 
-def _leave_resume_points(subsets: list[dict[str, Any]], defaulted: list[dict[str, Any]], options: DatasetOptions) -> None:
+def _leave_resume_points(config: dict[str, Any], defaulted: list[dict[str, Any]], options: DatasetOptions) -> None:
     """With the default repeats, a large dataset would make the whole run one epoch, and kohya saves no
     state after the last epoch: a spot interruption would restart from zero. The repeats that came
-    from the default are lowered (never raised) until the requested steps span MIN_EPOCHS epochs."""
+    from the default are lowered (never raised) until the requested steps span MIN_EPOCHS epochs of
+    kohya's steps per epoch (bucket by bucket, buckets.py), or to 1."""
     if options.max_train_steps is None or options.num_repeats_given or not defaulted:
         return
-    count = {id(s): len(images_in(Path(s["image_dir"]))) for s in subsets}
-    fixed_views = sum(count[id(s)] * s["num_repeats"] for s in subsets if all(s is not d for d in defaulted))
-    plain_images = sum(count[id(s)] for s in defaulted)
-    views_per_epoch = options.max_train_steps * options.batch_size // MIN_EPOCHS
-    repeats = max(1, min(options.num_repeats, (views_per_epoch - fixed_views) // plain_images))
+    [dataset] = config["datasets"]
+    settings = bucket_settings(dataset, config["general"], options)
+    choose = bucket_chooser(settings)
+    sizes = {id(subset): _plannable_sizes(Path(subset["image_dir"]), choose) for subset in dataset["subsets"]}
+    lowered = {id(subset) for subset in defaulted}
+
+    def epochs_at(repeats: int) -> int:
+        views = [
+            (size, repeats if id(subset) in lowered else subset["num_repeats"]) for subset in dataset["subsets"] for size in sizes[id(subset)]
+        ]
+        return math.ceil(options.max_train_steps / max(1, steps_per_epoch([PlannedDataset(settings, views)])))
+
+    repeats = next((r for r in range(options.num_repeats, 0, -1) if epochs_at(r) >= MIN_EPOCHS), 1)
     for subset in defaulted:
         subset["num_repeats"] = repeats
+
+
+def _plannable_sizes(folder: Path, choose) -> list[tuple[int, int]]:
+    """The sizes of the images kohya can bucket; the others are refused by the checks that follow."""
+    sizes = [image_size(image) for image in images_in(folder)]
+    return [size for size in sizes if size is not None and min(size) > 0 and not too_small_for_bucket(choose, size)]
 
 
 def _fit_buckets(config: dict[str, Any], options: DatasetOptions) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .buckets import BucketSettings, PlannedDataset, steps_per_epoch, views_per_epoch
+from .buckets import BucketSettings, PlannedDataset, Size, bucket_chooser, steps_per_epoch, views_per_epoch
 from .errors import DatasetError
 from .files import sha256_file
 
@@ -24,6 +24,9 @@ JSONL_NAME = "metadata.jsonl"
 # Files of the dataset contract that are not training data.
 CONTROL_FILES = frozenset({TOML_NAME, "train.json", JSONL_NAME})
 MAX_LISTED = 20
+# kohya asserts bucket_reso_steps is a multiple of this once it has loaded the dataset
+# (assert_extra_args: train_network.py for SD 1.5, sdxl_train_network.py for SDXL).
+BUCKET_RESO_MULTIPLE = {"sd15": 64, "sdxl": 32}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class DatasetOptions:
     # explicitly: together they let a generated configuration choose repeats that leave resume points.
     max_train_steps: int | None = None
     num_repeats_given: bool = True
+    model_type: str = "sd15"
 
 
 @dataclass
@@ -97,6 +101,9 @@ class _Scan:
         self.missing: list[str] = []
         self.undecodable: list[str] = []
         self.empty_captions: list[str] = []
+        self.not_utf8: list[str] = []
+        self.too_small: list[str] = []
+        self.bucket_steps: set[int] = set()  # of the datasets whose images are too small
         self.digest_entries: list[tuple[str, str]] = []
         self.images = self.captioned = 0
 
@@ -118,11 +125,12 @@ def caption_file(image: Path, extension: str) -> Path | None:
 def kohya_caption(image: Path, extension: str, class_tokens: str | None, wildcard: bool = False) -> str | None:
     """The caption kohya trains `image` with: the first line of its caption file (every non-blank
     line with enable_wildcard), or the class tokens when there is no caption file; None for neither.
-    A blank caption file gives an empty caption, even with class tokens (kohya does not fall back)."""
+    A blank caption file gives an empty caption, even with class tokens (kohya does not fall back).
+    Raises UnicodeDecodeError for a caption that is not UTF-8, as kohya does."""
     caption = caption_file(image, extension)
     if caption is None:
         return class_tokens
-    lines = caption.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = caption.read_text(encoding="utf-8").splitlines()  # strict, as kohya reads it
     if wildcard:
         return "\n".join(line.strip() for line in lines if line.strip())
     return lines[0].strip() if lines else ""
@@ -136,7 +144,7 @@ def _setting(key: str, subset: dict[str, Any], dataset: dict[str, Any], general:
     return default
 
 
-def _bucket_settings(dataset: dict[str, Any], general: dict[str, Any], options: DatasetOptions) -> BucketSettings:
+def bucket_settings(dataset: dict[str, Any], general: dict[str, Any], options: DatasetOptions) -> BucketSettings:
     resolution = _setting("resolution", {}, dataset, general, options.resolution)
     size = (int(resolution[0]), int(resolution[-1])) if isinstance(resolution, list) else (int(resolution), int(resolution))
     settings = BucketSettings(resolution=size, batch_size=int(_setting("batch_size", {}, dataset, general, options.batch_size)))
@@ -156,34 +164,67 @@ def _scan_subset(
     wildcard = bool(_setting("enable_wildcard", subset, dataset, general, False))
     repeats = int(_setting("num_repeats", subset, dataset, general, options.num_repeats))
     images = images_in(image_dir) if repeats >= 1 else []  # kohya skips a subset without repeats
+    choose = bucket_chooser(plan.settings)
     for image in images:
         scan.used.add(image.resolve())
         scan.digest_entries.append((scan.shown(image), sha256_file(image)))
         size, problem = _decode(image)
         if problem:
             scan.undecodable.append(f"{scan.shown(image)} ({problem})")
+        elif too_small_for_bucket(choose, size):
+            scan.too_small.append(f"{scan.shown(image)} ({size[0]}x{size[1]})")
+            scan.bucket_steps.add(plan.settings.bucket_reso_steps)
         (plan.regularization if subset.get("is_reg") else plan.train).append((size, repeats))
-        caption = caption_file(image, ext)
-        if caption is not None:
-            scan.used.add(caption.resolve())
-            scan.digest_entries.append((scan.shown(caption), sha256_file(caption)))
-            if caption.stat().st_size == 0:
-                scan.empty_captions.append(scan.shown(caption))
-        if kohya_caption(image, ext, class_tokens, wildcard):
-            scan.captioned += 1
-        else:
-            scan.missing.append(scan.shown(image))
+        _scan_caption(scan, image, ext, class_tokens, wildcard)
     scan.images += len(images)
     shown_dir = scan.shown(image_dir) if image_dir != scan.channel else "."
     scan.subsets.append(SubsetSummary(shown_dir, len(images), repeats, class_tokens, ext))
+
+
+def _scan_caption(scan: _Scan, image: Path, ext: str, class_tokens: str | None, wildcard: bool) -> None:
+    caption = caption_file(image, ext)
+    if caption is not None:
+        scan.used.add(caption.resolve())
+        scan.digest_entries.append((scan.shown(caption), sha256_file(caption)))
+        if caption.stat().st_size == 0:
+            scan.empty_captions.append(scan.shown(caption))
+    try:
+        text = kohya_caption(image, ext, class_tokens, wildcard)
+    except UnicodeDecodeError:
+        scan.not_utf8.append(scan.shown(caption))
+        return
+    if text:
+        scan.captioned += 1
+    else:
+        scan.missing.append(scan.shown(image))
+
+
+def too_small_for_bucket(choose, size: Size) -> bool:
+    """An image whose bucket would have a side of 0 px: with bucket_no_upscale, one smaller than a
+    bucket step (kohya divides by the bucket's height, train_util.py BucketManager.select_bucket)."""
+    try:
+        width, height = choose(size)
+    except ZeroDivisionError:  # a sliver so thin that rounding it to the step leaves nothing, in kohya too
+        return True
+    return width == 0 or height == 0
+
+
+def image_size(image: Path) -> Size | None:
+    """The size from the image's header, without decoding it; None when it is not readable."""
+    try:
+        with Image.open(image) as opened:
+            return opened.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def check_images(channel: Path, config: dict[str, Any], options: DatasetOptions, source: str) -> DatasetSummary:
     general = config.get("general", {})
     scan = _Scan(channel)
     for d_index, dataset in enumerate(config["datasets"]):
-        plan = PlannedDataset(_bucket_settings(dataset, general, options))
+        plan = PlannedDataset(bucket_settings(dataset, general, options))
         _refuse_repeated_folders(dataset, d_index)
+        _refuse_bucket_steps(plan.settings, d_index, options.model_type)
         for subset in dataset["subsets"]:
             _scan_subset(scan, subset, dataset, general, options, plan)
         scan.planned.append(plan)
@@ -217,6 +258,15 @@ def _refuse_repeated_folders(dataset: dict[str, Any], d_index: int) -> None:
         first[folder] = s_index
 
 
+def _refuse_bucket_steps(settings: BucketSettings, d_index: int, model_type: str) -> None:
+    multiple = BUCKET_RESO_MULTIPLE[model_type]
+    if settings.enable_bucket and settings.bucket_reso_steps % multiple:
+        raise DatasetError(
+            f"{TOML_NAME}: datasets[{d_index}] has bucket_reso_steps = {settings.bucket_reso_steps}, which kohya refuses "
+            f"for {model_type}: it must be a multiple of {multiple} ({', '.join(f'{v} for {k}' for k, v in BUCKET_RESO_MULTIPLE.items())})."
+        )
+
+
 def _refuse_problems(scan: _Scan, options: DatasetOptions) -> None:
     if scan.undecodable:
         raise DatasetError(f"{len(scan.undecodable)} image(s) cannot be decoded: {listing(scan.undecodable)}. Re-export or remove them.")
@@ -224,8 +274,21 @@ def _refuse_problems(scan: _Scan, options: DatasetOptions) -> None:
         raise DatasetError(
             f"The dataset has no images ({', '.join(IMAGE_EXTENSIONS[:5])}) in the folders its {TOML_NAME} names; upload at least one."
         )
+    if scan.too_small:
+        steps = " or ".join(str(s) for s in sorted(scan.bucket_steps))
+        raise DatasetError(
+            f"{len(scan.too_small)} image(s) are smaller than one bucket step, so kohya's bucket for them would be 0 px wide "
+            f"or high (it fails dividing by it): {listing(scan.too_small)}. Use images of at least {steps} px per side, "
+            "or set enable_bucket = false."
+        )
+    if scan.not_utf8:
+        # kohya stops with UnicodeDecodeError while it loads the dataset (train_util.py DreamBoothDataset).
+        raise DatasetError(
+            f"{len(scan.not_utf8)} caption file(s) are not UTF-8 text, which kohya cannot read: {listing(scan.not_utf8)}. "
+            "Save them as UTF-8."
+        )
     if scan.empty_captions:
-        # kohya asserts on an empty caption file while it loads the dataset, after the model.
+        # kohya asserts on an empty caption file while it loads the dataset, before the model.
         raise DatasetError(
             f"{len(scan.empty_captions)} caption file(s) are empty, which kohya refuses: {listing(scan.empty_captions)}. "
             "Write a caption in each, or delete them to train those images without one."

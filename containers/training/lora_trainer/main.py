@@ -8,6 +8,7 @@ already produced the model."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ METADATA_NAME = "training-metadata.json"
 # SageMaker keeps the first 1024 characters of the failure file as the job's FailureReason.
 FAILURE_REASON_LIMIT = 1024
 # kohya refuses text encoder caching with these caption augmentations (sdxl_train_network.py), and
-# latent caching with these image augmentations (train_network.py), after loading the model.
+# latent caching with these image augmentations (train_network.py:583/590): before it loads the model,
+# but only once the job has pulled the image and kohya has loaded the dataset.
 _CAPTION_AUGMENTATIONS = ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate", "token_warmup_step")
 _IMAGE_AUGMENTATIONS = ("color_aug", "random_crop")
 
@@ -88,12 +90,15 @@ class Inputs:
 
 @dataclass
 class Attempt:
-    """What this attempt did: the epoch it resumed after, whether it reused a finished model, and
-    the optimizer steps the final model was trained for."""
+    """What this attempt did: the epoch it resumed after, whether it reused a finished model, the
+    optimizer steps the final model was trained for, and the GPUs and steps per epoch (per GPU)
+    kohya trained with."""
 
     resumed_from: int | None = None
     reused: bool = False
     steps: int | None = None
+    gpus: int | None = None
+    kohya_steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -125,7 +130,11 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
     job = Job(paths, image, trainer, inputs, fingerprint, record, epochs_for(inputs.values, summary.steps_per_epoch), started)
     if run_record.completed(paths.checkpoints, fingerprint, job.final_model):
         print(f"lora-trainer: an earlier attempt of this job already trained {job.final_model.name}; not training again", flush=True)
-        attempt = Attempt(reused=True, steps=_model_steps(job.final_model))
+        # The GPUs and steps per epoch of the attempt that trained it, from the run record.
+        attempt = Attempt(
+            reused=True, steps=_model_steps(job.final_model),
+            gpus=record.get("gpus"), kohya_steps_per_epoch=record.get("steps_per_epoch"),
+        )
     else:
         attempt = _train_model(job)
         run_record.mark_completed(paths.checkpoints, fingerprint, job.final_model)
@@ -136,7 +145,7 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
 
 def check_inputs(paths: SageMakerPaths) -> Inputs:
     """Hyperparameters, base model, every image and caption, and the combinations kohya would refuse
-    only after loading the model."""
+    only once the image is pulled and the dataset loaded (before it loads the model)."""
     raw = _read_hyperparameters(paths.hyperparameters)
     values = parse_hyperparameters(raw)
     base = resolve_base_model(paths.channel("base_model"), str(values["base_model"]), "base_model" in raw)
@@ -151,6 +160,7 @@ def check_inputs(paths: SageMakerPaths) -> Inputs:
             allow_missing_captions=bool(values["allow_missing_captions"]),
             max_train_steps=None if values["max_train_epochs"] is not None else int(values["max_train_steps"]),
             num_repeats_given="num_repeats" in raw,
+            model_type=str(values["model_type"]),
         ),
     )
     for line in prepared.summary.lines():
@@ -175,9 +185,10 @@ def _train_model(job: Job) -> Attempt:
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
     def remember_steps_per_epoch(steps: int) -> None:
+        _compare_steps_per_epoch(job, launch.gpus, steps)
         # Saved at once: the attempt may be killed long before it ends.
-        if job.record.get("steps_per_epoch") != steps:
-            job.record["steps_per_epoch"] = steps
+        if (job.record.get("steps_per_epoch"), job.record.get("gpus")) != (steps, launch.gpus):
+            job.record.update(steps_per_epoch=steps, gpus=launch.gpus)
             write_json(job.paths.checkpoints / run_record.RUN_RECORD, job.record)
 
     parser = ProgressParser(epoch_offset=launch.resume_epoch, on_steps_per_epoch=remember_steps_per_epoch)
@@ -189,7 +200,26 @@ def _train_model(job: Job) -> Attempt:
     if problem:
         raise TrainingError(f"kohya-ss finished without a usable {job.final_model.name} ({problem}) in {job.paths.checkpoints}.")
     steps = _correct_step_count(job.final_model, launch.resume_epoch, parser.steps_per_epoch)
-    return Attempt(resumed_from=launch.resume_epoch or None, steps=steps)
+    return Attempt(resumed_from=launch.resume_epoch or None, steps=steps, gpus=launch.gpus, kohya_steps_per_epoch=parser.steps_per_epoch)
+
+
+def planned_steps_per_epoch(batches_per_epoch: int, gpus: int) -> int:
+    """Optimizer steps per epoch on each GPU: kohya splits an epoch's batches among the processes
+    (train_network.py: ceil(len(train_dataloader) / num_processes))."""
+    return math.ceil(batches_per_epoch / gpus)
+
+
+def _compare_steps_per_epoch(job: Job, gpus: int, reported: int) -> None:
+    """The plan (training length, resume points, ss_steps) rests on counting kohya's batches as it
+    does; a difference is said at once, with both numbers."""
+    planned = planned_steps_per_epoch(job.inputs.prepared.summary.steps_per_epoch, gpus)
+    if reported != planned:
+        print(
+            f"lora-trainer: WARNING: kohya reports {reported} steps per epoch on each of {gpus} GPU(s), the entrypoint "
+            f"planned {planned}: the {job.epochs} epoch(s) take {job.epochs * reported} steps, not {job.epochs * planned} "
+            "(its count of kohya's buckets, lora_trainer/buckets.py, is off for this dataset)",
+            flush=True,
+        )
 
 
 def _plan_launch(job: Job) -> Launch:
@@ -210,7 +240,7 @@ def _plan_launch(job: Job) -> Launch:
             flush=True,
         )
     print(
-        f"lora-trainer: training {job.epochs} epoch(s) of {summary.steps_per_epoch} step(s) on {gpus} GPU(s); "
+        f"lora-trainer: training {job.epochs} epoch(s) of {planned_steps_per_epoch(summary.steps_per_epoch, gpus)} step(s) on each of {gpus} GPU(s); "
         + (f"resuming after epoch {state.epoch} from {state.path.name}" if state else "starting from the base model"),
         flush=True,
     )
@@ -264,7 +294,10 @@ def _write_outputs(job: Job, attempt: Attempt) -> dict[str, Any]:
         "base_model": _base_model_record(job.inputs.base),
         "hyperparameters": _effective_hyperparameters(job.inputs),
         "epochs": job.epochs,
-        "steps_per_epoch": summary.steps_per_epoch,
+        "gpus": attempt.gpus,
+        # Per GPU: epochs x kohya_steps_per_epoch = steps (when kohya trained as planned).
+        "planned_steps_per_epoch": planned_steps_per_epoch(summary.steps_per_epoch, attempt.gpus) if attempt.gpus else None,
+        "kohya_steps_per_epoch": attempt.kohya_steps_per_epoch,
         "steps": attempt.steps,
         "resumed_after_epoch": attempt.resumed_from,
         "reused_completed_model": attempt.reused,

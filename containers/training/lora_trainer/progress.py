@@ -113,9 +113,10 @@ class ProgressParser:
         override = _OVERRIDE.search(stripped)
         if override and int(override.group("epochs")) > 0:
             self.steps_per_epoch = int(override.group("steps")) // int(override.group("epochs"))
-            if self.on_steps_per_epoch:
-                self.on_steps_per_epoch(self.steps_per_epoch)
         yield segment.rstrip()
+        if override and self.steps_per_epoch and self.on_steps_per_epoch:
+            # After the line is printed, so what the callback prints (a mismatch warning) follows it.
+            self.on_steps_per_epoch(self.steps_per_epoch)
 
     def _progress(self, step: int, loss: re.Match[str] | None, now: float) -> Iterator[str]:
         if step == 0:  # the bar's first draw, before any step

@@ -26,7 +26,11 @@ image_dir = '/opt/ml/input/data/images/'
 """
 
 
-def write_image(path: Path, size: tuple[int, int] = (16, 12), fmt: str | None = None) -> Path:
+# Large enough for one bucket step on every side (64 px), so real kohya could load every test dataset.
+TEST_IMAGE_SIZE = (64, 64)
+
+
+def write_image(path: Path, size: tuple[int, int] = TEST_IMAGE_SIZE, fmt: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     PILImage.new("RGB", size, (200, 30, 30)).save(path, format=fmt)
     return path
@@ -72,7 +76,7 @@ def opt_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OptMl:
     (root / "input" / "data" / "dataset").mkdir(parents=True)
     log = tmp_path / "kohya-runs.jsonl"
     monkeypatch.setenv("FAKE_KOHYA_LOG", str(log))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FAKE_KOHYA_DIE_AFTER_EPOCH", "FAKE_KOHYA_PARTIAL_NEXT", "FAKE_KOHYA_HANG", "FAKE_KOHYA_EXIT"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FAKE_KOHYA_DIE_AFTER_EPOCH", "FAKE_KOHYA_PARTIAL_NEXT", "FAKE_KOHYA_HANG", "FAKE_KOHYA_EXIT", "FAKE_KOHYA_PROCESSES", "FAKE_KOHYA_STEPS_PER_EPOCH"):
         monkeypatch.delenv(name, raising=False)
     return OptMl(paths, log)
 

@@ -4,13 +4,16 @@ writes it (epoch states saved before the older one is removed, an end-of-trainin
 final model), printing kohya's epoch lines and drawing its tqdm bar as train_network.py draws it
 (once at its start; per step update(1), showing the previous step's loss, then set_postfix with the
 new one). Like kohya's, its step counter restarts at 0 on a resumed attempt and is written as the
-final model's ss_steps. Unlike kohya, an epoch is always 10 steps, whatever the dataset (what kohya
-really counts is checked in test_kohya_dataset.py). Environment variables make it fail the ways a
-spot job can: FAKE_KOHYA_DIE_AFTER_EPOCH, FAKE_KOHYA_PARTIAL_NEXT, FAKE_KOHYA_HANG, FAKE_KOHYA_EXIT.
-Every invocation is appended to FAKE_KOHYA_LOG."""
+final model's ss_steps. Its epoch is ceil(image views / batch size) per dataset, split among
+FAKE_KOHYA_PROCESSES (default 1): kohya's count when all images have one size and none is a
+regularization image, as in the tests that use it (what kohya counts with buckets is checked in
+test_kohya_dataset.py); FAKE_KOHYA_STEPS_PER_EPOCH overrides it. Environment variables make it fail
+the ways a spot job can: FAKE_KOHYA_DIE_AFTER_EPOCH, FAKE_KOHYA_PARTIAL_NEXT, FAKE_KOHYA_HANG,
+FAKE_KOHYA_EXIT. Every invocation is appended to FAKE_KOHYA_LOG."""
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,6 +22,8 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+
+import toml
 
 VALUE_FLAGS = [
     "pretrained_model_name_or_path", "tokenizer_cache_dir", "dataset_config", "resolution", "output_dir", "max_train_epochs",
@@ -60,9 +65,9 @@ def torch_zip(path: Path) -> None:
         archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
 
 
-def save_state(folder: Path, epoch: int, fp16: bool, partial: bool = False) -> None:
+def save_state(folder: Path, epoch: int, fp16: bool, partial: bool = False, steps_per_epoch: int = 10) -> None:
     folder.mkdir()
-    (folder / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": epoch * 10}))
+    (folder / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": epoch * steps_per_epoch}))
     (folder / "model.safetensors").write_bytes(safetensors_bytes())
     torch_zip(folder / "optimizer.bin")
     if partial:  # killed while writing the scheduler: a torch zip cut short
@@ -72,6 +77,23 @@ def save_state(folder: Path, epoch: int, fp16: bool, partial: bool = False) -> N
     if fp16:
         torch_zip(folder / "scaler.pt")
     torch_zip(folder / "random_states_0.pkl")
+
+
+def steps_per_epoch(args: argparse.Namespace) -> int:
+    if os.environ.get("FAKE_KOHYA_STEPS_PER_EPOCH"):
+        return int(os.environ["FAKE_KOHYA_STEPS_PER_EPOCH"])
+    config = toml.loads(Path(args.dataset_config).read_text())
+    general = config.get("general", {})
+    batches = 0
+    for dataset in config["datasets"]:
+        batch = dataset.get("batch_size", general.get("batch_size", args.train_batch_size or 1))
+        views = 0
+        for subset in dataset["subsets"]:
+            repeats = subset.get("num_repeats", dataset.get("num_repeats", general.get("num_repeats", args.dataset_repeats or 1)))
+            images = [p for p in Path(subset["image_dir"]).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp")]
+            views += len(images) * repeats
+        batches += math.ceil(views / batch)
+    return math.ceil(batches / int(os.environ.get("FAKE_KOHYA_PROCESSES", "1")))
 
 
 def main() -> int:
@@ -85,8 +107,9 @@ def main() -> int:
     name = args.output_name
     epochs = int(args.max_train_epochs)
     every = int(args.save_every_n_epochs)
-    # kohya: --initial_step wins; the epoch to start is initial_step // steps per epoch (10 here).
-    start = int(args.initial_step) // 10 if args.initial_step else int(args.initial_epoch) - 1 if args.initial_epoch else 0
+    per_epoch = steps_per_epoch(args)
+    # kohya: --initial_step wins; the epoch to start is initial_step // steps per epoch.
+    start = int(args.initial_step) // per_epoch if args.initial_step else int(args.initial_epoch) - 1 if args.initial_epoch else 0
     fp16 = args.mixed_precision == "fp16"
     log = os.environ.get("FAKE_KOHYA_LOG")
     if log:
@@ -117,18 +140,18 @@ def main() -> int:
         time.sleep(60)
         return 9
 
-    print(f"override steps. steps for {epochs} epochs is / 指定エポックまでのステップ数: {epochs * 10}", flush=True)
+    print(f"override steps. steps for {epochs} epochs is / 指定エポックまでのステップ数: {epochs * per_epoch}", flush=True)
     die_after = int(os.environ.get("FAKE_KOHYA_DIE_AFTER_EPOCH", "0"))
     # As train_network.py: a bar over all max_train_steps even when resuming, drawn once at its start;
     # each step, update(1) redraws it with the new step and the previous postfix, then
     # set_postfix(avr_loss=...) with this step's loss. Its step counter (global_step, written as the
     # model's ss_steps) starts at 0 on every attempt.
-    bar_total, global_step, postfix = epochs * 10, 0, ""
+    bar_total, global_step, postfix = epochs * per_epoch, 0, ""
     draw = lambda: sys.stderr.write(f"\rsteps: {global_step * 100 // bar_total:3d}%|##  | {global_step}/{bar_total} [00:01<00:09,  1.25s/it{postfix}]")  # noqa: E731
     draw()
     for epoch in range(start, epochs):
         print(f"\nepoch {epoch + 1}/{epochs}\n", flush=True)
-        for step in range(1, 11):
+        for step in range(1, per_epoch + 1):
             global_step += 1
             draw()
             postfix = f", avr_loss=0.{epoch + 1}{step:02d}"
@@ -142,16 +165,16 @@ def main() -> int:
             old_model = out / f"{name}-{epoch + 1 - every:06d}.safetensors"
             if old_model.exists():
                 old_model.unlink()
-            save_state(out / f"{name}-{epoch + 1:06d}-state", epoch + 1, fp16)
+            save_state(out / f"{name}-{epoch + 1:06d}-state", epoch + 1, fp16, steps_per_epoch=per_epoch)
             old = out / f"{name}-{epoch + 1 - every * args.save_last_n_epochs_state:06d}-state"
             if old.exists():
                 shutil.rmtree(old)
         if die_after and epoch + 1 == die_after:
             if os.environ.get("FAKE_KOHYA_PARTIAL_NEXT"):
-                save_state(out / f"{name}-{epoch + 2:06d}-state", epoch + 2, fp16, partial=True)
+                save_state(out / f"{name}-{epoch + 2:06d}-state", epoch + 2, fp16, partial=True, steps_per_epoch=per_epoch)
             finish_log()
             os._exit(137)  # the instance is gone: no clean-up
-    save_state(out / f"{name}-state", epochs, fp16)
+    save_state(out / f"{name}-state", epochs, fp16, steps_per_epoch=per_epoch)
     print(f"\nsaving checkpoint: {out / f'{name}.safetensors'}", flush=True)
     metadata = {"ss_steps": str(global_step), "ss_epoch": str(epochs), "ss_network_dim": str(args.network_dim)}
     (out / f"{name}.safetensors").write_bytes(safetensors_bytes(8, metadata))

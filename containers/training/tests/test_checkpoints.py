@@ -4,7 +4,7 @@ import struct
 import pytest
 
 from fake_kohya import safetensors_bytes, save_state
-from lora_trainer.checkpoints import file_problem, plan_resume, safetensors_problem, state_problem
+from lora_trainer.checkpoints import clean_finished, file_problem, plan_resume, safetensors_problem, state_problem
 
 
 def names(folder):
@@ -103,3 +103,17 @@ def test_output_names_with_regex_characters_match_literally(tmp_path):
     save_state(tmp_path / "my.lora-000004-state", 4, fp16=False)
     save_state(tmp_path / "myXlora-000005-state", 5, fp16=False)
     assert plan_resume(tmp_path, "my.lora", fp16=False).state.epoch == 4
+
+
+def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
+    # A kill during files.write_atomically leaves '<name>.tmp', which S3 would otherwise keep.
+    save_state(tmp_path / "lora-000001-state", 1, fp16=False)
+    (tmp_path / "lora.safetensors.tmp").write_bytes(safetensors_bytes())
+    (tmp_path / "lora-run.json.tmp").write_text("{")
+    plan = plan_resume(tmp_path, "lora", fp16=False)
+    assert plan.state.epoch == 1
+    assert plan.removed == ("lora-run.json.tmp (unfinished write)", "lora.safetensors.tmp (unfinished write)")
+    assert names(tmp_path) == ["lora-000001-state"]
+    (tmp_path / "training-complete.json.tmp").write_text("{")
+    assert clean_finished(tmp_path, "lora") == ["training-complete.json.tmp", "lora-000001-state"]
+    assert names(tmp_path) == []

@@ -45,10 +45,12 @@ def test_a_run_writes_the_lora_and_its_metadata(opt_ml, image, capsys):
     # One line per step with that step's own loss, the last step included (the fake draws its bar
     # as kohya does: update(1) with the previous loss, then set_postfix with the new one).
     assert [line.split(" seconds_per_step=")[0] for line in metrics] == [
-        f"lora-metrics step={epoch * 10 + step} epoch={epoch + 1} loss=0.{epoch + 1}{step:02d}" for epoch in range(2) for step in range(1, 11)
+        f"lora-metrics step={epoch * 30 + step} epoch={epoch + 1} loss=0.{epoch + 1}{step:02d}" for epoch in range(2) for step in range(1, 31)
     ]
     assert all(0 <= float(line.split("seconds_per_step=")[1]) < 5 for line in metrics)
-    assert metadata["steps"] == 20 and metadata["steps_per_epoch"] == 30
+    # 2 epochs of 30 steps on one GPU, as planned and as kohya (the fake) counted them.
+    assert (metadata["gpus"], metadata["planned_steps_per_epoch"], metadata["kohya_steps_per_epoch"], metadata["steps"]) == (1, 30, 30, 60)
+    assert "WARNING" not in out  # the negative control of the steps-per-epoch comparison
     assert not opt_ml.paths.failure.exists()
 
 
@@ -100,6 +102,33 @@ def test_a_fresh_run_keeps_kohyas_step_count(opt_ml, image):
     assert read_metadata(opt_ml.paths.model / "lora.safetensors")["ss_steps"] == "30"
 
 
+def test_a_crash_while_rewriting_the_model_header_is_retrained_and_cleaned(opt_ml, image, monkeypatch, capsys):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "4"})
+    monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "2")
+    assert train(opt_ml, image) == 1
+    monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
+    # The resumed attempt trains to the end; the rename of its ss_steps rewrite fails, as a kill would
+    # stop it, leaving the model-sized temporary in the checkpoints.
+    replace, failed = Path.replace, []
+
+    def replace_failing_once(self, target):
+        if self.name.endswith(".safetensors.tmp") and not failed:
+            failed.append(self.name)
+            raise OSError(28, "No space left on device")
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace_failing_once)
+    assert train(opt_ml, image) == 1
+    assert failed == ["lora.safetensors.tmp"] and "lora.safetensors.tmp" in checkpoint_names(opt_ml)
+    # The restarted job removes it and retrains from the newest state, epoch 3's.
+    assert train(opt_ml, image) == 0
+    assert [r["epochs_run"] for r in opt_ml.runs()] == [[1, 2], [3, 4], [4]]
+    assert "removed checkpoint lora.safetensors.tmp (unfinished write)" in capsys.readouterr().out
+    assert read_metadata(opt_ml.paths.model / "lora.safetensors")["ss_steps"] == "40"
+    assert not [p for p in opt_ml.paths.root.rglob("*.tmp")]
+
+
 def test_a_successful_attempt_removes_an_earlier_failure(opt_ml, image, monkeypatch):
     opt_ml.captioned_images(1)
     opt_ml.hyperparameters({"max_train_epochs": "2"})
@@ -124,7 +153,7 @@ def test_the_metadata_records_the_batch_sizes_the_toml_set(opt_ml, image):
     assert metadata["hyperparameters"]["train_batch_size"] == [2, 3]  # not the hyperparameter's 1
     assert metadata["hyperparameters"]["num_repeats"] == [2, 3]
     assert metadata["dataset"]["batch_size"] == [2, 3]
-    assert metadata["steps_per_epoch"] == 2 + 3  # ceil(2 x 2 / 2) + ceil(3 x 3 / 3)
+    assert metadata["planned_steps_per_epoch"] == 2 + 3  # ceil(2 x 2 / 2) + ceil(3 x 3 / 3)
 
 
 def test_a_completed_run_is_not_trained_again(opt_ml, image):
@@ -284,13 +313,31 @@ def test_the_steps_per_epoch_are_saved_before_the_attempt_can_die(opt_ml, image,
     # Resuming on several GPUs needs them, and a spot attempt may never reach its end.
     opt_ml.captioned_images(1)
     opt_ml.hyperparameters({"max_train_epochs": "4"})
+    monkeypatch.setenv("FAKE_KOHYA_PROCESSES", "2")  # 10 batches an epoch, 5 on each GPU
     monkeypatch.setenv("FAKE_KOHYA_DIE_AFTER_EPOCH", "2")
     assert train(opt_ml, image, fake_trainer(gpus=2)) == 1
-    assert json.loads((opt_ml.paths.checkpoints / "lora-run.json").read_text())["steps_per_epoch"] == 10
+    record = json.loads((opt_ml.paths.checkpoints / "lora-run.json").read_text())
+    assert (record["steps_per_epoch"], record["gpus"]) == (5, 2)
     monkeypatch.delenv("FAKE_KOHYA_DIE_AFTER_EPOCH")
     assert train(opt_ml, image, fake_trainer(gpus=2)) == 0
     second = opt_ml.runs()[1]["argv"]
-    assert second[second.index("--resume") + 2 :] == ["--initial_step", "20"]
+    assert second[second.index("--resume") + 2 :] == ["--initial_step", "10"]
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    assert (metadata["gpus"], metadata["planned_steps_per_epoch"], metadata["kohya_steps_per_epoch"], metadata["steps"]) == (2, 5, 5, 20)
+
+
+def test_steps_per_epoch_other_than_planned_are_warned_about(opt_ml, image, monkeypatch, capsys):
+    opt_ml.captioned_images(1)
+    opt_ml.hyperparameters({"max_train_epochs": "2"})
+    monkeypatch.setenv("FAKE_KOHYA_STEPS_PER_EPOCH", "7")  # kohya counted otherwise than buckets.py
+    assert train(opt_ml, image) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    warning = next(i for i, line in enumerate(lines) if line.startswith("lora-trainer: WARNING: kohya reports"))
+    assert lines[warning].startswith("lora-trainer: WARNING: kohya reports 7 steps per epoch on each of 1 GPU(s), the entrypoint planned 10: ")
+    assert lines[warning - 1].startswith("override steps.")  # right after kohya's own line
+    metadata = json.loads((opt_ml.paths.model / "training-metadata.json").read_text())
+    assert (metadata["planned_steps_per_epoch"], metadata["kohya_steps_per_epoch"], metadata["steps"]) == (10, 7, 14)
 
 
 @pytest.mark.parametrize("visible, expected", [("0,1,2", 3), ("1", 1), ("", None), ("all", None)])

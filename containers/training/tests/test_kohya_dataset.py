@@ -12,13 +12,16 @@ import toml
 
 from conftest import SEED_TOML, write_image
 from lora_trainer.command import epochs_for, kohya_args
+from lora_trainer.dataset import MIN_EPOCHS
 from lora_trainer.dataset_check import kohya_caption, one_or_all
 from lora_trainer.main import check_inputs
 from test_kohya_cli import launch
 
 
 def kohya_dataset_group(sd_scripts, inputs):
-    """kohya's training dataset group for the command line the entrypoint would run."""
+    """kohya's training dataset group for the command line the entrypoint would run, passed through
+    the trainer's own checks of it (assert_extra_args: bucket_reso_steps, SDXL caching), which kohya
+    runs after loading the dataset."""
     argv = kohya_args(inputs.values, launch(dataset_config=inputs.prepared.config_path))
     module = sd_scripts.train_network if inputs.values["model_type"] == "sd15" else sd_scripts.sdxl_train_network
     args = module.setup_parser().parse_args(argv)
@@ -28,6 +31,9 @@ def kohya_dataset_group(sd_scripts, inputs):
     blueprint = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, args.masked_loss, True)).generate(user_config, args)
     group, validation = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
     assert validation is None or len(validation) == 0
+    sdxl = inputs.values["model_type"] == "sdxl"
+    trainer = sd_scripts.sdxl_train_network.SdxlNetworkTrainer() if sdxl else sd_scripts.train_network.NetworkTrainer()
+    trainer.assert_extra_args(args, group, None)
     return group
 
 
@@ -89,7 +95,7 @@ def test_several_datasets_of_different_batch_sizes(sd_scripts, opt_ml):
     (opt_ml.dataset / "dataset.toml").write_text(
         "[general]\nenable_bucket = true\n"
         "[[datasets]]\nbatch_size = 1\nresolution = 512\n[[datasets.subsets]]\nimage_dir = 'a'\nnum_repeats = 4\n"
-        "[[datasets]]\nbatch_size = 4\nresolution = [768, 640]\nbucket_reso_steps = 32\n[[datasets.subsets]]\nimage_dir = 'b'\nnum_repeats = 3\n"
+        "[[datasets]]\nbatch_size = 4\nresolution = [768, 640]\nbucket_reso_steps = 128\n[[datasets.subsets]]\nimage_dir = 'b'\nnum_repeats = 3\n"
     )
     inputs, group = assert_kohya_agrees(sd_scripts, opt_ml, {})
     assert inputs.prepared.summary.steps_per_epoch != math.ceil(inputs.prepared.summary.images_per_epoch / max(inputs.prepared.summary.batch_size))
@@ -181,14 +187,80 @@ SIZES = [(w, h) for w in (64, 100, 333, 512, 640, 700, 1023, 1024, 1500, 2048, 4
 
 
 @pytest.mark.parametrize("no_upscale", [False, True])
-@pytest.mark.parametrize("resolution, low, high, steps", [((512, 512), 256, 1024, 64), ((1024, 1024), 256, 2048, 64), ((768, 640), 320, 1000, 32)])
+@pytest.mark.parametrize(
+    "resolution, low, high, steps",
+    [((512, 512), 256, 1024, 64), ((1024, 1024), 256, 2048, 64), ((768, 640), 320, 1000, 32), ((512, 512), 200, 777, 64)],
+)
 def test_every_image_goes_to_kohyas_bucket(sd_scripts, no_upscale, resolution, low, high, steps):
     from lora_trainer.buckets import BucketSettings, bucket_chooser
 
     settings = BucketSettings(resolution, 1, True, no_upscale, low, high, steps)
     ours = bucket_chooser(settings)
-    # As DreamBoothDataset sets kohya's BucketManager up, min/max rounded to the step.
-    kohya = sd_scripts.train_util.BucketManager(no_upscale, resolution, low - low % steps, high + (-high) % steps, steps)
+    # As DreamBoothDataset sets kohya's BucketManager up: min/max rounded to the step by kohya's own code.
+    low, high = sd_scripts.train_util.BaseDataset.adjust_min_max_bucket_reso_by_steps(None, resolution, low, high, steps)
+    kohya = sd_scripts.train_util.BucketManager(no_upscale, resolution, low, high, steps)
     if not no_upscale:
         kohya.make_buckets()
     assert [ours(size) for size in SIZES] == [tuple(kohya.select_bucket(*size)[0]) for size in SIZES]
+
+
+BUCKETED = "[[datasets]]\nenable_bucket = true\nbucket_reso_steps = 32\n[[datasets.subsets]]\nimage_dir = '.'\n"
+
+
+def test_bucket_steps_of_32_are_refused_for_sd15_and_kept_for_sdxl(sd_scripts, opt_ml):
+    from lora_trainer.errors import DatasetError
+
+    images(opt_ml.dataset, MIXED[:3])
+    (opt_ml.dataset / "dataset.toml").write_text(BUCKETED)
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match=r"datasets\[0\] has bucket_reso_steps = 32, which kohya refuses for sd15: it must be a multiple of 64"):
+        check_inputs(opt_ml.paths)
+    inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, {"model_type": "sdxl"})  # SDXL needs a multiple of 32
+    inputs.values["model_type"] = "sd15"
+    with pytest.raises(AssertionError, match="must be divisible by 64"):  # what kohya does with it for SD 1.5
+        kohya_dataset_group(sd_scripts, inputs)
+
+
+def test_images_smaller_than_a_bucket_step_are_refused(sd_scripts, opt_ml):
+    from lora_trainer.errors import DatasetError
+
+    images(opt_ml.dataset, [(512, 512), (64, 64), (48, 48), (640, 40)])
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match=r"^2 image\(s\) are smaller than one bucket step.*: img2.png \(48x48\), img3.png \(640x40\)\. "
+                       r"Use images of at least 64 px per side, or set enable_bucket = false\."):
+        check_inputs(opt_ml.paths)
+    # What kohya does with a 48x48 image in the generated configuration (bucket_no_upscale): it divides by 0.
+    (opt_ml.dataset / "img3.png").unlink()
+    write_image(opt_ml.dataset / "img2.png", (64, 64))
+    inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, {})  # the negative control: 64 px is enough
+    write_image(opt_ml.dataset / "img2.png", (48, 48))
+    with pytest.raises(ZeroDivisionError):
+        kohya_dataset_group(sd_scripts, inputs)
+
+
+def test_captions_that_are_not_utf8_are_refused(sd_scripts, opt_ml):
+    from lora_trainer.errors import DatasetError
+
+    images(opt_ml.dataset, MIXED[:3])
+    (opt_ml.dataset / "img1.txt").write_bytes("caf\u00e9 pikachu".encode("latin-1"))
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match=r"^1 caption file\(s\) are not UTF-8 text, which kohya cannot read: img1.txt\. Save them as UTF-8\."):
+        check_inputs(opt_ml.paths)
+    (opt_ml.dataset / "img1.txt").write_text("caf\u00e9 pikachu", encoding="utf-8")
+    inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, {})  # the same caption in UTF-8 passes
+    (opt_ml.dataset / "img1.txt").write_bytes("caf\u00e9 pikachu".encode("latin-1"))
+    with pytest.raises(UnicodeDecodeError):  # kohya, while it loads the dataset
+        kohya_dataset_group(sd_scripts, inputs)
+
+
+def test_default_repeats_are_lowered_by_kohyas_bucketed_steps(sd_scripts, opt_ml):
+    # 40 images, each in a bucket of its own at batch 4: 5 repeats (200 views / 4 = 50 steps if
+    # there were no buckets) are 2 batches per bucket, 80 steps an epoch, 3 epochs of 200 steps.
+    images(opt_ml.dataset, [(64 * a + 10, 64 * b + 5) for a in range(1, 9) for b in range(1, 6)])
+    inputs, group = assert_kohya_agrees(sd_scripts, opt_ml, {"max_train_steps": "200", "train_batch_size": "4"})
+    [subset] = inputs.prepared.config["datasets"][0]["subsets"]
+    assert subset["num_repeats"] == 4 and math.ceil(200 / len(group)) >= MIN_EPOCHS
+    # One more repeat would leave fewer epochs, as kohya counts them: 4 is the most that leaves MIN_EPOCHS.
+    subset["num_repeats"] = 5
+    inputs.prepared.config_path.write_text(toml.dumps(inputs.prepared.config))
+    assert math.ceil(200 / len(kohya_dataset_group(sd_scripts, inputs))) < MIN_EPOCHS

@@ -26,3 +26,31 @@ def test_not_a_safetensors_file(tmp_path):
     path.write_bytes(b"\xff" * 16)
     with pytest.raises(TrainingError, match="not a safetensors file"):
         update_metadata(path, {"ss_steps": "1"})
+
+
+def test_a_header_that_is_not_json_is_a_clear_error(tmp_path):
+    path = tmp_path / "lora.safetensors"
+    path.write_bytes((3).to_bytes(8, "little") + b"{x}" + bytes(8))
+    with pytest.raises(TrainingError, match=r"^lora.safetensors is not a safetensors file \(header is not JSON\)\.$"):
+        read_metadata(path)
+
+
+def test_kohyas_hashes_stay_right_after_a_rewrite(tmp_path, sd_scripts):
+    # kohya hashes the serialization of the tensors with the ss_* metadata: sshs_model_hash the bytes
+    # after the header, sshs_legacy_hash the 64 KiB at byte 1 MiB, header included.
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    hashes = sd_scripts.train_util.precalculate_safetensors_hashes
+    generator = torch.Generator().manual_seed(0)
+    # 1.6 MB of tensors, so the legacy hash's span is tensor data that moves with the header.
+    tensors = {"lora_unet_a.lora_down.weight": torch.randn(800, 1000, generator=generator).half(), "lora_te_b.alpha": torch.tensor(4.0)}
+    metadata = {"ss_steps": "4", "ss_epoch": "8"}
+    model_hash, legacy = hashes(tensors, metadata)
+    path = tmp_path / "lora.safetensors"
+    save_file(tensors, str(path), {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy, "modelspec.title": "x"})
+    update_metadata(path, {"ss_steps": "123456789"})  # 8 more header bytes
+    stored = read_metadata(path)
+    assert (stored["sshs_model_hash"], stored["sshs_legacy_hash"]) == hashes(load_file(str(path)), stored)
+    assert stored["sshs_model_hash"] == model_hash and stored["sshs_legacy_hash"] != legacy  # only the legacy one changes
+    assert stored["ss_steps"] == "123456789" and stored["modelspec.title"] == "x"
