@@ -20,14 +20,14 @@ compound.) That costs about a second, once; the weights then stay at that scale 
 asks for another.
 
 The deadline: a step callback stops denoising by raising out of the diffusers call, so a request
-that cannot finish in time is answered at once, without decoding latents nobody will see.
+that cannot finish in time is answered at once, without decoding latents nobody will see. What the
+steps and the decode take is measured per request size by `pacing.Pacer`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,12 @@ from typing import Any
 from PIL.Image import Image
 
 from .budget import finish_seconds
-from .kohya_names import adapt_names, modules_per_component, prefixes_to_strip
+from .kohya_names import DOWN, TEXT_ENCODER_PREFIXES, UNET_PREFIX, adapted_names, modules_per_component, prefixes_to_strip
 from .logs import JsonLog
 from .lora_file import LoraFileError, inspect_lora
 from .model_files import BaseModel, find_lora_file, resolve_base_model
-from .service import GenerationTimeout, NotEnoughTime
+from .pacing import Pacer
+from .service import GenerationTimeout
 from .settings import Settings
 from .validation import SCHEDULERS, GenerationParams
 
@@ -85,6 +86,7 @@ class DiffusersPipeline:
         lora_weights: Callable[[], list[Any]],
         finish_reserve: Callable[[GenerationParams], float],
         clock: Callable[[], float] = time.monotonic,
+        synchronize: Callable[[], None] = lambda: None,
     ) -> None:
         self._pipe = pipe
         self._default_scale = lora_scale
@@ -99,12 +101,8 @@ class DiffusersPipeline:
         self._log = log
         self._clock = clock
         self._schedulers: dict[str, Any] = {"default": pipe.scheduler}
-        # Seconds per denoising step, measured on the last request of each shape (see _shape).
-        self._step_seconds: dict[tuple[int, bool], float] = {}
-        # What the caller's deadline leaves after denoising (budget.finish_seconds), and the seconds
-        # from the last step to the images (the decode), measured on the last request of each shape.
-        self._finish_reserve = finish_reserve
-        self._decode_seconds: dict[tuple[int, bool], float] = {}
+        # `synchronize` waits for the GPU's queued work (torch.cuda.synchronize; nothing on the CPU).
+        self._pacer = Pacer(clock, synchronize, finish_reserve)
         started = clock()
         self._fuse_at(lora_scale)
         self._fused_scale: float | None = lora_scale
@@ -150,38 +148,26 @@ class DiffusersPipeline:
             self._schedulers[name] = self._make_scheduler(name, self._schedulers["default"].config)
         return self._schedulers[name]
 
-    @staticmethod
-    def _shape(params: GenerationParams) -> tuple[int, bool]:
-        """What a step's cost depends on: the pixels denoised, and whether classifier-free guidance
-        doubles the U-Net's batch (diffusers guides only with guidance_scale > 1)."""
-        return params.width * params.height * params.num_images, params.guidance_scale > 1
+    def unet_calls(self, params: GenerationParams) -> int:
+        """The U-Net calls denoising `params` takes: its scheduler's timesteps (PNDM has one more than asked)."""
+        scheduler = self._scheduler(params.scheduler)
+        # The pipeline sets the timesteps again at its start: this leaves nothing behind.
+        scheduler.set_timesteps(params.num_inference_steps)
+        return len(scheduler.timesteps)
 
     def estimate_seconds(self, params: GenerationParams) -> float | None:
-        """Denoising time for `params` at the pace of the last request of its shape; None before one.
-
-        Only the same shape is trusted: a step's cost does not scale simply with the pixels
-        (attention grows faster, fixed costs weigh more on small images).
-        """
-        seconds = self._step_seconds.get(self._shape(params))
-        return None if seconds is None else seconds * params.num_inference_steps
+        """Denoising time for `params` at the pace measured on its shape; None before a measurement."""
+        return self._pacer.estimate(params, self.unet_calls(params))
 
     def decode_excess(self, params: GenerationParams) -> float:
-        """How much longer than the whole reserve after denoising the last decode of this shape took.
-
-        The reserve is set for GPUs; where decoding is slower (the CPU), denoising must end earlier
-        by the difference for the request to answer within its limit. 0 before a measurement.
-        """
-        measured = self._decode_seconds.get(self._shape(params), 0.0)
-        return max(0.0, measured - self._finish_reserve(params))
+        """How much earlier than the reserve asks denoising of `params` must end, for its decode (Pacer)."""
+        return self._pacer.decode_excess(params)
 
     def generate(self, params: GenerationParams, deadline: float) -> list[Image]:
-        excess = self.decode_excess(params)
-        needed = self.estimate_seconds(params)
-        if needed is not None and self._clock() + needed + excess > deadline:
-            # Refused before any GPU time is spent on a request that would be stopped part-way.
-            raise NotEnoughTime(needed + excess, deadline - self._clock())
+        # Refused before any GPU time is spent on a request that would be stopped part-way.
+        self._pacer.check(params, self.unet_calls(params), deadline)
         try:
-            return self._generate(params, deadline - excess)
+            return self._generate(params, deadline)
         except GenerationTimeout:
             raise  # stopped before the decode: nothing to undo
         except Exception:
@@ -203,18 +189,12 @@ class DiffusersPipeline:
     def _generate(self, params: GenerationParams, deadline: float) -> list[Image]:
         self.apply_lora_scale(params.lora_scale)
         self._pipe.scheduler = self._scheduler(params.scheduler)
-        paced: list[tuple[int, float]] = []
-        started = self._clock()
+        paced = self._pacer.start(params, deadline)
 
         def stop_at_deadline(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-            # Stop as soon as the remaining steps, at the pace so far, would end past the deadline
-            # (from the second step on: the first carries warm-up), and in any case at the deadline.
-            now = self._clock()
-            done = step + 1
-            paced[:] = [(done, now - started)]
-            projected = now + (now - started) / done * (params.num_inference_steps - done)
-            if now > deadline or (done >= 2 and projected > deadline):
-                raise _StoppedAtDeadline(done)
+            # num_timesteps: the U-Net calls of this call, which PNDM makes one more than num_inference_steps.
+            if paced.should_stop(step + 1, pipe.num_timesteps):
+                raise _StoppedAtDeadline(step + 1, pipe.num_timesteps)
             return callback_kwargs
 
         try:
@@ -234,26 +214,22 @@ class DiffusersPipeline:
             # Raised out of the pipeline call, so the VAE never decodes the half-denoised latents:
             # the 504 leaves at the deadline, not a decode later. The call leaves nothing behind:
             # the next call sets the scheduler's timesteps (resetting its state) and its own flags.
+            paced.stopped()
             raise GenerationTimeout(
-                f"stopped after {stopped.steps} of {params.num_inference_steps} steps: the request would not finish "
+                f"stopped after {stopped.steps} of {stopped.total} denoising steps: the request would not finish "
                 "within its time limit; "
                 "ask for fewer num_inference_steps or num_images, or a smaller width or height"
             ) from None
-        finally:
-            if paced and paced[0][0] >= 2:
-                done, seconds = paced[0]
-                self._step_seconds[self._shape(params)] = seconds / done
-        if paced:
-            self._decode_seconds[self._shape(params)] = self._clock() - started - paced[0][1]
+        paced.finished()
         return list(output.images)
 
 
 class _StoppedAtDeadline(Exception):
     """Raised by the step callback to leave the diffusers call before the decode."""
 
-    def __init__(self, steps: int) -> None:
-        super().__init__(f"stopped after {steps} steps")
-        self.steps = steps
+    def __init__(self, steps: int, total: int) -> None:
+        super().__init__(f"stopped after {steps} of {total} steps")
+        self.steps, self.total = steps, total
 
 
 def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
@@ -277,18 +253,10 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
     pipe.to(settings.device)
     pipe.set_progress_bar_config(disable=True)
     # Attention: diffusers' default processor on torch 2 is SDPA (AttnProcessor2_0); nothing to set.
-    _load_lora(pipe, lora_path, log)
+    _load_lora(pipe, lora_path, settings.model_type, log)
 
     def lora_weights() -> list[Any]:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        return [
-            module.get_base_layer().weight
-            for name in LORA_COMPONENTS
-            if getattr(pipe, name, None) is not None
-            for module in getattr(pipe, name).modules()
-            if isinstance(module, BaseTunerLayer)
-        ]
+        return [layer.get_base_layer().weight for layers in lora_layers(pipe).values() for _, layer in layers]
 
     def make_scheduler(name: str, config: Any) -> Any:
         spec = SCHEDULERS[name]
@@ -307,6 +275,7 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
         empty_cache=torch.cuda.empty_cache if settings.device == "cuda" else lambda: None,
         lora_weights=lora_weights,
         finish_reserve=lambda params: finish_seconds(settings.model_type, params),
+        synchronize=torch.cuda.synchronize if settings.device == "cuda" else lambda: None,
     )
 
 
@@ -327,28 +296,79 @@ def _load_base_model(diffusers: Any, settings: Settings, base: BaseModel, dtype:
     return pipeline_class.from_pretrained(base.location, local_files_only=base.offline, **options)
 
 
-def _load_lora(pipe: Any, lora_path: Path, log: JsonLog) -> None:
+def lora_layers(pipe: Any) -> dict[str, list[tuple[str, Any]]]:
+    """The PEFT LoRA layers (module path, layer) of each loaded component diffusers fuses a LoRA into."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {
+        name: [(path, m) for path, m in getattr(pipe, name).named_modules() if isinstance(m, BaseTunerLayer)]
+        for name in LORA_COMPONENTS
+        if getattr(pipe, name, None) is not None
+    }
+
+
+def _load_lora(pipe: Any, lora_path: Path, model_type: str, log: JsonLog) -> None:
     """Loads the kohya file as a PEFT adapter, its text-encoder names adapted to transformers 5 (kohya_names)."""
     from safetensors.torch import load_file
 
     original = load_file(str(lora_path))
-    state_dict = adapt_names(original, prefixes_to_strip(pipe))
-    log("lora_names_adapted", renamed=sum(1 for old, new in zip(original, state_dict, strict=True) if old != new))
-    pipe.load_lora_weights(state_dict, adapter_name=ADAPTER)
-    _check_every_module_loaded(pipe, modules_per_component(original), lora_path.name)
+    names = adapted_names(original, prefixes_to_strip(pipe), lora_path.name)
+    log("lora_names_adapted", renamed=sum(1 for old, new in names.items() if old != new))
+    state_dict = {new: original[old] for old, new in names.items()}
+    check = LoadCheck(names, lora_path.name, model_type)
+    try:
+        pipe.load_lora_weights(state_dict, adapter_name=ADAPTER)
+    except IndexError as error:
+        # diffusers 0.40 fails so (get_peft_kwargs) when no name of a text encoder matches a layer.
+        try:
+            check.every_module_loaded(pipe)
+        except LoraFileError as clear:
+            raise clear from error
+        raise LoraFileError(f"{lora_path.name}: diffusers could not load it ({error!r}); {check.action}") from error
+    check.every_module_loaded(pipe)
 
 
-def _check_every_module_loaded(pipe: Any, expected: Counter[str], file_name: str) -> None:
-    """Each LoRA module of the file must have become one PEFT layer: diffusers skips names that match
-    no module of a text encoder with a warning only, which would serve a LoRA without its text part."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+class LoadCheck:
+    """Each LoRA module of the file must have become one PEFT layer: diffusers only warns when some of
+    a text encoder's names match no layer (and fails with an IndexError when none do), which would
+    serve a LoRA without its text part."""
 
-    for component, count in sorted(expected.items()):
-        model = getattr(pipe, component, None)
-        loaded = 0 if model is None else sum(isinstance(m, BaseTunerLayer) for m in model.modules())
-        if loaded != count:
-            raise LoraFileError(
-                f"{file_name}: {count} LoRA modules are for the {component}, but {loaded} of its layers took one; "
-                "its module names do not match this base model's layers (a LoRA for another model, or naming "
-                "this version of diffusers/transformers does not read)"
-            )
+    def __init__(self, names: dict[str, str], file_name: str, model_type: str) -> None:
+        self._expected = modules_per_component(names)
+        # kohya module name, as diffusers is given it -> as the file names it (text_model_ put back).
+        self._file_names = {_module(new): _module(old) for old, new in names.items() if new.endswith(DOWN)}
+        self._file_name = file_name
+        self.action = (
+            f"serve it with the base model it was trained on (MODEL_TYPE={model_type} with that model's "
+            "BASE_MODEL_PATH or BASE_MODEL_ID), or a diffusers/transformers version that reads its names"
+        )
+
+    def every_module_loaded(self, pipe: Any) -> None:
+        layers = lora_layers(pipe)
+        for component, count in sorted(self._expected.items()):
+            loaded = layers.get(component, [])
+            if len(loaded) != count:
+                raise LoraFileError(
+                    f"{self._file_name}: {count} LoRA modules are for the {component}, but {len(loaded)} of its layers "
+                    f"took one{self._unmatched(component, loaded, count)}; its module names do not match this base "
+                    f"model's layers; {self.action}"
+                )
+
+    def _unmatched(self, component: str, loaded: list[tuple[str, Any]], count: int) -> str:
+        """A few of the file's modules that got no layer, named by kohya's rule: prefix + path, "." -> "_"."""
+        taken = {path.replace(".", "_") for path, _ in loaded}
+        prefixes = [p for p, c in TEXT_ENCODER_PREFIXES.items() if c == component] or [UNET_PREFIX]
+        missing = sorted(
+            old
+            for new, old in self._file_names.items()
+            for prefix in prefixes
+            if new.startswith(prefix) and new[len(prefix) :] not in taken
+        )
+        # kohya names SDXL's U-Net modules by its original (LDM) layout, which diffusers converts: no list then.
+        if len(missing) != count - len(loaded):
+            return ""
+        return f" (no layer for {', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})"
+
+
+def _module(key: str) -> str:
+    return key.split(".", 1)[0]

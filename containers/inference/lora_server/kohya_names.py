@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from .lora_file import LoraFileError
+
 # kohya's text-encoder prefixes, and the pipeline component each one's modules belong to.
 TEXT_ENCODER_PREFIXES = {"lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
 UNET_PREFIX = "lora_unet_"
@@ -35,13 +37,28 @@ def prefixes_to_strip(pipe: Any) -> list[str]:
     ]
 
 
-def adapt_names(state_dict: Mapping[str, T], strip: list[str]) -> dict[str, T]:
-    """`state_dict` with `<prefix>text_model_` renamed to `<prefix>` for each prefix in `strip`."""
-    renamed: dict[str, T] = {}
-    for key, value in state_dict.items():
+def adapted_names(keys: Iterable[str], strip: list[str], file_name: str) -> dict[str, str]:
+    """Each key -> its name with `<prefix>text_model_` renamed to `<prefix>` for each prefix in `strip`.
+
+    Raises LoraFileError when two keys would get the same name: one of the tensors would be lost.
+    """
+    names: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for key in keys:
         prefix = next((p for p in strip if key.startswith(p + TEXT_MODEL)), None)
-        renamed[key if prefix is None else prefix + key[len(prefix + TEXT_MODEL) :]] = value
-    return renamed
+        new = key if prefix is None else prefix + key[len(prefix + TEXT_MODEL) :]
+        if new in sources:
+            raise LoraFileError(
+                f"{file_name}: its keys {sources[new]} and {key} name the same layer of this transformers version's "
+                "text encoder; a kohya-ss LoRA has only one of them: remove the other, or retrain the LoRA"
+            )
+        names[key], sources[new] = new, key
+    return names
+
+
+def adapt_names(state_dict: Mapping[str, T], strip: list[str], file_name: str = "the LoRA file") -> dict[str, T]:
+    """`state_dict` with `<prefix>text_model_` renamed to `<prefix>` for each prefix in `strip` (see adapted_names)."""
+    return {new: state_dict[old] for old, new in adapted_names(state_dict, strip, file_name).items()}
 
 
 def modules_per_component(keys: Iterable[str]) -> Counter[str]:

@@ -243,14 +243,15 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dic
 def kohya_loras(tiny_models: Callable[[str], dict[str, Path]], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """`kohya_loras(model_type)`: a LoRA for the tiny pipeline, written by kohya-ss's own code (kohya_lora_fixture.py).
 
-    Kept in LORA_TEST_CACHE under a hash of what it is made from (the script, the pipeline's configs),
-    so a later run reuses it; without LORA_TEST_CACHE (outside CI) it is made in a temporary folder.
+    Kept in LORA_TEST_CACHE under a hash of what it is made from (the script, the pipeline's configs,
+    sd-scripts' networks/lora.py and .pinned, the training venv's transformers), so a later run reuses it; without LORA_TEST_CACHE (outside CI) it is made in a temporary folder.
     """
     python = required_env("LORA_TEST_PYTHON_TRAINING", "the training venv's python")
     sd_scripts = required_env("LORA_TEST_SD_SCRIPTS", "the kohya-ss sd-scripts folder")
     cache_env = os.environ.get("LORA_TEST_CACHE") or (required_env("LORA_TEST_CACHE", "a scratch folder") if os.environ.get("CI") == "true" else "")
     cache = Path(cache_env) / "inference-kohya-loras" if cache_env else tmp_path_factory.mktemp("kohya-loras")
     made: dict[str, Path] = {}
+    trainer_identity = kohya_trainer_identity(python, Path(sd_scripts))
 
     def get(model_type: str) -> Path:
         if model_type in made:
@@ -259,6 +260,7 @@ def kohya_loras(tiny_models: Callable[[str], dict[str, Path]], tmp_path_factory:
         digest = hashlib.sha256(KOHYA_FIXTURE.read_bytes())
         for config in sorted(folder.glob("*/config.json")):
             digest.update(config.read_bytes())
+        digest.update(trainer_identity)
         output = cache / f"{model_type}-{digest.hexdigest()[:16]}.safetensors"
         if not output.is_file():
             partial = output.with_suffix(".partial.safetensors")
@@ -272,3 +274,13 @@ def kohya_loras(tiny_models: Callable[[str], dict[str, Path]], tmp_path_factory:
         return output
 
     return get
+
+
+def kohya_trainer_identity(python: str, sd_scripts: Path) -> bytes:
+    """What in the training venv decides the LoRA kohya writes: sd-scripts' LoRA code and pin, and transformers' version."""
+    parts = [(sd_scripts / name).read_bytes() if (sd_scripts / name).is_file() else b"-" for name in ("networks/lora.py", ".pinned")]
+    version = subprocess.run(
+        [python, "-c", "from importlib.metadata import version; print(version('transformers'))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()
+    return b"\0".join([*parts, version.encode()])

@@ -4,9 +4,12 @@
 - `set_adapters(names, adapter_weights=[w])` sets each LoRA layer's scale to w (PEFT `set_scale`);
 - `fuse_lora(lora_scale=s)` multiplies that scale by s (PEFT `scale_layer`) and merges it into the weight;
 - `unfuse_lora()` subtracts what is merged at the layer's current scale (PEFT `unmerge`);
-- `__call__` runs a step callback that may set `_interrupt`, skips the remaining steps, still decodes
-  (an exception the callback raises leaves the call at once, decode included); like the SDXL pipeline, it upcasts an fp16 VAE to fp32 for the decode and casts it back only after a
-  decode that succeeds, and a decode of fp16 latents by an fp32 VAE fails on the dtype mismatch.
+- `__call__` makes one U-Net call per timestep of its scheduler (`num_timesteps`) and runs the step
+  callback after each (an exception the callback raises leaves the call at once, decode included);
+  like the SDXL pipeline, it upcasts an fp16 VAE to fp32 for the decode and casts it back only after a
+  decode that succeeds, and a decode of fp16 latents by an fp32 VAE fails on the dtype mismatch;
+- with `queued=True` it times work as CUDA does: steps are queued, and run (move the clock) only at
+  `synchronize()` or at the end of the call, when diffusers copies the images to the CPU.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ def make_layers() -> list[FakeLoraLayer]:
 class FakeScheduler:
     name: str
     config: dict[str, Any] = field(default_factory=lambda: {"num_train_timesteps": 1000})
+    # PNDM (skip_prk_steps) makes one more U-Net call than num_inference_steps.
+    extra_calls: int = 0
+    timesteps: list[int] = field(default_factory=list)
+
+    def set_timesteps(self, steps: int) -> None:
+        self.timesteps = list(range(999, 999 - steps - self.extra_calls, -1))
 
 
 class FakeVae:
@@ -118,7 +127,9 @@ class FakeVae:
 
 
 class FakeDiffusersPipe:
-    def __init__(self, seconds_per_step: float = 0.0, clock: list[float] | None = None, seconds_per_decode: float = 0.0) -> None:
+    def __init__(
+        self, seconds_per_step: float = 0.0, clock: list[float] | None = None, seconds_per_decode: float = 0.0, queued: bool = False
+    ) -> None:
         self.layers = make_layers()
         self.base = [list(layer.weight.values) for layer in self.layers]
         self.scheduler = FakeScheduler("model's own")
@@ -132,6 +143,22 @@ class FakeDiffusersPipe:
         self._seconds_per_decode = seconds_per_decode
         self._clock = clock
         self.decodes = 0
+        self.num_timesteps = 0
+        self._queued = queued
+        self._pending = 0.0
+
+    def _run(self, seconds: float) -> None:
+        if self._clock is None:
+            return
+        if self._queued:
+            self._pending += seconds
+        else:
+            self._clock[0] += seconds
+
+    def synchronize(self) -> None:
+        if self._clock is not None:
+            self._clock[0] += self._pending
+        self._pending = 0.0
 
     @property
     def weights(self) -> list[list[float]]:
@@ -173,12 +200,13 @@ class FakeDiffusersPipe:
     def __call__(self, **kwargs: Any) -> Any:
         self.calls.append({**kwargs, "scheduler": self.scheduler, "effective_scale": self.effective_scale})
         self._interrupt = False
-        for step in range(kwargs["num_inference_steps"]):
+        self.scheduler.set_timesteps(kwargs["num_inference_steps"])
+        self.num_timesteps = len(self.scheduler.timesteps)
+        for step, timestep in enumerate(self.scheduler.timesteps):
             if self._interrupt:
                 continue
-            if self._clock is not None:
-                self._clock[0] += self._seconds_per_step
-            kwargs["callback_on_step_end"](self, step, 999 - step, {})
+            self._run(self._seconds_per_step)
+            kwargs["callback_on_step_end"](self, step, timestep, {})
         # pipeline_stable_diffusion_xl.py: needs_upcasting = vae.dtype == float16 and force_upcast.
         latents_dtype = "float16"
         needs_upcasting = self.vae.dtype == "float16"
@@ -186,11 +214,11 @@ class FakeDiffusersPipe:
             self.vae.to(dtype="float32")
             latents_dtype = "float32"
         self.decodes += 1
-        if self._clock is not None:
-            self._clock[0] += self._seconds_per_decode
+        self._run(self._seconds_per_decode)
         self.vae.decode(latents_dtype)
         if needs_upcasting:
             self.vae.to(dtype="float16")
+        self.synchronize()  # postprocess: image.cpu()
         images = [Image.new("RGB", (kwargs["width"], kwargs["height"])) for _ in kwargs["generator"]]
         return type("Output", (), {"images": images})()
 
@@ -205,7 +233,7 @@ def params(**overrides: Any) -> GenerationParams:
 
 
 def build(
-    pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] | None = None, reserve: float = 2.0
+    pipe: FakeDiffusersPipe, lora_scale: float = 0.8, clock: list[float] | None = None, reserve: float = 2.0, synchronize: Any = None
 ) -> tuple[DiffusersPipeline, list[tuple[str, Any]], io.StringIO]:
     built: list[tuple[str, Any]] = []
     log = io.StringIO()
@@ -226,6 +254,7 @@ def build(
         lora_weights=lambda: [layer.weight for layer in pipe.layers],
         finish_reserve=lambda params: reserve,
         clock=lambda: time[0],
+        synchronize=synchronize or (lambda: None),
     )
     return pipeline, built, log
 
@@ -372,7 +401,7 @@ def paced(seconds_per_step: float) -> tuple[DiffusersPipeline, list[float]]:
 def test_denoising_stops_as_soon_as_the_steps_left_would_end_past_the_deadline() -> None:
     pipeline, clock = paced(1.0)
     # 25 steps at 1 s each cannot end by 10 s: seen after the second step, not at the deadline.
-    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 steps: the request would not finish within its time limit"):
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 denoising steps: the request would not finish within its time limit"):
         pipeline.generate(params(), deadline=10.0)
     # Negative control: with time to spare the same request completes.
     clock[0] = 0.0
@@ -383,7 +412,7 @@ def test_a_request_stopped_at_its_deadline_answers_at_once_without_decoding() ->
     clock = [0.0]
     pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
     pipeline, _, _ = build(pipe, clock=clock)
-    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 steps"):
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 denoising steps"):
         pipeline.generate(params(), deadline=10.0)
     # Left at the second step: no decode, nothing past the deadline.
     assert (pipe.decodes, clock[0]) == (0, 2.0)
@@ -394,26 +423,15 @@ def test_a_request_stopped_at_its_deadline_answers_at_once_without_decoding() ->
     assert (pipe.decodes, clock[0]) == (1, 55.0)
 
 
-def test_negative_control_interrupting_diffusers_instead_still_decodes_past_the_deadline() -> None:
-    # The former way: set diffusers' `_interrupt`; the remaining steps are skipped, the decode is not.
-    clock = [0.0]
-    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
-
-    def interrupt(p: FakeDiffusersPipe, step: int, timestep: int, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        p._interrupt = clock[0] >= 2.0
-        return callback_kwargs
-
-    pipe(num_inference_steps=25, width=8, height=8, generator=[None], callback_on_step_end=interrupt)
-    assert (pipe.decodes, clock[0]) == (1, 32.0)
-
-
 @pytest.mark.parametrize("decode_seconds", [30.0, 1.0])
 def test_a_decode_slower_than_the_whole_reserve_ends_denoising_earlier_by_the_difference(decode_seconds: float) -> None:
     # On the CPU a decode takes far longer than the reserve, which is set for GPUs. 25 steps of 1 s.
     clock = [0.0]
     pipeline, _, _ = build(FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=decode_seconds), clock=clock, reserve=2.0)
-    assert pipeline.decode_excess(params()) == 0.0  # nothing measured yet
-    pipeline.generate(params(), deadline=40.0)
+    for _ in range(2):  # the first decode of a size is warm-up: not trusted
+        assert pipeline.decode_excess(params()) == 0.0
+        clock[0] = 0.0
+        pipeline.generate(params(), deadline=40.0)
     assert clock[0] == 25.0 + decode_seconds
     excess = pipeline.decode_excess(params())
     assert excess == max(0.0, decode_seconds - 2.0)
@@ -422,17 +440,18 @@ def test_a_decode_slower_than_the_whole_reserve_ends_denoising_earlier_by_the_di
         # Negative control: a decode within the reserve changes nothing.
         assert len(pipeline.generate(params(), deadline=40.0)) == 1
         return
-    with pytest.raises(NotEnoughTime) as refused:
-        pipeline.generate(params(), deadline=40.0)
-    assert refused.value.needed_seconds == pytest.approx(25.0 + excess)
     # 10 steps fit: denoised at 10 s, decoded at 40 s, within the 2 s reserve after the deadline.
     assert len(pipeline.generate(params(num_inference_steps=10), deadline=40.0)) == 1
     assert clock[0] == 40.0
+    clock[0] = 0.0
+    with pytest.raises(NotEnoughTime) as refused:
+        pipeline.generate(params(), deadline=40.0)
+    assert refused.value.needed_seconds == pytest.approx(25.0 + excess)
 
 
 def test_denoising_stops_at_the_deadline_even_on_the_first_step() -> None:
     pipeline, _ = paced(5.0)
-    with pytest.raises(GenerationTimeout, match="stopped after 1 of 25 steps"):
+    with pytest.raises(GenerationTimeout, match="stopped after 1 of 25 denoising steps"):
         pipeline.generate(params(), deadline=4.0)
 
 
@@ -464,3 +483,88 @@ def test_schedulers_are_built_once_from_the_models_own_config_and_default_restor
     assert [c["scheduler"].name for c in pipe.calls] == ["euler_a", "dpmpp_2m_karras", "euler_a", "model's own"]
     assert built == [("euler_a", original.config), ("dpmpp_2m_karras", original.config)]
     assert pipe.scheduler is original
+
+
+def test_the_decode_is_timed_after_the_queued_steps_have_run_as_on_cuda() -> None:
+    # On CUDA the step callbacks run as steps are queued; the steps run at the first synchronization.
+    for synchronized, decode in ((True, 3.0), (False, 25.0 + 3.0)):
+        clock = [0.0]
+        pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=3.0, queued=True)
+        pipeline, _, _ = build(pipe, clock=clock, reserve=4.0, synchronize=pipe.synchronize if synchronized else None)
+        for _ in range(2):
+            pipeline.generate(params(), deadline=1e9)
+        # Negative control (no synchronize): the queued steps count as decode, past the 4 s reserve.
+        assert pipeline.decode_excess(params()) == max(0.0, decode - 4.0)
+
+
+def test_the_decode_time_is_the_least_of_the_last_few_and_not_the_first() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
+    pipeline, _, _ = build(pipe, clock=clock, reserve=2.0)
+    pipeline.generate(params(), deadline=1e9)
+    assert pipeline.decode_excess(params()) == 0.0  # warm-up alone
+    pipeline.generate(params(), deadline=1e9)
+    assert pipeline.decode_excess(params()) == 28.0
+    pipe._seconds_per_decode = 1.0
+    pipeline.generate(params(), deadline=1e9)
+    assert pipeline.decode_excess(params()) == 0.0  # one fast decode is enough
+
+
+def test_a_size_refused_for_its_decode_alone_is_measured_again_never_locked_out() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
+    pipeline, _, _ = build(pipe, clock=clock, reserve=2.0)
+    for _ in range(2):
+        pipeline.generate(params(), deadline=1e9)
+    # A slow decode once (a hiccup): 25 steps + 28 s of excess do not fit in 40 s.
+    pipe._seconds_per_decode = 1.0
+    clock[0] = 0.0
+    with pytest.raises(NotEnoughTime):
+        pipeline.generate(params(), deadline=40.0)
+    # The refusal forgot the decode time: the next request runs, and measures the decode again.
+    assert len(pipeline.generate(params(), deadline=40.0)) == 1
+    assert pipeline.decode_excess(params()) == 0.0
+    clock[0] = 0.0
+    assert len(pipeline.generate(params(), deadline=40.0)) == 1
+
+
+def test_a_request_stopped_early_records_no_pace_and_the_first_step_is_not_counted() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock)
+    pipeline, _, _ = build(pipe, clock=clock)
+    # A 20 s first step (warm-up) then 1 s steps: stopped at its second step, it records no pace.
+    pipe._seconds_per_step = 20.0
+    original = pipe._run
+    pipe._run = lambda seconds: (original(seconds), setattr(pipe, "_seconds_per_step", 1.0))  # type: ignore[method-assign]
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 25 denoising steps"):
+        pipeline.generate(params(), deadline=30.0)
+    assert pipeline.estimate_seconds(params()) is None
+    # A whole request, warm-up first step included, is paced at its later steps' 1 s.
+    pipe._seconds_per_step = 20.0
+    pipeline.generate(params(num_inference_steps=10), deadline=1e9)
+    assert pipeline.estimate_seconds(params()) == pytest.approx(25.0)
+
+
+def test_pndm_makes_one_more_unet_call_than_steps_and_the_pace_is_per_call() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock)
+    pipe.scheduler.extra_calls = 1
+    pipeline, _, _ = build(pipe, clock=clock)
+    pipeline.generate(params(num_inference_steps=4), deadline=1e9)
+    assert (clock[0], pipeline.estimate_seconds(params(num_inference_steps=4))) == (5.0, 5.0)
+    clock[0] = 0.0
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 5 denoising steps"):
+        pipeline.generate(params(num_inference_steps=4, guidance_scale=1.0), deadline=4.5)
+
+
+def test_a_request_stopped_for_its_decode_alone_forgets_the_decode_time_too() -> None:
+    clock = [0.0]
+    pipe = FakeDiffusersPipe(seconds_per_step=1.0, clock=clock, seconds_per_decode=30.0)
+    pipeline, _, _ = build(pipe, clock=clock, reserve=2.0)
+    for _ in range(2):  # 3 steps: too few to record a pace, so nothing refuses the next one up front
+        pipeline.generate(params(num_inference_steps=3), deadline=1e9)
+    assert (pipeline.estimate_seconds(params()), pipeline.decode_excess(params())) == (None, 28.0)
+    clock[0] = 0.0
+    with pytest.raises(GenerationTimeout, match="stopped after 1 of 3 denoising steps"):
+        pipeline.generate(params(num_inference_steps=3), deadline=10.0)
+    assert pipeline.decode_excess(params()) == 0.0  # measured again by the next request

@@ -46,3 +46,18 @@ def test_modules_are_counted_per_pipeline_component() -> None:
     assert modules_per_component([*SDXL_KEYS, "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", "lora_te_x.lora_down.weight"]) == {
         "text_encoder": 2, "text_encoder_2": 1, "unet": 1,
     }
+
+
+def test_a_key_in_both_namings_is_refused_naming_both_never_dropped() -> None:
+    import pytest
+
+    from lora_server.lora_file import LoraFileError
+
+    keys = {"lora_te_text_model_encoder_layers_0_mlp_fc2.alpha": 1, "lora_te_encoder_layers_0_mlp_fc2.alpha": 2}
+    with pytest.raises(
+        LoraFileError,
+        match=r"pokemon.safetensors: its keys lora_te_text_model_encoder_layers_0_mlp_fc2.alpha and lora_te_encoder_layers_0_mlp_fc2.alpha name the same layer",
+    ):
+        adapt_names(keys, ["lora_te_"], "pokemon.safetensors")
+    # Negative control: without renaming, both keys are kept.
+    assert adapt_names(keys, []) == keys

@@ -24,16 +24,16 @@ from typing import Any
 
 import pytest
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from PIL import Image
 
 from lora_server import diffusers_pipeline, validation
 from lora_server.app import create_app
 from lora_server.budget import finish_seconds
-from lora_server.diffusers_pipeline import DiffusersPipeline, load_pipeline
+from lora_server.diffusers_pipeline import DiffusersPipeline, load_pipeline, lora_layers
 from lora_server.kohya_names import modules_per_component
 from lora_server.logs import JsonLog
-from lora_server.lora_file import read_header
+from lora_server.lora_file import LoraFileError, read_header
+from lora_server.pacing import Pacer
 from lora_server.service import GenerationTimeout, ModelService
 from lora_server.settings import Settings
 from lora_server.validation import SCHEDULERS
@@ -140,8 +140,39 @@ def real_servers(
         os.environ["HF_HUB_OFFLINE"] = offline
 
 
-def lora_layers(model: Any) -> list[Any]:
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+@pytest.fixture
+def load_real(tmp_path: Path, tiny_models: Any, kohya_loras: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DiffusersPipeline]:
+    """`load_real(model_type="sd15", lora=None, **settings)`: production's load_pipeline on the mounted tiny folder, Hub off."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def load(model_type: str = "sd15", lora: Path | None = None, **overrides: Any) -> DiffusersPipeline:
+        settings = mount(tmp_path, tiny_models(model_type), lora or kohya_loras(model_type), model_type, "folder", **overrides)
+        return load_pipeline(settings, JsonLog(io.StringIO()))
+
+    return load
+
+
+@pytest.fixture
+def decode_spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[int]]:
+    """`decode_spy(pipe)`: a list that gets an element at each call of the pipe's `vae.decode`."""
+
+    def spy(pipe: Any) -> list[int]:
+        calls: list[int] = []
+        decode = pipe.vae.decode
+        monkeypatch.setattr(pipe.vae, "decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
+        return calls
+
+    return spy
+
+
+@pytest.fixture
+def pace_by(monkeypatch: pytest.MonkeyPatch) -> Callable[[DiffusersPipeline, Callable[[], float]], None]:
+    """`pace_by(pipeline, clock)`: the pipeline times requests on `clock`, with nothing measured yet (undone after the test)."""
+
+    def use(pipeline: DiffusersPipeline, clock: Callable[[], float]) -> None:
+        monkeypatch.setattr(pipeline, "_pacer", Pacer(clock, lambda: None, lambda p: finish_seconds("sd15", p)))
+
+    return use
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -158,9 +189,10 @@ def test_real_diffusers_loads_every_kohya_module_text_encoders_included_fused_at
     expected = modules_per_component(header)
     encoders = {"text_encoder", "text_encoder_2"} if model_type == "sdxl" else {"text_encoder"}
     assert set(expected) == {"unet", *encoders}
-    assert {component: len(lora_layers(getattr(pipe, component))) for component in expected} == expected
+    per_component = lora_layers(pipe)
+    assert {component: len(per_component[component]) for component in expected} == expected
     # Fused at LORA_SCALE (1.0): every layer merged, at that scale.
-    layers = [layer for component in expected for layer in lora_layers(getattr(pipe, component))]
+    layers = [layer for component in expected for _, layer in per_component[component]]
     assert all(layer.merged for layer in layers)
     # PEFT's scaling is the adapter weight times kohya's alpha / rank.
     assert {layer.scaling["trained"] * layer.r["trained"] / layer.lora_alpha["trained"] for layer in layers} == {1.0}
@@ -174,30 +206,39 @@ def test_real_diffusers_loads_every_kohya_module_text_encoders_included_fused_at
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_negative_control_without_renaming_diffusers_cannot_load_kohyas_text_encoder_names(
-    tmp_path: Path, tiny_models: Any, kohya_loras: Any, model_type: str, monkeypatch: pytest.MonkeyPatch
+def test_negative_control_without_renaming_a_text_encoder_matching_nothing_fails_with_a_clear_error(
+    load_real: Any, model_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # transformers 5's CLIPTextModel has no `text_model`: kohya's names match nothing (issue 10).
+    # transformers 5's CLIPTextModel has no `text_model`: kohya's names match nothing, and diffusers
+    # 0.40 fails with a bare IndexError (get_peft_kwargs), which the server turns into this.
     monkeypatch.setattr(diffusers_pipeline, "prefixes_to_strip", lambda pipe: [])
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    settings = mount(tmp_path, tiny_models(model_type), kohya_loras(model_type), model_type, "folder")
-    with pytest.raises(IndexError, match="list index out of range"):
-        load_pipeline(settings, JsonLog(io.StringIO()))
+    prefix = "lora_te_" if model_type == "sd15" else "lora_te1_"
+    with pytest.raises(LoraFileError) as failed:
+        load_real(model_type)
+    assert str(failed.value).startswith(
+        "pokemon.safetensors: 12 LoRA modules are for the text_encoder, but 0 of its layers took one (no layer for "
+        f"{prefix}text_model_encoder_layers_0_mlp_fc1, {prefix}text_model_encoder_layers_0_mlp_fc2, "
+        f"{prefix}text_model_encoder_layers_0_self_attn_k_proj, …)"
+    ), failed.value
+    assert f"serve it with the base model it was trained on (MODEL_TYPE={model_type}" in str(failed.value)
+    assert isinstance(failed.value.__cause__, IndexError)
 
 
-def test_real_diffusers_a_lora_module_that_matches_no_layer_fails_the_load(
-    tmp_path: Path, tiny_models: Any, kohya_loras: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # diffusers only warns about a text-encoder name it cannot place; the server refuses to serve half a LoRA.
+def test_real_diffusers_a_lora_module_that_matches_no_layer_fails_the_load_naming_the_modules(load_real: Any, kohya_loras: Any, tmp_path: Path) -> None:
+    # diffusers only warns about some text-encoder names it cannot place; the server refuses to serve half a LoRA.
     from safetensors.torch import load_file, save_file
 
     lora = tmp_path / "renamed.safetensors"
     tensors = load_file(str(kohya_loras("sd15")))
     save_file({k.replace("_layers_1_", "_layers_7_") if k.startswith("lora_te_") else k: v for k, v in tensors.items()}, str(lora))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    settings = mount(tmp_path, tiny_models("sd15"), lora, "sd15", "folder")
-    with pytest.raises(Exception, match=r"pokemon.safetensors: 12 LoRA modules are for the text_encoder, but 6 of its layers took one"):
-        load_pipeline(settings, JsonLog(io.StringIO()))
+    with pytest.raises(LoraFileError) as failed:
+        load_real("sd15", lora)
+    assert str(failed.value).startswith(
+        "pokemon.safetensors: 12 LoRA modules are for the text_encoder, but 6 of its layers took one (no layer for "
+        "lora_te_text_model_encoder_layers_7_mlp_fc1, lora_te_text_model_encoder_layers_7_mlp_fc2, "
+        "lora_te_text_model_encoder_layers_7_self_attn_k_proj, …); its module names do not match this base model's layers; "
+        "serve it with the base model it was trained on (MODEL_TYPE=sd15"
+    ), failed.value
 
 
 def test_real_diffusers_sd15_ping_is_503_while_the_real_loader_runs_then_200(tmp_path: Path, tiny_models: Any, kohya_loras: Any) -> None:
@@ -244,20 +285,14 @@ def test_real_diffusers_an_sdxl_lora_on_an_sd15_endpoint_gives_ping_500_naming_b
     assert "pokemon.safetensors: is an SDXL LoRA but MODEL_TYPE is sd15" in ping.get_json()["reason"]
 
 
-def test_real_diffusers_device_cuda_without_a_gpu_fails_the_load_and_says_device_cpu(
-    tmp_path: Path, tiny_models: Any, kohya_loras: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert not torch.cuda.is_available(), "this test needs a machine without CUDA"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    settings = mount(tmp_path, tiny_models("sd15"), kohya_loras("sd15"), "sd15", "folder", device="cuda", dtype="float16")
+def test_real_diffusers_device_cuda_without_a_gpu_fails_the_load_and_says_device_cpu(load_real: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only instance, whatever this machine has
     with pytest.raises(RuntimeError, match=r"no CUDA GPU is visible.*DEVICE=cpu"):
-        load_pipeline(settings, JsonLog(io.StringIO()))
+        load_real("sd15", device="cuda", dtype="float16")
 
 
-def test_real_diffusers_sd15_runs_in_bfloat16_on_cpu(tmp_path: Path, tiny_models: Any, kohya_loras: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    settings = mount(tmp_path, tiny_models("sd15"), kohya_loras("sd15"), "sd15", "folder", dtype="bfloat16")
-    pipeline = load_pipeline(settings, JsonLog(io.StringIO()))
+def test_real_diffusers_sd15_runs_in_bfloat16_on_cpu(load_real: Any) -> None:
+    pipeline = load_real("sd15", dtype="bfloat16")
     assert {p.dtype for p in pipeline._pipe.unet.parameters()} == {torch.bfloat16}
     [image] = pipeline.generate(params(width=SIDE, height=SIDE, num_inference_steps=STEPS, lora_scale=1.0), deadline=float("inf"))
     buffer = io.BytesIO()
@@ -265,16 +300,12 @@ def test_real_diffusers_sd15_runs_in_bfloat16_on_cpu(tmp_path: Path, tiny_models
     pixels_of(buffer.getvalue())
 
 
-def test_real_diffusers_loads_with_dtype_not_the_deprecated_torch_dtype(
-    tmp_path: Path, tiny_models: Any, kohya_loras: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_real_diffusers_loads_with_dtype_not_the_deprecated_torch_dtype(load_real: Any, tiny_models: Any) -> None:
     import diffusers
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    settings = mount(tmp_path, tiny_models("sd15"), kohya_loras("sd15"), "sd15", "folder")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        load_pipeline(settings, JsonLog(io.StringIO()))
+        load_real("sd15")
     assert not [w for w in caught if "torch_dtype" in str(w.message)]
     # Negative control: the deprecated argument does warn.
     with warnings.catch_warnings(record=True) as caught:
@@ -361,8 +392,8 @@ def test_real_diffusers_sd15_lora_scale_0_is_the_base_model_alone(real_servers: 
 
 
 def lora_targeted_weights(pipe: Any) -> list[torch.Tensor]:
-    """The base weights of every LoRA layer of every component, found independently of load_pipeline's list."""
-    return [layer.get_base_layer().weight.detach().clone() for c in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, c, None) is not None for layer in lora_layers(getattr(pipe, c))]
+    """A copy of the base weights of every LoRA layer of every component."""
+    return [layer.get_base_layer().weight.detach().clone() for layers in lora_layers(pipe).values() for _, layer in layers]
 
 
 # SD 1.5 re-fuses in milliseconds, SDXL's 722 layers in about a second: the same code, fewer rounds.
@@ -381,10 +412,9 @@ def test_real_diffusers_no_drift_after_many_scale_changes(real_servers: Any, mod
     assert all(torch.equal(w, saved) for w, saved in zip(lora_targeted_weights(server.pipeline._pipe), weights, strict=True))
 
 
-def test_negative_control_real_peft_refusing_without_the_copy_drifts(tmp_path: Path, tiny_models: Any, kohya_loras: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    pipe = load_pipeline(mount(tmp_path, tiny_models("sd15"), kohya_loras("sd15"), "sd15", "folder"), JsonLog(io.StringIO()))._pipe
-    weights = [layer.get_base_layer().weight for layer in lora_layers(pipe.unet)]
+def test_negative_control_real_peft_refusing_without_the_copy_drifts(load_real: Any) -> None:
+    pipe = load_real("sd15")._pipe
+    weights = [layer.get_base_layer().weight for _, layer in lora_layers(pipe)["unet"]]
     fused = [w.detach().clone() for w in weights]
     for scale in [0.3, 1.0, 2.0, 1.0] * 5:
         pipe.unfuse_lora()
@@ -407,52 +437,80 @@ class Clock:
         return self.now
 
 
+# PNDM (SD 1.5's default scheduler, skip_prk_steps) makes one more U-Net call than num_inference_steps.
+UNET_CALLS_FOR_4_STEPS = {"default": 5, "dpmpp_2m": 4}
+
+
 @pytest.mark.parametrize("scheduler", ["default", "dpmpp_2m"])
 def test_real_diffusers_sd15_a_request_stopped_at_its_deadline_is_not_decoded_and_leaves_nothing_behind(
-    real_servers: Any, scheduler: str, monkeypatch: pytest.MonkeyPatch
+    real_servers: Any, scheduler: str, decode_spy: Any, pace_by: Any
 ) -> None:
     pipeline = real_servers("sd15", "folder").pipeline
     request = params(width=SIDE, height=SIDE, num_inference_steps=4, lora_scale=1.0, scheduler=scheduler, num_images=2)
     reference = [image.tobytes() for image in pipeline.generate(request, deadline=float("inf"))]
-    decodes: list[int] = []
-    decode = pipeline._pipe.vae.decode
-    monkeypatch.setattr(pipeline._pipe.vae, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
-    # 10 s a step: after the second, 2 more steps would end at +40 s, past the deadline at +35 s.
+    decodes = decode_spy(pipeline._pipe)
+    # 10 s a step: after the second, 2 or 3 more steps would end at +50 s or +60 s, past the deadline at +35 s.
     clock = Clock(10.0)
-    monkeypatch.setattr(pipeline, "_clock", clock)
-    monkeypatch.setattr(pipeline, "_step_seconds", {})  # no estimate: denoising starts, and is stopped
+    pace_by(pipeline, clock)  # no estimate: denoising starts, and is stopped
     start = clock.now
-    with pytest.raises(GenerationTimeout, match="stopped after 2 of 4 steps"):
+    with pytest.raises(GenerationTimeout, match=f"stopped after 2 of {UNET_CALLS_FOR_4_STEPS[scheduler]} denoising steps"):
         pipeline.generate(request, deadline=start + 35.0)
     assert decodes == []
-    monkeypatch.setattr(pipeline, "_clock", time.monotonic)
+    pace_by(pipeline, time.monotonic)
     assert [image.tobytes() for image in pipeline.generate(request, deadline=float("inf"))] == reference
     assert decodes == [1]  # the next request is decoded (both images in one call, sliced inside it)
 
 
-def test_real_diffusers_sd15_the_decode_is_timed_from_the_last_step(real_servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_negative_control_real_diffusers_interrupting_instead_still_decodes(real_servers: Any, decode_spy: Any) -> None:
+    # Setting diffusers' `_interrupt` skips the remaining steps but not the decode: hence the raise.
+    pipe = real_servers("sd15", "folder").pipeline._pipe
+    decodes = decode_spy(pipe)
+    steps: list[int] = []
+
+    def interrupt(p: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        steps.append(step)
+        p._interrupt = True
+        return callback_kwargs
+
+    pipe(prompt=PROMPT, num_inference_steps=4, width=SIDE, height=SIDE, callback_on_step_end=interrupt)
+    assert (steps, decodes) == ([0], [1])
+
+
+def test_real_diffusers_sd15_pndm_is_paced_per_unet_call_and_stopped_before_the_extra_call(
+    real_servers: Any, pace_by: Any
+) -> None:
+    pipeline = real_servers("sd15", "folder").pipeline
+    request = params(width=SIDE, height=SIDE, num_inference_steps=4, lora_scale=1.0, guidance_scale=1.0)
+    assert pipeline.unet_calls(request) == 5
+    clock = Clock(10.0)
+    pace_by(pipeline, clock)
+    pipeline.generate(request, deadline=float("inf"))
+    assert pipeline.estimate_seconds(request) == pytest.approx(5 * 10.0)
+    # At 10 s a call, 4 calls would end by the deadline and 5 not: stopped at the second, not run past it.
+    pace_by(pipeline, clock)
+    with pytest.raises(GenerationTimeout, match="stopped after 2 of 5 denoising steps"):
+        pipeline.generate(request, deadline=clock.now + 55.0)
+
+
+def test_real_diffusers_sd15_the_decode_is_timed_from_the_last_step(real_servers: Any, pace_by: Any) -> None:
     pipeline = real_servers("sd15", "folder").pipeline
     request = params(width=SIDE, height=SIDE, num_inference_steps=2, lora_scale=1.0, num_images=3)
-    # The clock moves 10 s at each reading: the steps' readings, then one after the call returns.
-    monkeypatch.setattr(pipeline, "_clock", Clock(10.0))
-    # This clock's measurements stay in this test.
-    monkeypatch.setattr(pipeline, "_step_seconds", {})
-    monkeypatch.setattr(pipeline, "_decode_seconds", {})
-    pipeline.generate(request, deadline=float("inf"))
+    # The clock moves 10 s at each reading: the start, the steps' readings, then one after the call returns.
+    pace_by(pipeline, Clock(10.0))
+    for _ in range(2):  # the first decode of a size is warm-up
+        pipeline.generate(request, deadline=float("inf"))
     assert pipeline.decode_excess(request) == pytest.approx(10.0 - finish_seconds("sd15", request))
 
 
-def test_real_diffusers_sd15_a_request_past_its_deadline_answers_504_without_decoding(real_servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_diffusers_sd15_a_request_past_its_deadline_answers_504_without_decoding(
+    real_servers: Any, decode_spy: Any, pace_by: Any
+) -> None:
     server = real_servers("sd15", "folder")
-    decodes: list[int] = []
-    decode = server.pipeline._pipe.vae.decode
-    monkeypatch.setattr(server.pipeline._pipe.vae, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
-    # Each step takes a minute on this clock: the first one already ends past the 50 s budget.
-    monkeypatch.setattr(server.pipeline, "_clock", Clock(60.0))
-    # No pace or decode measured for this size: denoising starts, and the step callback stops it.
-    monkeypatch.setattr(server.pipeline, "_step_seconds", {})
-    monkeypatch.setattr(server.pipeline, "_decode_seconds", {})
+    decodes = decode_spy(server.pipeline._pipe)
+    # Each step takes a minute on this clock: the first one already ends past the 50 s budget. No
+    # pace or decode measured for this size: denoising starts, and the step callback stops it.
+    pace_by(server.pipeline, Clock(60.0))
     response = server.post(accept="application/json", num_inference_steps=4, num_images=3)
     assert response.status_code == 504, response.get_json()
-    assert "stopped after 1 of 4 steps" in response.get_json()["error"]
+    assert "stopped after 1 of 5 denoising steps" in response.get_json()["error"]
     assert decodes == []

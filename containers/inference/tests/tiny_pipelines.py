@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from lora_server.configs import is_baked
 
@@ -32,23 +33,12 @@ TEXT_WIDTH = 768
 TEXT_WIDTH_2 = 1280
 POOLED_WIDTH = 32
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte-to-character table: printable bytes map to themselves."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            table[byte] = chr(256 + extra)
-            extra += 1
-    return table
-
 
 def write_tokenizer(folder: Path) -> CLIPTokenizer:
     """A CLIP tokenizer whose vocabulary is each byte alone and word-final, and a few merges."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    table = bytes_to_unicode()  # GPT-2/CLIP's reversible byte-to-character table
+    chars = [table[byte] for byte in range(256)]
     vocab = {token: index for index, token in enumerate([*chars, *(c + "</w>" for c in chars)])}
     merges = ["p o", "po k", "pok e</w>"]
     for merge in merges:
