@@ -27,6 +27,7 @@ from .dataset_check import (
     images_in,
     too_small_for_bucket,
 )
+from .dataset_schema import ALLOWED_KEYS, value_problems
 from .errors import DatasetError
 
 # What callers take from here, though defined with the checks.
@@ -39,26 +40,6 @@ REPEATS_FOLDER = re.compile(r"^(\d+)_(.+)$")
 # A generated configuration lowers the default repeats until training has this many epochs, since
 # epoch ends are where spot resume points are saved.
 MIN_EPOCHS = 4
-
-# The keys kohya-ss sd-scripts v0.10.1 accepts at each level of dataset.toml (library/config_util.py;
-# it rejects any other). Checked here so a typo fails in seconds with the key named, not after the
-# image pull and model load.
-_DATASET_KEYS = {
-    "batch_size", "bucket_no_upscale", "bucket_reso_steps", "enable_bucket", "max_bucket_reso", "min_bucket_reso",
-    "validation_seed", "validation_split", "resolution", "network_multiplier", "resize_interpolation",
-}
-_ASCENDABLE_KEYS = {
-    "color_aug", "face_crop_aug_range", "flip_aug", "num_repeats", "random_crop", "shuffle_caption", "keep_tokens",
-    "keep_tokens_separator", "secondary_separator", "caption_separator", "enable_wildcard", "token_warmup_min",
-    "token_warmup_step", "caption_prefix", "caption_suffix", "custom_attributes", "resize_interpolation",
-    "caption_dropout_every_n_epochs", "caption_dropout_rate", "caption_tag_dropout_rate", "caption_extension",
-    "class_tokens", "cache_info",
-}
-ALLOWED_KEYS = {
-    "general": _DATASET_KEYS | _ASCENDABLE_KEYS,
-    "datasets": _DATASET_KEYS | _ASCENDABLE_KEYS | {"subsets"},
-    "subsets": _ASCENDABLE_KEYS | {"image_dir", "is_reg", "alpha_mask", "metadata_file"},
-}
 
 
 @dataclass
@@ -123,27 +104,18 @@ def inside_channel(value: str, channel: Path, what: str) -> Path:
 
 
 def check_keys(config: dict[str, Any]) -> None:
-    """Refuses keys kohya would refuse, naming each with where it may go instead."""
-    problems = []
-
-    def check(table: Any, level: str, where: str) -> None:
-        if not isinstance(table, dict):
-            problems.append(f"{where} must be a table")
-            return
-        for key in sorted(set(table) - ALLOWED_KEYS[level]):
-            elsewhere = [name for name, keys in ALLOWED_KEYS.items() if key in keys]
-            hint = f" (it belongs in {' or '.join(elsewhere)})" if elsewhere else ""
-            problems.append(f"{where}.{key} is not a kohya dataset setting{hint}")
-
-    for key in sorted(set(config) - {"general", "datasets"}):
-        problems.append(f"top-level key '{key}' is not [general] or [[datasets]]")
+    """Refuses keys kohya would refuse, naming each with where it may go instead, and values of the
+    wrong type or range (dataset_schema.py), all in one message."""
+    problems = [f"top-level key '{key}' is not [general] or [[datasets]]" for key in sorted(set(config) - {"general", "datasets"})]
     if "general" in config:
-        check(config["general"], "general", "general")
-    for d_index, dataset in enumerate(config.get("datasets") or []):
-        check(dataset, "datasets", f"datasets[{d_index}]")
-        for s_index, subset in enumerate(dataset.get("subsets") or [] if isinstance(dataset, dict) else []):
-            check(subset, "subsets", f"datasets[{d_index}].subsets[{s_index}]")
-    tables = [config.get("general") or {}, *[d for d in config.get("datasets") or [] if isinstance(d, dict)]]
+        problems += _table_problems(config["general"], "general", "general")
+    datasets = config.get("datasets")
+    for d_index, dataset in enumerate(datasets if isinstance(datasets, list) else []):
+        problems += _table_problems(dataset, "datasets", f"datasets[{d_index}]")
+        subsets = dataset.get("subsets") if isinstance(dataset, dict) else None
+        for s_index, subset in enumerate(subsets if isinstance(subsets, list) else []):
+            problems += _table_problems(subset, "subsets", f"datasets[{d_index}].subsets[{s_index}]")
+    tables = [config.get("general") or {}, *[d for d in datasets if isinstance(d, dict)]] if isinstance(datasets, list) else []
     if any(isinstance(t, dict) and ("validation_split" in t or "validation_seed" in t) for t in tables):
         problems.append(
             "validation_split and validation_seed are not supported: the training length and spot resume are planned "
@@ -151,6 +123,17 @@ def check_keys(config: dict[str, Any]) -> None:
         )
     if problems:
         raise DatasetError(f"{TOML_NAME}: {'; '.join(problems)}.")
+
+
+def _table_problems(table: Any, level: str, where: str) -> list[str]:
+    if not isinstance(table, dict):
+        return [f"{where} must be a table"]
+    problems = []
+    for key in sorted(set(table) - ALLOWED_KEYS[level]):
+        elsewhere = [name for name, keys in ALLOWED_KEYS.items() if key in keys]
+        hint = f" (it belongs in {' or '.join(elsewhere)})" if elsewhere else ""
+        problems.append(f"{where}.{key} is not a kohya dataset setting{hint}")
+    return problems + value_problems(table, level, where)
 
 
 def _confine_user_config(config: dict[str, Any], channel: Path, work: Path) -> dict[str, Any]:

@@ -225,6 +225,7 @@ def check_images(channel: Path, config: dict[str, Any], options: DatasetOptions,
         plan = PlannedDataset(bucket_settings(dataset, general, options))
         _refuse_repeated_folders(dataset, d_index)
         _refuse_bucket_steps(plan.settings, d_index, options.model_type)
+        _refuse_bucket_range(plan.settings, d_index)
         for subset in dataset["subsets"]:
             _scan_subset(scan, subset, dataset, general, options, plan)
         scan.planned.append(plan)
@@ -264,6 +265,33 @@ def _refuse_bucket_steps(settings: BucketSettings, d_index: int, model_type: str
         raise DatasetError(
             f"{TOML_NAME}: datasets[{d_index}] has bucket_reso_steps = {settings.bucket_reso_steps}, which kohya refuses "
             f"for {model_type}: it must be a multiple of {multiple} ({', '.join(f'{v} for {k}' for k, v in BUCKET_RESO_MULTIPLE.items())})."
+        )
+
+
+def _refuse_bucket_range(settings: BucketSettings, d_index: int) -> None:
+    """With buckets kohya rounds min_bucket_reso down and max_bucket_reso up to the step, then asserts
+    the resolution lies between them (train_util.py adjust_min_max_bucket_reso_by_steps); a minimum
+    that rounds to 0 makes it, and the step planning here, divide by 0 while making buckets."""
+    if not settings.enable_bucket:
+        return
+    steps = settings.bucket_reso_steps
+    low = settings.min_bucket_reso - settings.min_bucket_reso % steps
+    high = settings.max_bucket_reso + (-settings.max_bucket_reso) % steps
+    where = f"{TOML_NAME}: datasets[{d_index}]"
+    if low < steps and not settings.bucket_no_upscale:
+        raise DatasetError(
+            f"{where} has min_bucket_reso = {settings.min_bucket_reso}, below one bucket step ({steps}): kohya's smallest bucket "
+            f"would be 0 px. Raise it to at least {steps}, or set bucket_no_upscale = true."
+        )
+    if min(settings.resolution) < low:
+        raise DatasetError(
+            f"{where} has min_bucket_reso = {settings.min_bucket_reso}, larger than the resolution's shorter side "
+            f"({min(settings.resolution)}), which kohya refuses. Lower it."
+        )
+    if max(settings.resolution) > high:
+        raise DatasetError(
+            f"{where} has max_bucket_reso = {settings.max_bucket_reso}, smaller than the resolution's longer side "
+            f"({max(settings.resolution)}), which kohya refuses. Raise it."
         )
 
 

@@ -225,6 +225,36 @@ def test_toml_mistakes_name_the_fix(opt_ml, content, message):
         prepare(opt_ml)
 
 
+def test_every_bad_value_is_named_in_one_message(opt_ml):
+    # Each with its place, the value as written and what is allowed, so one upload fixes them all
+    # (tests/test_kohya_dataset.py holds each rule to kohya's own schema).
+    opt_ml.captioned_images(1, opt_ml.dataset / "a")
+    opt_ml.captioned_images(1, opt_ml.dataset / "b")
+    (opt_ml.dataset / "dataset.toml").write_text(
+        "[general]\nbatch_size = '2'\nlearning_rate = 1e-4\n[[datasets]]\nresolution = [512]\nenable_bucket = 'yes'\n"
+        "[[datasets.subsets]]\nimage_dir = 'a'\nclass_tokens = 3\n[[datasets.subsets]]\nimage_dir = 'b'\nnum_repeats = -1\n"
+    )
+    with pytest.raises(DatasetError) as raised:
+        prepare(opt_ml)
+    assert str(raised.value) == (
+        "dataset.toml: general.learning_rate is not a kohya dataset setting; "
+        'general.batch_size = "2" must be a whole number of 1 or more, without quotes; '
+        "datasets[0].resolution = [512] must be a whole number of pixels, or [width, height]; "
+        'datasets[0].enable_bucket = "yes" must be true or false, without quotes; '
+        "datasets[0].subsets[0].class_tokens = 3 must be a quoted string; "
+        "datasets[0].subsets[1].num_repeats = -1 must be a whole number of 0 or more (0 skips the subset)."
+    )
+
+
+@pytest.mark.parametrize("setting", ["bucket_reso_steps = 0", "batch_size = 0", "min_bucket_reso = 0", "resolution = 0", "bucket_reso_steps = '64'"])
+def test_a_value_that_would_crash_the_planning_is_a_dataset_error(opt_ml, setting):
+    # These were ZeroDivisionError or TypeError in the step planning: an "internal error".
+    opt_ml.captioned_images(1)
+    (opt_ml.dataset / "dataset.toml").write_text(f"[[datasets]]\nenable_bucket = true\n{setting}\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    with pytest.raises(DatasetError, match=rf"^dataset.toml: datasets\[0\].{setting.split()[0]} = .* must be "):
+        prepare(opt_ml, DatasetOptions(512, 1, 10, max_train_steps=100, num_repeats_given=False))
+
+
 def test_content_hash_follows_images_captions_and_toml(opt_ml):
     opt_ml.captioned_images(2)
     (opt_ml.dataset / "dataset.toml").write_text("")

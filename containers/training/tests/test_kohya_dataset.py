@@ -3,8 +3,10 @@ code as train_network.py loads it (library/config_util.py's sanitizer and bluepr
 dataset group, whose length after make_buckets is kohya's steps per epoch): kohya must find the
 images, captions and repeats the entrypoint reported, and the steps per epoch it planned."""
 
+import functools
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -264,3 +266,225 @@ def test_default_repeats_are_lowered_by_kohyas_bucketed_steps(sd_scripts, opt_ml
     subset["num_repeats"] = 5
     inputs.prepared.config_path.write_text(toml.dumps(inputs.prepared.config))
     assert math.ceil(200 / len(kohya_dataset_group(sd_scripts, inputs))) < MIN_EPOCHS
+
+
+# Values of dataset.toml checked against kohya's own schema (library/config_util.py ConfigSanitizer)
+# and its later use of them. A case is (where, key, value as written in TOML).
+def toml_with(where: str, setting: str) -> str:
+    """Two subsets of one bucketed dataset, with the `setting` line in the table at `where`."""
+    lines = {"general": "", "datasets[0]": "", "datasets[0].subsets[0]": "", "datasets[0].subsets[1]": ""}
+    lines[where] = f"{setting}\n"
+    return (
+        "[general]\nenable_bucket = true\n" + lines["general"] + "[[datasets]]\n" + lines["datasets[0]"]
+        + "[[datasets.subsets]]\nimage_dir = 'a'\n" + lines["datasets[0].subsets[0]"]
+        + "[[datasets.subsets]]\nimage_dir = 'b'\n" + lines["datasets[0].subsets[1]"]
+    )
+
+
+def table_at(config: dict, where: str) -> dict:
+    table = config
+    for part in where.replace("]", "").replace("[", ".").split("."):
+        table = table[int(part)] if part.isdigit() else table[part]
+    return table
+
+
+def two_subsets(opt_ml):
+    images(opt_ml.dataset / "a", MIXED[:2])
+    images(opt_ml.dataset / "b", MIXED[2:4], prefix="b")
+
+
+def kohya_with(sd_scripts, opt_ml, where, key, value):
+    """kohya's dataset group for the configuration the entrypoint writes for the case's table without
+    the value, with the value put back: what kohya would do with it, had the entrypoint let it by."""
+    (opt_ml.dataset / "dataset.toml").write_text(toml_with(where, ""))
+    opt_ml.hyperparameters({})
+    inputs = check_inputs(opt_ml.paths)
+    config = inputs.prepared.config
+    table_at(config, where)[key] = toml.loads(f"v = {value}")["v"]
+    inputs.prepared.config_path.write_text(toml.dumps(config))
+    return kohya_dataset_group(sd_scripts, inputs)
+
+
+KOHYA_SCHEMA = "voluptuous"  # refused by kohya's ConfigSanitizer, before the dataset is read
+BAD_VALUES = [
+    # (where, key, value, what the entrypoint says is allowed, how kohya refuses it)
+    ("datasets[0]", "bucket_reso_steps", '"64"', "a whole number of 1 or more, without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "bucket_reso_steps", "0", "a whole number of 1 or more", ZeroDivisionError),
+    ("datasets[0]", "batch_size", "0", "a whole number of 1 or more", ZeroDivisionError),
+    ("datasets[0]", "batch_size", '"2"', "a whole number of 1 or more, without quotes", KOHYA_SCHEMA),
+    ("general", "batch_size", "2.0", "a whole number of 1 or more", KOHYA_SCHEMA),
+    ("datasets[0].subsets[1]", "num_repeats", "1.5", "a whole number of 0 or more (0 skips the subset)", KOHYA_SCHEMA),
+    ("datasets[0].subsets[0]", "num_repeats", '"3"', "a whole number of 0 or more (0 skips the subset), without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "resolution", '"512"', "a whole number of pixels, or [width, height], without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "resolution", "[512]", "a whole number of pixels, or [width, height]", KOHYA_SCHEMA),
+    ("datasets[0]", "resolution", "[512, 512, 512]", "a whole number of pixels, or [width, height]", KOHYA_SCHEMA),
+    ("datasets[0]", "resolution", "512.0", "a whole number of pixels, or [width, height]", KOHYA_SCHEMA),
+    ("datasets[0]", "resolution", "0", "a whole number of pixels, or [width, height]", AssertionError),
+    ("general", "resolution", "[768, 0]", "a whole number of pixels, or [width, height]", AssertionError),
+    ("datasets[0]", "min_bucket_reso", '"256"', "a whole number of 1 or more, without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "min_bucket_reso", "0", "a whole number of 1 or more", ZeroDivisionError),
+    ("datasets[0]", "max_bucket_reso", "1024.0", "a whole number of 1 or more", KOHYA_SCHEMA),
+    ("datasets[0]", "max_bucket_reso", "0", "a whole number of 1 or more", AssertionError),
+    ("datasets[0]", "enable_bucket", '"yes"', "true or false, without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "bucket_no_upscale", "1", "true or false", KOHYA_SCHEMA),
+    ("general", "caption_extension", "5", "a quoted string", KOHYA_SCHEMA),
+    ("datasets[0].subsets[1]", "class_tokens", "3", "a quoted string", KOHYA_SCHEMA),
+    ("datasets[0].subsets[0]", "is_reg", '"true"', "true or false, without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "network_multiplier", "1", "a number with a decimal point, like 1.0", KOHYA_SCHEMA),
+    ("datasets[0].subsets[0]", "face_crop_aug_range", "[1, 1]", "two numbers with decimal points, like [0.5, 1.0]", KOHYA_SCHEMA),
+    ("general", "shuffle_caption", '"false"', "true or false, without quotes", KOHYA_SCHEMA),
+    ("datasets[0].subsets[0]", "keep_tokens", "1.0", "a whole number of 0 or more", KOHYA_SCHEMA),
+    ("general", "caption_dropout_rate", '"0.1"', "a number from 0 to 1, without quotes", KOHYA_SCHEMA),
+    ("datasets[0]", "custom_attributes", '"x"', "a table, without quotes", KOHYA_SCHEMA),
+]
+
+
+@pytest.mark.parametrize("where, key, value, allowed, kohya_refusal", BAD_VALUES, ids=lambda v: v if isinstance(v, str) else None)
+def test_a_bad_value_is_refused_here_as_kohya_would_refuse_it(sd_scripts, opt_ml, where, key, value, allowed, kohya_refusal):
+    from lora_trainer.errors import DatasetError
+
+    two_subsets(opt_ml)
+    (opt_ml.dataset / "dataset.toml").write_text(toml_with(where, f"{key} = {value}"))
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError) as raised:
+        check_inputs(opt_ml.paths)
+    assert str(raised.value) == f"dataset.toml: {where}.{key} = {json.dumps(toml.loads(f'v = {value}')['v'])} must be {allowed}."
+    refusal = sd_scripts.config_util.MultipleInvalid if kohya_refusal == KOHYA_SCHEMA else kohya_refusal
+    with pytest.raises(refusal):
+        kohya_with(sd_scripts, opt_ml, where, key, value)
+
+
+GOOD_VALUES = [
+    ("datasets[0]", "bucket_reso_steps", "128"),
+    ("datasets[0]", "batch_size", "2"),
+    ("datasets[0].subsets[1]", "num_repeats", "0"),  # kohya's and the folder names' "skip this subset"
+    ("datasets[0]", "resolution", "[640, 512]"),
+    ("general", "resolution", "768"),
+    ("datasets[0]", "min_bucket_reso", "320"),
+    ("datasets[0]", "max_bucket_reso", "2048"),
+    ("datasets[0]", "enable_bucket", "false"),
+    ("general", "caption_extension", "'.txt'"),
+    ("datasets[0].subsets[1]", "class_tokens", "'pikachu'"),
+    ("datasets[0].subsets[1]", "is_reg", "true"),
+    ("datasets[0]", "network_multiplier", "1.0"),
+    ("datasets[0].subsets[0]", "face_crop_aug_range", "[0.5, 1.0]"),
+    ("general", "keep_tokens", "0"),
+    ("general", "caption_dropout_rate", "0"),  # kohya takes an integer here
+    ("datasets[0]", "custom_attributes", "{ style = 'flat' }"),
+]
+
+
+@pytest.mark.parametrize("where, key, value", GOOD_VALUES, ids=lambda v: v)
+def test_a_good_value_is_accepted_here_and_by_kohya(sd_scripts, opt_ml, where, key, value):
+    two_subsets(opt_ml)
+    (opt_ml.dataset / "dataset.toml").write_text(toml_with(where, f"{key} = {value}"))
+    inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, {})
+    assert table_at(inputs.prepared.config, where)[key] == toml.loads(f"v = {value}")["v"]
+
+
+# Refused here though kohya takes them, each with what kohya would silently do instead.
+STRICTER = [
+    ("datasets[0].subsets[1]", "num_repeats", "-1", "a whole number of 0 or more"),  # kohya skips the subset, as for 0
+    ("datasets[0].subsets[0]", "keep_tokens", "-1", "a whole number of 0 or more"),  # kohya keeps no tokens, as for 0
+    ("datasets[0]", "batch_size", "true", "a whole number of 1 or more"),  # kohya trains at batch size 1
+    ("general", "caption_dropout_rate", "1.5", "a number from 0 to 1"),  # kohya drops every caption
+    ("datasets[0]", "batch_size", "-2", "a whole number of 1 or more"),  # kohya's epoch would have no steps
+]
+
+
+@pytest.mark.parametrize("where, key, value, allowed", STRICTER, ids=lambda v: v)
+def test_a_value_kohya_would_misread_is_refused_here(sd_scripts, opt_ml, where, key, value, allowed):
+    from lora_trainer.errors import DatasetError
+
+    two_subsets(opt_ml)
+    (opt_ml.dataset / "dataset.toml").write_text(toml_with(where, f"{key} = {value}"))
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match=rf"^dataset.toml: {re.escape(where)}.{key} = .* must be {allowed}"):
+        check_inputs(opt_ml.paths)
+    kohya_with(sd_scripts, opt_ml, where, key, value)  # kohya loads it without complaint
+
+
+@functools.cache
+def kohya_sanitizer(config_util):
+    """kohya's ConfigSanitizer as train_network.py builds it (DreamBooth, fine-tuning, dropout)."""
+    return config_util.ConfigSanitizer(True, True, False, True)
+
+
+def kohya_accepts(sd_scripts, level: str, key: str, value) -> bool:
+    """Whether kohya's schema takes `key = value` at `level` of dataset.toml."""
+    config_util = sd_scripts.config_util
+    subset = {"image_dir": "images", key: value} if level == "subsets" else {"image_dir": "images"}
+    dataset = {key: value, "subsets": [subset]} if level == "datasets" else {"subsets": [subset]}
+    config = {"general": {key: value}} if level == "general" else {"datasets": [dataset]}
+    try:
+        kohya_sanitizer(config_util).sanitize_user_config(config)
+    except config_util.MultipleInvalid:
+        return False
+    return True
+
+
+SAMPLES = [0, 1, -1, 64, 1.5, 1.0, 0.5, True, False, "x", "64", "true", [512, 768], [512], [0, 512], [0.5, 1.0], [1, 1], {"a": 1}]
+
+
+def test_every_key_kohya_types_is_typed_here(sd_scripts):
+    from lora_trainer.dataset_schema import ALLOWED_KEYS, RULES
+
+    sanitizer = kohya_sanitizer(sd_scripts.config_util)
+    kohya = {
+        "general": set(sanitizer.general_schema),
+        "datasets": {str(key) for key in sanitizer.db_dataset_schema},
+        # A fine-tuning subset's metadata_file is turned into a DreamBooth subset here.
+        "subsets": {str(key) for key in sanitizer.db_subset_schema | sanitizer.ft_subset_schema},
+    }
+    assert ALLOWED_KEYS == kohya
+    assert {level: set(rules) for level, rules in RULES.items()} == {**kohya, "datasets": kohya["datasets"] - {"subsets"}}
+
+
+@pytest.mark.parametrize("level", ["general", "datasets", "subsets"])
+def test_the_value_rules_are_kohyas_types_with_ranges(sd_scripts, level):
+    """Whatever the entrypoint accepts kohya's schema accepts; where kohya accepts what the entrypoint
+    refuses, it is a number out of range or true/false read as a number (1 or 0) by kohya."""
+    from lora_trainer.dataset_schema import RULES
+
+    for key, rule in RULES[level].items():
+        for value in SAMPLES:
+            ours, theirs = rule.accepts(value), kohya_accepts(sd_scripts, level, key, value)
+            if ours:
+                assert theirs, (level, key, value)
+            elif theirs:
+                numbers = value if isinstance(value, list) else [value]
+                assert all(isinstance(n, (int, float)) for n in numbers), (level, key, value)
+
+
+@pytest.mark.parametrize(
+    "key, value, message, kohya_refusal",
+    [
+        ("min_bucket_reso", "600", r"min_bucket_reso = 600, larger than the resolution's shorter side \(512\), which kohya refuses", AssertionError),
+        ("max_bucket_reso", "448", r"max_bucket_reso = 448, smaller than the resolution's longer side \(512\), which kohya refuses", AssertionError),
+        ("min_bucket_reso", "32", r"min_bucket_reso = 32, below one bucket step \(64\): kohya's smallest bucket would be 0 px", ZeroDivisionError),
+    ],
+)
+def test_bucket_limits_that_exclude_the_resolution_are_refused(sd_scripts, opt_ml, key, value, message, kohya_refusal):
+    from lora_trainer.errors import DatasetError
+
+    two_subsets(opt_ml)
+    (opt_ml.dataset / "dataset.toml").write_text(toml_with("datasets[0]", f"{key} = {value}"))
+    opt_ml.hyperparameters({})
+    with pytest.raises(DatasetError, match=rf"^dataset.toml: datasets\[0\] has {message}"):
+        check_inputs(opt_ml.paths)
+    with pytest.raises(kohya_refusal):
+        kohya_with(sd_scripts, opt_ml, "datasets[0]", key, value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        "min_bucket_reso = 540",  # kohya rounds it down to the step, 512: the resolution's side
+        "max_bucket_reso = 450",  # and this up to 512
+        "min_bucket_reso = 32\nbucket_no_upscale = true",  # buckets come from the image sizes, not the minimum
+    ],
+)
+def test_bucket_limits_kohya_rounds_to_the_resolution_are_accepted(sd_scripts, opt_ml, settings):
+    two_subsets(opt_ml)
+    (opt_ml.dataset / "dataset.toml").write_text(toml_with("datasets[0]", settings))
+    assert_kohya_agrees(sd_scripts, opt_ml, {})
