@@ -4,7 +4,10 @@ from the published SD 1.5 configs since nothing can be downloaded.
 
 Built once per BUILDER_VERSION into $LORA_TEST_CACHE by the training interpreter:
 python real_models.py <folder> writes <folder>/diffusers (a diffusers folder, fp32) and
-<folder>/tokenizers/openai_clip-vit-large-patch14 (the layout of kohya's --tokenizer_cache_dir)."""
+<folder>/tokenizers/openai_clip-vit-large-patch14 (the layout of kohya's --tokenizer_cache_dir).
+python real_models.py --single-file <folder> <file> <sd-scripts> writes the same weights as one
+original-layout (LDM) .safetensors checkpoint, as a base_model channel may hold, converted by kohya's
+own model_util (so the test cannot agree with itself on a layout kohya does not read)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ SEED = 1234
 # kohya looks for the SD 1.5 tokenizer under --tokenizer_cache_dir as the Hub id with '/' -> '_'.
 TOKENIZER_FOLDER = "openai_clip-vit-large-patch14"
 BUILD_TIMEOUT_SECONDS = 900
+# Bump when the single-file conversion changes; kept inside the folder of the weights it converts.
+SINGLE_FILE_VERSION = "ldm-fp16-v1"
+SINGLE_FILE_NAME = "sd15-random.safetensors"
 
 UNET = dict(
     sample_size=64,
@@ -96,6 +102,24 @@ def ensure_sd15(cache: Path, python: str) -> Path:
     return folder
 
 
+def ensure_sd15_single_file(cache: Path, python: str, sd_scripts: Path) -> Path:
+    """The cached single-file checkpoint of ensure_sd15's weights, converted first if missing (to a
+    temporary name, renamed when whole)."""
+    folder = ensure_sd15(cache, python)
+    target = folder / SINGLE_FILE_VERSION / SINGLE_FILE_NAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(exist_ok=True)
+    # kohya picks the format by the suffix: the partial file must end in .safetensors too.
+    partial = target.with_name(f"partial-{os.getpid()}-{SINGLE_FILE_NAME}")
+    try:
+        subprocess.run([python, __file__, "--single-file", str(folder), str(partial), str(sd_scripts)], check=True, timeout=BUILD_TIMEOUT_SECONDS)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 def write_tokenizer(folder: Path) -> None:
     """The CLIP tokenizer files, rebuilt from open_clip's BPE merges: the vocabulary is the 256 byte
     symbols, the same with '</w>', one token per merge, then the two special tokens (49408 in all)."""
@@ -134,5 +158,25 @@ def build(folder: Path) -> None:
     pipe.save_pretrained(folder / "diffusers")
 
 
+def build_single_file(folder: Path, output: Path, sd_scripts: Path) -> None:
+    """kohya's save_stable_diffusion_checkpoint, called as its tools/convert_diffusers20_original_sd.py
+    calls it for a diffusers folder (no source checkpoint): fp16, as most published checkpoints are."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    sys.path.insert(0, str(sd_scripts))
+    from library import model_util
+
+    models = folder / "diffusers"
+    unet = UNet2DConditionModel.from_pretrained(models / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(models / "text_encoder")
+    vae = AutoencoderKL.from_pretrained(models / "vae")
+    model_util.save_stable_diffusion_checkpoint(False, str(output), text_encoder, unet, None, 0, 0, None, save_dtype=torch.float16, vae=vae)
+
+
 if __name__ == "__main__":
-    build(Path(sys.argv[1]))
+    if sys.argv[1] == "--single-file":
+        build_single_file(*map(Path, sys.argv[2:5]))
+    else:
+        build(Path(sys.argv[1]))

@@ -1,13 +1,17 @@
 """Real kohya-ss training on CPU through the entrypoint, on a random-weight SD 1.5 (real_models.py),
 then the LoRA it wrote served by the inference server's own code (real_roundtrip_serve.py).
 
-One run serves every test, to spend the CPU once: 1 image, batch 1, 3 epochs (one step each). The
+One run serves most tests, to spend the CPU once: 2 images, batch 1, 3 epochs, so 2 steps an epoch
+(with one, a step count and an epoch count would agree, and code confusing them would pass). The
 first attempt gets SIGTERM, as SageMaker sends it, once epoch 2 starts (the state of epoch 1 saved); the second
 attempt, on the same /opt/ml tree, resumes and finishes: it is also the "real run" whose LoRA and
-metadata are checked and served. Needs the four LORA_TEST_* variables (see _environment)."""
+metadata are checked and served. A second, shorter run (1 image, 1 epoch) trains on the same weights
+given as one original-layout .safetensors file, as the workflow passes a base model from S3.
+Needs the four LORA_TEST_* variables (see _environment)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -24,7 +28,7 @@ from PIL import Image as PILImage
 from safetensors import safe_open
 
 from lora_trainer.checkpoints import state_problem
-from real_models import ensure_sd15
+from real_models import ensure_sd15, ensure_sd15_single_file
 
 TESTS = Path(__file__).resolve().parent
 TRAINING_ROOT = TESTS.parent
@@ -33,14 +37,18 @@ SD_SCRIPTS_VERSION = "v0.10.1"
 DEFAULT_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 OUTPUT_NAME = "real"
 EPOCHS = 3
+IMAGES = 2
+STEPS_PER_EPOCH = IMAGES  # at batch 1
+SINGLE_FILE_EPOCHS = 1
 BASE_FOLDER_NAME = "sd15-random"
+# Not the cached file's own name: the metadata must name the file as the channel holds it.
+BASE_FILE_NAME = "sd15-random-ldm.safetensors"
 CAPTION = "a photo of sks pokemon"
 HYPERPARAMETERS = {
-    "max_train_epochs": str(EPOCHS),
     "output_name": OUTPUT_NAME,
     "mixed_precision": "no",  # CPU: fp32
     "optimizer_type": "AdamW",  # the default AdamW8bit needs bitsandbytes' CUDA kernels
-    "learning_rate": "5e-3",  # high, so that 3 steps change the served images visibly
+    "learning_rate": "5e-3",  # high, so that 6 steps change the served images visibly
     "network_dim": "4",
     "network_alpha": "4",
     "gradient_checkpointing": "false",  # at 64 px activations are small; recomputing them costs CPU
@@ -55,16 +63,26 @@ batch_size = 1
 image_dir = '.'
 num_repeats = 1
 """
-# Bounds, well above what 2 idle cores need (about 25 s to start, 40 s a step), for a shared machine.
+# Bounds, well above what 2 idle cores need (about 25 s to start, seconds a step), for a shared machine.
 FIRST_STATE_TIMEOUT = 420
 SIGTERM_EXIT_TIMEOUT = 120  # SageMaker's SIGKILL follows SIGTERM after 120 s
 FINISH_TIMEOUT = 600
 SERVE_TIMEOUT = 600
 
-METRIC = re.compile(r"^lora-metrics step=(?P<step>\d+) epoch=(?P<epoch>\d+) loss=(?P<loss>\S+)")
+# seconds_per_step is optional here so that a line without it fails an assertion that says so.
+METRIC = re.compile(r"^lora-metrics step=(?P<step>\d+) epoch=(?P<epoch>\d+) loss=(?P<loss>\S+)(?: seconds_per_step=(?P<seconds>\S+))?$")
 KOHYA_EPOCH = re.compile(rf"^epoch (\d+)/{EPOCHS}$")
+# train_network.py's count when --max_train_epochs sets the length: epochs x batches per epoch.
+KOHYA_OVERRIDE = re.compile(r"override steps\. steps for (?P<epochs>\d+) epochs is[^:]*: (?P<steps>\d+)")
+# Reading the output and the entrypoint's clock differ by scheduling delays on a loaded machine.
+TIMING_TOLERANCE_SECONDS = 1.0
+TIMING_TOLERANCE_FRACTION = 0.1
 # kohya's tqdm bar as it reaches the accelerate wrapper, before the entrypoint rewrites it.
 RAW_BAR = re.compile(r"steps:\s*\d+%\|.*?\|\s*(?P<step>\d+)/\d+\s*\[[^\]]*avr_loss=(?P<loss>[^,\]]+)")
+# The same bar's rate: tqdm's average since the bar started (smoothing=0 in train_network.py).
+RAW_RATE = re.compile(r"steps:\s*\d+%\|.*?\|\s*(?P<step>\d+)/\d+\s*\[[^\]]*?(?P<rate>[0-9.]+)(?P<unit>s/it|it/s)")
+# tqdm shows its rate with 2 decimals.
+TQDM_RATE_PRECISION = 0.006
 # kohya starts epoch 2 only after saving the state of epoch 1, so SIGTERM then lands inside epoch 2.
 SECOND_EPOCH_STARTED = re.compile(rf"^\s*epoch 2/{EPOCHS}$")
 
@@ -77,14 +95,28 @@ class Environment:
     python_inference: str
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One lora-metrics line, with when the test read it and where it is in the attempt's output."""
+
+    step: int
+    epoch: int
+    loss: str
+    seconds: str | None
+    arrival: float
+    index: int
+
+
 @dataclass
 class Attempt:
-    """One start of the entrypoint: its output, line by line, as it comes."""
+    """One start of the entrypoint: its output, line by line, as it comes, with the time each line
+    was read (a reader thread takes them at once, so these times are the entrypoint's print times)."""
 
     process: subprocess.Popen[str]
     raw_log: Path
     lines: list[str] = field(default_factory=list)
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    arrivals: list[float] = field(default_factory=list)
+    _queue: queue.Queue[tuple[float, str] | None] = field(default_factory=queue.Queue)
 
     def __post_init__(self) -> None:
         threading.Thread(target=self._read, daemon=True).start()
@@ -92,19 +124,27 @@ class Attempt:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
+            self._queue.put((time.monotonic(), line.rstrip("\n")))
         self._queue.put(None)
+
+    def _take(self, timeout: float) -> str | None:
+        item = self._queue.get(timeout=timeout)
+        if item is None:
+            return None
+        arrival, line = item
+        self.arrivals.append(arrival)
+        self.lines.append(line)
+        return line
 
     def wait_for(self, pattern: re.Pattern[str], timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                line = self._take(max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise AssertionError(f"no line matching {pattern.pattern!r} within {timeout} s; last lines:\n{self.tail()}") from None
             if line is None:
                 raise AssertionError(f"the entrypoint ended before a line matching {pattern.pattern!r}; last lines:\n{self.tail()}")
-            self.lines.append(line)
             if pattern.search(line):
                 return line
 
@@ -113,8 +153,8 @@ class Attempt:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"the entrypoint did not end within {timeout} s; last lines:\n{self.tail()}") from None
-        while (line := self._queue.get(timeout=30)) is not None:
-            self.lines.append(line)
+        while self._take(30) is not None:
+            pass
         return self.process.returncode
 
     def stop(self) -> None:
@@ -130,19 +170,39 @@ class Attempt:
     def tail(self, count: int = 30) -> str:
         return "\n".join(self.lines[-count:])
 
-    def metrics(self) -> list[tuple[int, int, str]]:
-        return [(int(m["step"]), int(m["epoch"]), m["loss"]) for line in self.lines if (m := METRIC.match(line))]
+    def metrics(self) -> list[Metric]:
+        return [
+            Metric(int(m["step"]), int(m["epoch"]), m["loss"], m["seconds"], self.arrivals[index], index)
+            for index, line in enumerate(self.lines)
+            if (m := METRIC.match(line))
+        ]
 
     def kohya_epochs(self) -> list[int]:
         return [int(m.group(1)) for line in self.lines if (m := KOHYA_EPOCH.match(line.strip()))]
 
+    def kohya_planned_steps(self) -> list[tuple[int, int]]:
+        """kohya's own (epochs, steps) when it starts: what it will train, from its data loader."""
+        return [(int(m["epochs"]), int(m["steps"])) for line in self.lines if (m := KOHYA_OVERRIDE.search(line))]
+
+    def raw_text(self) -> str:
+        return self.raw_log.read_text(encoding="utf-8", errors="replace")
+
     def raw_losses(self) -> dict[int, str]:
         """The loss kohya showed last for each step of its bar: set after the step, so the step's own."""
         losses: dict[int, str] = {}
-        for segment in re.split(r"[\r\n]", self.raw_log.read_text(encoding="utf-8", errors="replace")):
+        for segment in re.split(r"[\r\n]", self.raw_text()):
             if bar := RAW_BAR.search(segment):
                 losses[int(bar["step"])] = bar["loss"].strip()
         return losses
+
+    def raw_seconds_per_step(self) -> dict[int, list[float]]:
+        """Every rate kohya's bar showed for each step (each redraw recomputes it), in seconds per step."""
+        rates: dict[int, list[float]] = {}
+        for segment in re.split(r"[\r\n]", self.raw_text()):
+            if bar := RAW_RATE.search(segment):
+                rate = float(bar["rate"])
+                rates.setdefault(int(bar["step"]), []).append(rate if bar["unit"] == "s/it" else 1 / rate)
+        return rates
 
     def command(self) -> list[str]:
         [line] = [line for line in self.lines if line.startswith("lora-trainer: accelerate launch ")]
@@ -150,15 +210,10 @@ class Attempt:
 
 
 @dataclass
-class RealRun:
-    opt_ml: Path
-    base_model: Path
-    stopped: Attempt
-    resumed: Attempt
-    stopped_failure: str
+class TrainedModel:
+    """A finished /opt/ml tree."""
 
-    def __repr__(self) -> str:  # short, for failure messages
-        return f"RealRun({self.opt_ml})"
+    opt_ml: Path
 
     @property
     def model(self) -> Path:
@@ -170,6 +225,25 @@ class RealRun:
     def lora(self) -> tuple[dict[str, str], list[str]]:
         with safe_open(self.model / f"{OUTPUT_NAME}.safetensors", "pt") as lora:
             return lora.metadata(), list(lora.keys())
+
+
+@dataclass
+class RealRun(TrainedModel):
+    base_model: Path
+    stopped: Attempt
+    resumed: Attempt
+    stopped_failure: str
+
+    def __repr__(self) -> str:  # short, for failure messages
+        return f"RealRun({self.opt_ml})"
+
+
+@dataclass
+class SingleFileRun(TrainedModel):
+    attempt: Attempt
+
+    def __repr__(self) -> str:
+        return f"SingleFileRun({self.opt_ml})"
 
 
 def _environment() -> Environment:
@@ -193,30 +267,39 @@ def base_model(environment: Environment) -> Path:
     return ensure_sd15(environment.cache, environment.python_training)
 
 
-def _opt_ml(root: Path, base_model: Path) -> Path:
-    """The /opt/ml tree of the job: hyperparameters, a one-image dataset, the model as a channel."""
+def _opt_ml(root: Path, epochs: int, images: int, channel_entry: str, model: Path) -> Path:
+    """The /opt/ml tree of a job: hyperparameters, a dataset of `images` images, the model (a
+    folder or a file) as the base_model channel's `channel_entry`."""
     opt_ml = root / "opt" / "ml"
     (opt_ml / "input" / "config").mkdir(parents=True)
-    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(HYPERPARAMETERS))
+    hyperparameters = {**HYPERPARAMETERS, "max_train_epochs": str(epochs)}
+    (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     dataset = opt_ml / "input" / "data" / "dataset"
     dataset.mkdir(parents=True)
-    PILImage.radial_gradient("L").resize((64, 64)).convert("RGB").save(dataset / "pokemon.png")
-    (dataset / "pokemon.txt").write_text(CAPTION)
+    # Different images, so the steps of an epoch see different latents.
+    for index, gradient in enumerate((PILImage.radial_gradient, PILImage.linear_gradient)[:images]):
+        gradient("L").resize((64, 64)).convert("RGB").save(dataset / f"pokemon{index}.png")
+        (dataset / f"pokemon{index}.txt").write_text(CAPTION)
     (dataset / "dataset.toml").write_text(DATASET_TOML)
     channel = opt_ml / "input" / "data" / "base_model"
     channel.mkdir(parents=True)
-    # A link, not a 4 GB copy; the folder name is what the metadata must name.
-    (channel / BASE_FOLDER_NAME).symlink_to(base_model / "diffusers", target_is_directory=True)
+    # A link, not a 4 GB copy; its name is what the metadata must name.
+    (channel / channel_entry).symlink_to(model, target_is_directory=model.is_dir())
     return opt_ml
 
 
 def _accelerate_wrapper(folder: Path, environment: Environment) -> Path:
     """An `accelerate` first on PATH that runs the real one with the entrypoint's arguments unchanged
-    and keeps kohya's raw output (the tqdm redraws the entrypoint turns into metric lines)."""
+    and keeps kohya's raw output (the tqdm redraws the entrypoint turns into metric lines), after a
+    line telling whether the entrypoint set HF_HUB_OFFLINE for it."""
     folder.mkdir()
     real = Path(environment.python_training).parent / "accelerate"
     wrapper = folder / "accelerate"
-    wrapper.write_text(f'#!/bin/bash\nset -o pipefail\n"{real}" "$@" 2>&1 | tee -a "$KOHYA_RAW_LOG"\n')
+    wrapper.write_text(
+        "#!/bin/bash\nset -o pipefail\n"
+        'echo "wrapper: HF_HUB_OFFLINE=${HF_HUB_OFFLINE-unset}" >> "$KOHYA_RAW_LOG"\n'
+        f'"{real}" "$@" 2>&1 | tee -a "$KOHYA_RAW_LOG"\n'
+    )
     wrapper.chmod(0o755)
     return folder
 
@@ -246,10 +329,17 @@ def _start(root: Path, opt_ml: Path, base_model: Path, environment: Environment,
     return Attempt(process, raw_log)
 
 
+def _finish(attempt: Attempt) -> None:
+    try:
+        assert attempt.finish(FINISH_TIMEOUT) == 0, attempt.tail(60)
+    finally:
+        attempt.stop()
+
+
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, environment: Environment, base_model: Path) -> RealRun:
     root = tmp_path_factory.mktemp("real-training")
-    opt_ml = _opt_ml(root, base_model)
+    opt_ml = _opt_ml(root, EPOCHS, IMAGES, BASE_FOLDER_NAME, base_model / "diffusers")
     wrapper = _accelerate_wrapper(root / "bin", environment)
 
     stopped = _start(root, opt_ml, base_model, environment, wrapper, "attempt1")
@@ -265,11 +355,18 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, environment: Environment,
     stopped_failure = failure.read_text(encoding="utf-8") if failure.is_file() else ""
 
     resumed = _start(root, opt_ml, base_model, environment, wrapper, "attempt2")
-    try:
-        assert resumed.finish(FINISH_TIMEOUT) == 0, resumed.tail(60)
-    finally:
-        resumed.stop()
+    _finish(resumed)
     return RealRun(opt_ml, base_model, stopped, resumed, stopped_failure)
+
+
+@pytest.fixture(scope="module")
+def single_file_run(tmp_path_factory: pytest.TempPathFactory, environment: Environment, base_model: Path) -> SingleFileRun:
+    checkpoint = ensure_sd15_single_file(environment.cache, environment.python_training, environment.sd_scripts)
+    root = tmp_path_factory.mktemp("real-single-file")
+    opt_ml = _opt_ml(root, SINGLE_FILE_EPOCHS, 1, BASE_FILE_NAME, checkpoint)
+    attempt = _start(root, opt_ml, base_model, environment, _accelerate_wrapper(root / "bin", environment), "single-file")
+    _finish(attempt)
+    return SingleFileRun(opt_ml, attempt)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -308,6 +405,15 @@ def test_real_sd15_training_metadata_names_the_channel_model_and_effective_batch
     assert metadata["dataset"]["batch_size"] == 1  # the dataset.toml's, not train_batch_size 2
 
 
+def test_real_sd15_training_counts_two_steps_per_epoch_as_kohya_does(real_run: RealRun):
+    # kohya's own count, printed by each attempt: 3 epochs of 2 batches (IMAGES at batch 1).
+    for attempt in (real_run.stopped, real_run.resumed):
+        assert attempt.kohya_planned_steps() == [(EPOCHS, EPOCHS * STEPS_PER_EPOCH)], attempt.tail()
+    metadata = real_run.metadata()
+    counts = {key: metadata[key] for key in ("planned_steps_per_epoch", "kohya_steps_per_epoch", "steps", "epochs")}
+    assert counts == {"planned_steps_per_epoch": STEPS_PER_EPOCH, "kohya_steps_per_epoch": STEPS_PER_EPOCH, "steps": EPOCHS * STEPS_PER_EPOCH, "epochs": EPOCHS}
+
+
 def test_real_sd15_training_resumes_after_sigterm_each_epoch_once(real_run: RealRun):
     stopped, resumed = real_run.stopped, real_run.resumed
     assert "Stopped by SIGTERM" in real_run.stopped_failure
@@ -317,16 +423,19 @@ def test_real_sd15_training_resumes_after_sigterm_each_epoch_once(real_run: Real
     assert resume == ["--resume", str(real_run.opt_ml / "checkpoints" / f"{OUTPUT_NAME}-000001-state"), "--initial_epoch", "2"]
     # Epoch 2 had begun when SIGTERM came; the resumed attempt runs it again, from its start.
     assert stopped.kohya_epochs() == [1, 2] and resumed.kohya_epochs() == [2, 3]
-    steps = [(step, epoch) for step, epoch, _ in stopped.metrics() + resumed.metrics()]
-    assert steps == [(1, 1), (2, 2), (3, 3)]
+    # Every step once, numbered from the start of training: the resumed attempt's bar restarts at 1,
+    # and its first step is 3 (1 epoch of 2 steps done), not 2 (1 epoch, counted as if a step).
+    steps = [(m.step, m.epoch) for m in stopped.metrics() + resumed.metrics()]
+    assert steps == [(step, (step - 1) // STEPS_PER_EPOCH + 1) for step in range(1, EPOCHS * STEPS_PER_EPOCH + 1)]
     metadata = real_run.metadata()
     assert metadata["resumed_after_epoch"] == 1 and metadata["epochs"] == EPOCHS
 
 
 def test_real_sd15_resumed_lora_metadata_counts_every_step(real_run: RealRun):
-    # kohya's ss_steps counts only the resumed attempt's steps (2) unless the entrypoint corrects it.
+    # kohya's ss_steps counts only the resumed attempt's steps (4) unless the entrypoint corrects it;
+    # a correction by epochs instead of steps would give 5.
     lora_metadata, _ = real_run.lora()
-    assert (lora_metadata["ss_steps"], lora_metadata["ss_epoch"]) == (str(EPOCHS), str(EPOCHS))
+    assert (lora_metadata["ss_steps"], lora_metadata["ss_epoch"]) == (str(EPOCHS * STEPS_PER_EPOCH), str(EPOCHS))
 
 
 def test_real_sd15_successful_attempt_removes_the_stopped_attempts_failure_file(real_run: RealRun):
@@ -335,14 +444,58 @@ def test_real_sd15_successful_attempt_removes_the_stopped_attempts_failure_file(
 
 
 def test_real_sd15_metrics_report_each_steps_own_loss(real_run: RealRun):
-    for attempt, first_step in ((real_run.stopped, 1), (real_run.resumed, 2)):
+    for attempt, first_step in ((real_run.stopped, 1), (real_run.resumed, 1 + STEPS_PER_EPOCH)):
         raw = attempt.raw_losses()
         # Each attempt's bar counts from 1; the metric lines count from the start of training.
         expected = [(first_step + bar_step - 1, loss) for bar_step, loss in sorted(raw.items())]
-        assert [(step, loss) for step, _, loss in attempt.metrics()] == expected
+        assert [(m.step, m.loss) for m in attempt.metrics()] == expected
     # Distinct losses, or a line showing the previous step's loss would pass unnoticed.
-    losses = [loss for _, _, loss in real_run.stopped.metrics() + real_run.resumed.metrics()]
+    losses = [m.loss for m in real_run.stopped.metrics() + real_run.resumed.metrics()]
     assert len(set(losses)) == len(losses), losses
+
+
+def _epoch_timings(attempt: Attempt) -> list[tuple[int, float, float]]:
+    """(epoch, the seconds_per_step of its 2 steps added up, the time they took as the test saw it)
+    for each epoch the attempt finished. A step is timed from the previous step (or the last other
+    line, such as the epoch header) to its first redraw, and step 1's line is printed at step 2's
+    first redraw: so the two add up to the time from the line before step 1's to step 1's."""
+    metrics = attempt.metrics()
+    timings = []
+    for first, second in itertools.pairwise(metrics):
+        if first.epoch != second.epoch or (first.step - 1) % STEPS_PER_EPOCH:
+            continue
+        before = attempt.lines[first.index - 1]
+        assert not METRIC.match(before), f"step {first.step}'s line follows another step's: {before!r}"
+        seen = first.arrival - attempt.arrivals[first.index - 1]
+        timings.append((first.epoch, float(first.seconds or "nan") + float(second.seconds or "nan"), seen))
+    return timings
+
+
+def _tqdm_seconds(real_run: RealRun) -> dict[int, list[float]]:
+    """tqdm's average seconds per step as the bars showed them, by step from the start of training."""
+    seconds: dict[int, list[float]] = {}
+    for attempt, offset in ((real_run.stopped, 0), (real_run.resumed, STEPS_PER_EPOCH)):
+        seconds.update({step + offset: value for step, value in attempt.raw_seconds_per_step().items()})
+    return seconds
+
+
+def test_real_sd15_metrics_report_each_steps_own_time(real_run: RealRun, pytestconfig: pytest.Config):
+    metrics = real_run.stopped.metrics() + real_run.resumed.metrics()
+    for metric in metrics:
+        assert metric.seconds is not None and float(metric.seconds) > 0, f"step {metric.step}: seconds_per_step={metric.seconds}"
+    tqdm = _tqdm_seconds(real_run)
+    _report(pytestconfig, "real training seconds_per_step (tqdm's average): " + "; ".join(f"{m.step}: {m.seconds} ({tqdm.get(m.step)})" for m in metrics))
+    # tqdm's rate is the average since its bar started: the steps' own times cannot all agree with
+    # one of the rates it showed for them.
+    agree = [m.step for m in metrics if any(abs(float(m.seconds or 0) - rate) <= TQDM_RATE_PRECISION for rate in tqdm[m.step])]
+    assert len(agree) < len(metrics), "seconds_per_step is tqdm's average"
+    timings = _epoch_timings(real_run.stopped) + _epoch_timings(real_run.resumed)
+    _report(pytestconfig, "real training, each epoch's steps added up / seen: " + "; ".join(f"{e}: {r:.2f}/{s:.2f} s" for e, r, s in timings))
+    assert [epoch for epoch, _, _ in timings] == list(range(1, EPOCHS + 1))
+    for epoch, reported, seen in timings:
+        # Not a speed bound: the steps' own times must account for the time they took.
+        tolerance = max(TIMING_TOLERANCE_SECONDS, TIMING_TOLERANCE_FRACTION * seen)
+        assert abs(reported - seen) <= tolerance, f"epoch {epoch}: its steps report {reported:.3f} s, took {seen:.3f} s"
 
 
 def test_real_sd15_lora_round_trip_changes_served_images(real_run: RealRun, environment: Environment, pytestconfig: pytest.Config, tmp_path: Path):
@@ -358,3 +511,27 @@ def test_real_sd15_lora_round_trip_changes_served_images(real_run: RealRun, envi
     assert served["image_std"] > 1, f"the base model draws a flat image, which cannot show a change: {served}"
     assert served["image_mean_abs_diff"] > 0.5, f"lora_scale 0 and {served['lora_scale']} draw the same image: {served}"
     assert served["image_diff_back_at_default"] == 0, "back at the default scale, the image is not the one first drawn"
+
+
+def test_real_sd15_single_file_base_model_trains_offline_through_kohyas_checkpoint_loader(single_file_run: SingleFileRun):
+    attempt = single_file_run.attempt
+    assert "wrapper: HF_HUB_OFFLINE=1" in attempt.raw_text(), "the entrypoint did not set HF_HUB_OFFLINE for a channel model"
+    # kohya's original-checkpoint path (train_util._load_target_model), every tensor of the file used.
+    assert any("load StableDiffusion checkpoint: " in line for line in attempt.lines), attempt.tail(60)
+    loaded = [line for line in attempt.lines if re.search(r"loading (u-net|vae|text encoder): ", line)]
+    assert len(loaded) == 3 and all("<All keys matched successfully>" in line for line in loaded), loaded
+    assert [(m.step, m.epoch) for m in attempt.metrics()] == [(1, 1)]
+
+
+def test_real_sd15_single_file_base_model_gives_the_folders_lora_modules(single_file_run: SingleFileRun, real_run: RealRun):
+    assert sorted(p.name for p in single_file_run.model.iterdir()) == [f"{OUTPUT_NAME}.safetensors", "training-metadata.json"]
+    _, keys = single_file_run.lora()
+    _, folder_keys = real_run.lora()
+    assert sorted(keys) == sorted(folder_keys)
+
+
+def test_real_sd15_single_file_metadata_names_the_channel_file(single_file_run: SingleFileRun):
+    metadata = single_file_run.metadata()
+    assert metadata["base_model"] == {"kind": "single file", "name": BASE_FILE_NAME}
+    assert metadata["hyperparameters"]["base_model"] == BASE_FILE_NAME
+    assert metadata["steps"] == SINGLE_FILE_EPOCHS  # 1 image at batch 1
