@@ -219,7 +219,7 @@ def required_env(name: str, what: str) -> str:
     if value:
         return value
     message = f"{name} is not set: it must name {what} (the test runner sets it; set it when running pytest by hand)"
-    if os.environ.get("CI") == "true":
+    if os.environ.get("CI", "").lower() in ("1", "true"):
         pytest.fail(message)
     pytest.skip(message)
 
@@ -248,7 +248,7 @@ def kohya_loras(tiny_models: Callable[[str], dict[str, Path]], tmp_path_factory:
     """
     python = required_env("LORA_TEST_PYTHON_TRAINING", "the training venv's python")
     sd_scripts = required_env("LORA_TEST_SD_SCRIPTS", "the kohya-ss sd-scripts folder")
-    cache_env = os.environ.get("LORA_TEST_CACHE") or (required_env("LORA_TEST_CACHE", "a scratch folder") if os.environ.get("CI") == "true" else "")
+    cache_env = os.environ.get("LORA_TEST_CACHE") or (required_env("LORA_TEST_CACHE", "a scratch folder") if os.environ.get("CI", "").lower() in ("1", "true") else "")
     cache = Path(cache_env) / "inference-kohya-loras" if cache_env else tmp_path_factory.mktemp("kohya-loras")
     made: dict[str, Path] = {}
     trainer_identity = kohya_trainer_identity(python, Path(sd_scripts))

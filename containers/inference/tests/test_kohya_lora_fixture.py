@@ -34,7 +34,7 @@ def training_env() -> tuple[str, str]:
     if python and sd_scripts and Path(python).is_file() and (Path(sd_scripts) / "networks" / "lora.py").is_file():
         return python, sd_scripts
     message = f"LORA_TEST_PYTHON_TRAINING={python!r} and LORA_TEST_SD_SCRIPTS={sd_scripts!r} must name the training venv's python and sd-scripts"
-    if os.environ.get("CI") == "true":
+    if os.environ.get("CI", "").lower() in ("1", "true"):
         pytest.fail(message)
     pytest.skip(message)
 

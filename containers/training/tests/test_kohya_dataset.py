@@ -148,7 +148,7 @@ def test_an_empty_caption_file_is_refused_as_kohya_would(sd_scripts, opt_ml):
     opt_ml.hyperparameters({})
     with pytest.raises(DatasetError, match="caption file.* are empty, which kohya refuses: img1.txt"):
         check_inputs(opt_ml.paths)
-    # kohya itself: an assertion while it loads the dataset, after the model is loaded.
+    # kohya itself: an assertion while it loads the dataset, before the model.
     (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\n")
     (opt_ml.dataset / "img1.txt").write_text("x")
     inputs = check_inputs(opt_ml.paths)
