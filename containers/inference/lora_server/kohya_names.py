@@ -13,8 +13,8 @@ Each prefix is therefore renamed only when its loaded text encoder has no `text_
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from .lora_file import LoraFileError
 
@@ -24,8 +24,6 @@ UNET_PREFIX = "lora_unet_"
 DOWN = ".lora_down.weight"
 # The transformers 4 submodule kohya's names carry.
 TEXT_MODEL = "text_model_"
-
-T = TypeVar("T")
 
 
 def prefixes_to_strip(pipe: Any) -> list[str]:
@@ -54,11 +52,6 @@ def adapted_names(keys: Iterable[str], strip: list[str], file_name: str) -> dict
             )
         names[key], sources[new] = new, key
     return names
-
-
-def adapt_names(state_dict: Mapping[str, T], strip: list[str], file_name: str = "the LoRA file") -> dict[str, T]:
-    """`state_dict` with `<prefix>text_model_` renamed to `<prefix>` for each prefix in `strip` (see adapted_names)."""
-    return {new: state_dict[old] for old, new in adapted_names(state_dict, strip, file_name).items()}
 
 
 def modules_per_component(keys: Iterable[str]) -> Counter[str]:

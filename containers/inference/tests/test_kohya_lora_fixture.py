@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .kohya_lora_fixture import TINY_SDXL_UNET_CONFIG
+from .conftest import skip_or_fail
 from .tiny_pipelines import build_sd15, build_sdxl
 
 SCRIPT = Path(__file__).with_name("kohya_lora_fixture.py")
@@ -33,10 +34,7 @@ def training_env() -> tuple[str, str]:
     python, sd_scripts = os.environ.get("LORA_TEST_PYTHON_TRAINING"), os.environ.get("LORA_TEST_SD_SCRIPTS")
     if python and sd_scripts and Path(python).is_file() and (Path(sd_scripts) / "networks" / "lora.py").is_file():
         return python, sd_scripts
-    message = f"LORA_TEST_PYTHON_TRAINING={python!r} and LORA_TEST_SD_SCRIPTS={sd_scripts!r} must name the training venv's python and sd-scripts"
-    if os.environ.get("CI", "").lower() in ("1", "true"):
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(f"LORA_TEST_PYTHON_TRAINING={python!r} and LORA_TEST_SD_SCRIPTS={sd_scripts!r} must name the training venv's python and sd-scripts")
 
 
 def build(model_type: str, work: Path) -> Any:

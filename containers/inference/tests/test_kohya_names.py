@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import SimpleNamespace
+from typing import TypeVar
 
-from lora_server.kohya_names import adapt_names, modules_per_component, prefixes_to_strip
+from lora_server.kohya_names import adapted_names, modules_per_component, prefixes_to_strip
+
+T = TypeVar("T")
+
+
+def adapt_names(state_dict: Mapping[str, T], strip: list[str], file_name: str = "the LoRA file") -> dict[str, T]:
+    """The tensors as load_pipeline hands them to diffusers: each under its adapted name."""
+    return {new: state_dict[old] for old, new in adapted_names(state_dict, strip, file_name).items()}
 
 FLAT = SimpleNamespace(encoder=object())  # transformers 5's CLIPTextModel: no text_model
 WRAPPED = SimpleNamespace(text_model=object())  # CLIPTextModelWithProjection, and any transformers 4 encoder

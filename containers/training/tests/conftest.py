@@ -4,6 +4,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NoReturn
 
 import pytest
 from PIL import Image as PILImage
@@ -90,6 +91,13 @@ def fake_trainer(gpus: int = 1) -> Trainer:
     return Trainer(command=[sys.executable, str(FAKE_KOHYA)], gpus=gpus)
 
 
+def skip_or_fail(message: str) -> NoReturn:
+    """A test the runner cannot give what it needs: a failure in CI (CI=1 or true), where every test must run; else a skip."""
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def _sd_scripts_folder() -> Path:
     """sd-scripts at the pinned commit, from LORA_TEST_SD_SCRIPTS. Without it the tests that hold the
     entrypoint to kohya's own code are skipped locally, and fail in CI, where they must run."""
@@ -100,9 +108,7 @@ def _sd_scripts_folder() -> Path:
     elif not (Path(folder) / "train_network.py").is_file():
         problem = f"LORA_TEST_SD_SCRIPTS={folder} has no train_network.py"
     if problem:
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail(f"{problem}; CI must run the tests against real sd-scripts", pytrace=False)
-        pytest.skip(problem)
+        skip_or_fail(f"{problem}; CI must run the tests against real sd-scripts")
     return Path(folder)
 
 

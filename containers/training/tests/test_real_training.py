@@ -27,6 +27,7 @@ import pytest
 from PIL import Image as PILImage
 from safetensors import safe_open
 
+from conftest import skip_or_fail
 from lora_trainer.checkpoints import state_problem
 from real_models import ensure_sd15, ensure_sd15_single_file
 
@@ -249,10 +250,7 @@ class SingleFileRun(TrainedModel):
 def _environment() -> Environment:
     missing = [name for name in ENVIRONMENT if not os.environ.get(name)]
     if missing:
-        message = f"real-training tests need {', '.join(missing)} (set by the test runner)"
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"real-training tests need {', '.join(missing)} (set by the test runner)")
     get = os.environ.__getitem__
     return Environment(Path(get("LORA_TEST_SD_SCRIPTS")), Path(get("LORA_TEST_CACHE")), get("LORA_TEST_PYTHON_TRAINING"), get("LORA_TEST_PYTHON_INFERENCE"))
 
