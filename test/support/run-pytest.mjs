@@ -7,7 +7,9 @@
 //
 // Every suite gets the other environments too, for the tests that cross from one container to the
 // other (a LoRA the real kohya-ss writes, loaded by the real server): LORA_TEST_PYTHON_<NAME>,
-// LORA_TEST_SD_SCRIPTS (the sd-scripts source) and LORA_TEST_CACHE (costly artifacts kept between runs).
+// LORA_TEST_SD_SCRIPTS (the sd-scripts source) and LORA_TEST_CACHE (costly artifacts kept between runs);
+// and LORA_TEST_PYTHON_TOOLS, the tools environment's python, which runs moto's server for the
+// inference suite's registry and S3 tests (moto stays out of the server's own environment).
 //
 // Usage: node test/support/run-pytest.mjs [--root DIR]   (DIR defaults to the repository root)
 // In CI (CI=true) a missing pytest fails; elsewhere it is reported and the suites are skipped.
@@ -58,7 +60,12 @@ if (missing.length > 0) {
 
 const cache = join(root, '.venv', 'cache');
 mkdirSync(cache, { recursive: true });
-const crossEnv = { LORA_TEST_CACHE: cache, LORA_TEST_SD_SCRIPTS: join(root, '.venv', 'training', 'sd-scripts') };
+const toolsPython = join(root, '.venv', 'tools', 'bin', 'python');
+const crossEnv = {
+  LORA_TEST_CACHE: cache,
+  LORA_TEST_SD_SCRIPTS: join(root, '.venv', 'training', 'sd-scripts'),
+  LORA_TEST_PYTHON_TOOLS: existsSync(toolsPython) ? toolsPython : fallbackPython,
+};
 for (const suite of suites) {
   crossEnv[`LORA_TEST_PYTHON_${relative(containersDir, suite).toUpperCase().replace(/[^A-Z0-9]/g, '_')}`] = suitePython(suite);
 }

@@ -1,8 +1,10 @@
 """The real model: a diffusers Stable Diffusion (1.5 or XL) pipeline with the trained LoRA fused in.
 
-torch and diffusers are imported only inside `load_pipeline`, so the rest of the server (and its
+torch and diffusers are imported only inside the loading functions, so the rest of the server (and its
 tests) runs without them. `DiffusersPipeline` takes the loaded pipeline and a few factories, which
 is what lets the tests drive this class's real logic with a stand-in for the diffusers object.
+`PipelineRunner` holds what both serving modes share (schedulers, pacing, the deadline, recovery);
+`DiffusersPipeline` adds the one fused LoRA, `shared_pipeline.SharedDiffusersPipeline` any set of LoRAs.
 
 How the LoRA scale works: the LoRA is loaded as a PEFT adapter and fused (merged) into the base
 weights at LORA_SCALE, so denoising steps cost the same as without a LoRA. PEFT 0.21 merges with
@@ -70,28 +72,27 @@ class WeightCopy:
             tensor.data.copy_(saved)
 
 
-class DiffusersPipeline:
-    """Serves requests from one loaded diffusers pipeline; the caller serializes calls."""
+class PipelineRunner:
+    """Runs requests on one loaded diffusers pipeline: schedulers, pacing, the deadline, recovery after a failure.
+
+    Subclasses decide the weights a request runs with (`DiffusersPipeline`: the one LoRA fused at a
+    scale; `shared_pipeline.SharedDiffusersPipeline`: any set of LoRAs). The caller serializes calls.
+    """
 
     def __init__(
         self,
         pipe: Any,
         *,
-        lora_scale: float,
         make_generator: Callable[[int], Any],
         make_scheduler: Callable[[str, Any], Any],
         log: JsonLog,
         vae_dtype: Any,
         empty_cache: Callable[[], None],
-        lora_weights: Callable[[], list[Any]],
         finish_reserve: Callable[[GenerationParams], float],
         clock: Callable[[], float] = time.monotonic,
         synchronize: Callable[[], None] = lambda: None,
     ) -> None:
         self._pipe = pipe
-        self._default_scale = lora_scale
-        # The weights of the LoRA-targeted layers as fused at LORA_SCALE: copied before the first re-fuse.
-        self._fused_weights = WeightCopy(lora_weights)
         self._vae_dtype = vae_dtype
         self._empty_cache = empty_cache
         # Decode the images of a request one at a time: 4 at once in fp32 (SDXL) may not fit.
@@ -103,45 +104,6 @@ class DiffusersPipeline:
         self._schedulers: dict[str, Any] = {"default": pipe.scheduler}
         # `synchronize` waits for the GPU's queued work (torch.cuda.synchronize; nothing on the CPU).
         self._pacer = Pacer(clock, synchronize, finish_reserve)
-        started = clock()
-        self._fuse_at(lora_scale)
-        self._fused_scale: float | None = lora_scale
-        self._log("lora_fused", lora_scale=lora_scale, ms=round((clock() - started) * 1000))
-
-    @property
-    def fused_scale(self) -> float | None:
-        """The scale the LoRA is fused at; None while unknown (a re-fuse failed), so the next request re-fuses."""
-        return self._fused_scale
-
-    def _fuse_at(self, scale: float) -> None:
-        self._pipe.set_adapters([ADAPTER], adapter_weights=[scale])
-        self._pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=1.0)
-
-    def apply_lora_scale(self, scale: float) -> None:
-        if scale == self._fused_scale:
-            return
-        started = self._clock()
-        # Only ever reached first at LORA_SCALE, with the weights as fused at load.
-        saved = self._fused_weights.save()
-        if saved:
-            self._log("lora_weights_saved", bytes=saved)
-        known = self._fused_scale is not None
-        self._fused_scale = None
-        if not known:
-            # A change of scale failed part-way: some layers may be merged, at some scale, and others
-            # not. Unfuse what is merged and fuse every layer at LORA_SCALE, so that all are merged
-            # at LORA_SCALE in PEFT's eyes; the copy below then makes the weights agree.
-            self._pipe.unfuse_lora()
-            self._fuse_at(self._default_scale)
-        self._fused_weights.restore()
-        # Copying weights leaves PEFT's merged flags alone; its scale goes back to LORA_SCALE, which
-        # the copied weights are merged at, so that an unfuse subtracts exactly what is merged.
-        self._pipe.set_adapters([ADAPTER], adapter_weights=[self._default_scale])
-        if scale != self._default_scale:
-            self._pipe.unfuse_lora()
-            self._fuse_at(scale)
-        self._fused_scale = scale
-        self._log("lora_fused", lora_scale=scale, ms=round((self._clock() - started) * 1000))
 
     def _scheduler(self, name: str) -> Any:
         if name not in self._schedulers:
@@ -163,10 +125,12 @@ class DiffusersPipeline:
         """How much earlier than the reserve asks denoising of `params` must end, for its decode (Pacer)."""
         return self._pacer.decode_excess(params)
 
-    def generate(self, params: GenerationParams, deadline: float) -> list[Image]:
+    def run(self, params: GenerationParams, deadline: float, set_weights: Callable[[], None]) -> list[Image]:
+        """Images for `params`, once `set_weights()` has given the model the weights this request runs with."""
         # Refused before any GPU time is spent on a request that would be stopped part-way.
         self._pacer.check(params, self.unet_calls(params), deadline)
         try:
+            set_weights()
             return self._generate(params, deadline)
         except GenerationTimeout:
             raise  # stopped before the decode: nothing to undo
@@ -187,7 +151,6 @@ class DiffusersPipeline:
         self._log("generation_recovered", vae_dtype=str(self._vae_dtype))
 
     def _generate(self, params: GenerationParams, deadline: float) -> list[Image]:
-        self.apply_lora_scale(params.lora_scale)
         self._pipe.scheduler = self._scheduler(params.scheduler)
         paced = self._pacer.start(params, deadline)
 
@@ -224,6 +187,75 @@ class DiffusersPipeline:
         return list(output.images)
 
 
+class DiffusersPipeline(PipelineRunner):
+    """Serves requests with the one trained LoRA fused in, at the scale each request asks for."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        lora_scale: float,
+        make_generator: Callable[[int], Any],
+        make_scheduler: Callable[[str, Any], Any],
+        log: JsonLog,
+        vae_dtype: Any,
+        empty_cache: Callable[[], None],
+        lora_weights: Callable[[], list[Any]],
+        finish_reserve: Callable[[GenerationParams], float],
+        clock: Callable[[], float] = time.monotonic,
+        synchronize: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(
+            pipe, make_generator=make_generator, make_scheduler=make_scheduler, log=log, vae_dtype=vae_dtype,
+            empty_cache=empty_cache, finish_reserve=finish_reserve, clock=clock, synchronize=synchronize,
+        )
+        self._default_scale = lora_scale
+        # The weights of the LoRA-targeted layers as fused at LORA_SCALE: copied before the first re-fuse.
+        self._fused_weights = WeightCopy(lora_weights)
+        started = clock()
+        self._fuse_at(lora_scale)
+        self._fused_scale: float | None = lora_scale
+        self._log("lora_fused", lora_scale=lora_scale, ms=round((clock() - started) * 1000))
+
+    def generate(self, params: GenerationParams, deadline: float) -> list[Image]:
+        return self.run(params, deadline, lambda: self.apply_lora_scale(params.lora_scale))
+
+    @property
+    def fused_scale(self) -> float | None:
+        """The scale the LoRA is fused at; None while unknown (a re-fuse failed), so the next request re-fuses."""
+        return self._fused_scale
+
+    def _fuse_at(self, scale: float) -> None:
+        self._pipe.set_adapters([ADAPTER], adapter_weights=[scale])
+        self._pipe.fuse_lora(adapter_names=[ADAPTER], lora_scale=1.0)
+
+    def apply_lora_scale(self, scale: float) -> None:
+        if scale == self._fused_scale:
+            return
+        started = self._clock()
+        # Only ever reached first at LORA_SCALE, with the weights as fused at load.
+        saved = self._fused_weights.save()
+        if saved:
+            self._log("lora_weights_saved", bytes=saved)
+        known = self._fused_scale is not None
+        self._fused_scale = None
+        if not known:
+            # A change of scale failed part-way: some layers may be merged, at some scale, and others
+            # not. Unfuse what is merged and fuse every layer at LORA_SCALE, so that all are merged
+            # at LORA_SCALE in PEFT's eyes; the copy below then makes the weights agree.
+            self._pipe.unfuse_lora()
+            self._fuse_at(self._default_scale)
+        self._fused_weights.restore()
+        # Copying weights leaves PEFT's merged flags alone; its scale goes back to LORA_SCALE, which
+        # the copied weights are merged at, so that an unfuse subtracts exactly what is merged.
+        self._pipe.set_adapters([ADAPTER], adapter_weights=[self._default_scale])
+        if scale != self._default_scale:
+            self._pipe.unfuse_lora()
+            self._fuse_at(scale)
+        self._fused_scale = scale
+        self._log("lora_fused", lora_scale=scale, ms=round((self._clock() - started) * 1000))
+
+
 class _StoppedAtDeadline(Exception):
     """Raised by the step callback to leave the diffusers call before the decode."""
 
@@ -237,6 +269,17 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
     lora_path = find_lora_file(settings.model_dir)
     lora = inspect_lora(lora_path, settings.model_type)
     log("lora_checked", file=lora_path.name, model_type=lora.model_type, modules=lora.modules, rank=lora.rank)
+    pipe = load_base_pipeline(settings, log)
+    load_kohya_lora(pipe, lora_path, settings.model_type, log)
+
+    def lora_weights() -> list[Any]:
+        return [layer.get_base_layer().weight for layers in lora_layers(pipe).values() for _, layer in layers]
+
+    return DiffusersPipeline(pipe, lora_scale=settings.lora_scale, lora_weights=lora_weights, **runner_options(settings, log))
+
+
+def load_base_pipeline(settings: Settings, log: JsonLog) -> Any:
+    """The base model's diffusers pipeline, in DTYPE on DEVICE, without any LoRA."""
     base = resolve_base_model(settings)
     if base.offline:
         # Read when huggingface_hub is first imported (just below): no Hub call can then be attempted.
@@ -248,15 +291,17 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
 
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU is visible; the server needs an ml.g* or ml.p* instance (DEVICE=cpu runs it on the CPU, slowly)")
-    dtype = getattr(torch, settings.dtype)
-    pipe = _load_base_model(diffusers, settings, base, dtype)
+    pipe = _load_base_model(diffusers, settings, base, getattr(torch, settings.dtype))
     pipe.to(settings.device)
     pipe.set_progress_bar_config(disable=True)
     # Attention: diffusers' default processor on torch 2 is SDPA (AttnProcessor2_0); nothing to set.
-    _load_lora(pipe, lora_path, settings.model_type, log)
+    return pipe
 
-    def lora_weights() -> list[Any]:
-        return [layer.get_base_layer().weight for layers in lora_layers(pipe).values() for _, layer in layers]
+
+def runner_options(settings: Settings, log: JsonLog) -> dict[str, Any]:
+    """PipelineRunner's keyword arguments for the real torch and diffusers on `settings.device`."""
+    import diffusers
+    import torch
 
     def make_scheduler(name: str, config: Any) -> Any:
         spec = SCHEDULERS[name]
@@ -264,19 +309,17 @@ def load_pipeline(settings: Settings, log: JsonLog) -> DiffusersPipeline:
         class_name, options = spec
         return getattr(diffusers, class_name).from_config(config, **options)
 
-    return DiffusersPipeline(
-        pipe,
-        lora_scale=settings.lora_scale,
+    cuda = settings.device == "cuda"
+    return {
         # CPU generators: the same seed gives the same starting noise on any GPU type.
-        make_generator=lambda seed: torch.Generator(device="cpu").manual_seed(seed),
-        make_scheduler=make_scheduler,
-        log=log,
-        vae_dtype=dtype,
-        empty_cache=torch.cuda.empty_cache if settings.device == "cuda" else lambda: None,
-        lora_weights=lora_weights,
-        finish_reserve=lambda params: finish_seconds(settings.model_type, params),
-        synchronize=torch.cuda.synchronize if settings.device == "cuda" else lambda: None,
-    )
+        "make_generator": lambda seed: torch.Generator(device="cpu").manual_seed(seed),
+        "make_scheduler": make_scheduler,
+        "log": log,
+        "vae_dtype": getattr(torch, settings.dtype),
+        "empty_cache": torch.cuda.empty_cache if cuda else lambda: None,
+        "finish_reserve": lambda params: finish_seconds(settings.model_type, params),
+        "synchronize": torch.cuda.synchronize if cuda else lambda: None,
+    }
 
 
 def _load_base_model(diffusers: Any, settings: Settings, base: BaseModel, dtype: Any) -> Any:
@@ -307,8 +350,11 @@ def lora_layers(pipe: Any) -> dict[str, list[tuple[str, Any]]]:
     }
 
 
-def _load_lora(pipe: Any, lora_path: Path, model_type: str, log: JsonLog) -> None:
-    """Loads the kohya file as a PEFT adapter, its text-encoder names adapted to transformers 5 (kohya_names)."""
+def load_kohya_lora(pipe: Any, lora_path: Path, model_type: str, log: JsonLog, adapter_name: str = ADAPTER) -> None:
+    """Loads the kohya file as a PEFT adapter, its text-encoder names adapted to transformers 5 (kohya_names).
+
+    Raises LoraFileError unless every LoRA module of the file became one PEFT layer (LoadCheck).
+    """
     from safetensors.torch import load_file
 
     original = load_file(str(lora_path))
@@ -317,7 +363,7 @@ def _load_lora(pipe: Any, lora_path: Path, model_type: str, log: JsonLog) -> Non
     state_dict = {new: original[old] for old, new in names.items()}
     check = LoadCheck(names, lora_path.name, model_type)
     try:
-        pipe.load_lora_weights(state_dict, adapter_name=ADAPTER)
+        pipe.load_lora_weights(state_dict, adapter_name=adapter_name)
     except IndexError as error:
         # diffusers 0.40 fails so (get_peft_kwargs) when no name of a text encoder matches a layer.
         try:

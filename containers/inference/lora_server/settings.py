@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .lora_file import ModelType
 
@@ -25,6 +27,27 @@ MAX_REQUEST_TIMEOUT_SECONDS = 55.0
 # at once, so that the gunicorn threads (gunicorn_config.py) never all wait and /ping always has one.
 MAX_INVOCATIONS_IN_FLIGHT = 3
 
+
+# Shared mode: one base model, the LoRA a request names fetched from the registry (SERVING_MODE=shared).
+SERVING_MODES = ("dedicated", "shared")
+MIB = 1024 * 1024
+# Cache sizes of the LoRA tiers, sized for ml.g4dn.xlarge (T4 16 GB, 16 GiB RAM, 125 GB NVMe); the
+# deployment's endpoint.loraCache*Mb settings replace them (in MiB, times 1048576).
+DEFAULT_LORA_CACHE_GPU_BYTES = 2048 * MIB
+DEFAULT_LORA_CACHE_HOST_BYTES = 4096 * MIB
+DEFAULT_LORA_CACHE_DISK_BYTES = 20480 * MIB
+MAX_LORA_CACHE_BYTES = 2**50
+DEFAULT_LORA_CACHE_DIR = "/tmp/lora-cache"
+# How long a registry read is trusted: a retirement takes effect on every instance within it.
+DEFAULT_LORA_REGISTRY_TTL_SECONDS = 10.0
+MAX_LORA_REGISTRY_TTL_SECONDS = 300.0
+DEFAULT_METRICS_NAMESPACE = "SageMakerLoraPipeline/Serving"
+# S3's bucket naming rules; DynamoDB's table names (or a table ARN); CloudWatch's namespace characters.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TABLE = re.compile(r"^([A-Za-z0-9_.-]{3,255}|arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255})$")
+_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)+$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9.\-_/#: ]{1,255}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 # Where the model runs, and the dtype of its weights. CUDA in fp16 is production's; the CPU (tests,
 # local use) runs float32 or bfloat16: fp16 there saves nothing and runs slower than float32.
@@ -67,6 +90,23 @@ class Settings:
     device: str = "cuda"
     dtype: str = "float16"
     max_in_flight: int = MAX_INVOCATIONS_IN_FLIGHT
+    # Shared mode only (None or defaults in dedicated mode); see SharedSettings.
+    serving_mode: str = "dedicated"
+    served_base_model: str | None = None
+    lora_registry_table: str | None = None
+    lora_bucket: str | None = None
+    lora_prefix: str | None = None
+    aws_region: str | None = None
+    lora_cache_gpu_bytes: int = DEFAULT_LORA_CACHE_GPU_BYTES
+    lora_cache_host_bytes: int = DEFAULT_LORA_CACHE_HOST_BYTES
+    lora_cache_disk_bytes: int = DEFAULT_LORA_CACHE_DISK_BYTES
+    lora_cache_dir: Path = Path(DEFAULT_LORA_CACHE_DIR)
+    lora_registry_ttl_seconds: float = DEFAULT_LORA_REGISTRY_TTL_SECONDS
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+
+    @property
+    def shared(self) -> bool:
+        return self.serving_mode == "shared"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -97,6 +137,11 @@ class Settings:
             problems.append(Problem("LOG_PROMPTS", env["LOG_PROMPTS"], "'true' or 'false'"))
 
         device, dtype = _device_and_dtype(env, problems)
+        serving_mode = env.get("SERVING_MODE") or "dedicated"
+        if serving_mode not in SERVING_MODES:
+            problems.append(Problem("SERVING_MODE", serving_mode, "'dedicated' or 'shared' (unset: dedicated)"))
+        # A dedicated server ignores the shared variables, exactly as before they existed.
+        shared = _shared_settings(env, problems, number) if serving_mode == "shared" else {}
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -110,7 +155,49 @@ class Settings:
             configs_dir=Path(env.get("CONFIGS_DIR") or CONFIGS_DIR),
             device=device,
             dtype=dtype,
+            serving_mode=serving_mode,
+            **shared,
         )
+
+
+def _shared_settings(env: Mapping[str, str], problems: list[Problem], number: Callable[[str, float, float, float], float]) -> dict[str, Any]:
+    """The shared mode's variables: where the registry and the LoRA files are, and the cache sizes."""
+
+    def required(name: str, pattern: re.Pattern[str] | None, allowed: str) -> str | None:
+        value = env.get(name) or None
+        if value is None or (pattern is not None and not pattern.match(value)):
+            problems.append(Problem(name, value, allowed))
+            return None
+        return value
+
+    def size(name: str, default: int) -> int:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LORA_CACHE_BYTES:
+            problems.append(Problem(name, raw, f"a whole number of bytes from 1 to {MAX_LORA_CACHE_BYTES}"))
+            return default
+        return int(raw)
+
+    prefix = required("LORA_PREFIX", _PREFIX, "an S3 key prefix ending in '/' such as 'loras/', with no empty, '.' or '..' segment")
+    if prefix is not None and any(part in (".", "..") for part in prefix.split("/")):
+        problems.append(Problem("LORA_PREFIX", prefix, "a prefix with no '.' or '..' segment"))
+    namespace = env.get("METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
+    if not _NAMESPACE.match(namespace) or namespace.startswith("AWS/"):
+        problems.append(Problem("METRICS_NAMESPACE", namespace, "a CloudWatch namespace (letters, digits, . - _ / # : space; not AWS/...)"))
+    return {
+        "served_base_model": required("SERVED_BASE_MODEL", None, "the deployment's baseModel (compared with each registry item's)"),
+        "lora_registry_table": required("LORA_REGISTRY_TABLE", _TABLE, "the registry's DynamoDB table name or ARN"),
+        "lora_bucket": required("LORA_BUCKET", _BUCKET, "the S3 bucket of the LoRA files"),
+        "lora_prefix": prefix,
+        "aws_region": required("AWS_DEFAULT_REGION", _REGION, "the AWS region of the registry and the bucket, such as 'us-east-1'"),
+        "lora_cache_gpu_bytes": size("LORA_CACHE_GPU_BYTES", DEFAULT_LORA_CACHE_GPU_BYTES),
+        "lora_cache_host_bytes": size("LORA_CACHE_HOST_BYTES", DEFAULT_LORA_CACHE_HOST_BYTES),
+        "lora_cache_disk_bytes": size("LORA_CACHE_DISK_BYTES", DEFAULT_LORA_CACHE_DISK_BYTES),
+        "lora_cache_dir": Path(env.get("LORA_CACHE_DIR") or DEFAULT_LORA_CACHE_DIR),
+        "lora_registry_ttl_seconds": number("LORA_REGISTRY_TTL_SECONDS", DEFAULT_LORA_REGISTRY_TTL_SECONDS, 0.0, MAX_LORA_REGISTRY_TTL_SECONDS),
+        "metrics_namespace": namespace,
+    }
 
 
 def _device_and_dtype(env: Mapping[str, str], problems: list[Problem]) -> tuple[str, str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .lora_file import ModelType
+from .shared_types import LoraRef
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
@@ -168,3 +170,80 @@ def check_output_pixels(params: GenerationParams, model_type: ModelType) -> None
             "ask for fewer num_images or a smaller width or height",
             "num_images",
         )
+
+
+# The request fields that name LoRAs (shared mode only), and the most a request may combine.
+LORA_FIELDS = ("lora", "loras")
+MAX_LORAS = 3
+MAX_LORA_VERSION = 2**53 - 1  # the largest integer every JSON client reads exactly
+_LORA_REF = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]{0,62})(?:@([1-9][0-9]{0,14}))?$")
+_LORAS_KEYS = ("name", "version", "scale")
+
+
+def split_loras(body: dict[str, Any], shared: bool, default_lora_scale: float) -> tuple[dict[str, Any], list[LoraRef]]:
+    """The body without `lora`/`loras`, and the LoRAs they name (empty: the base model alone).
+
+    A dedicated server serves its one fused LoRA: naming one is refused. `lora_scale` applies to
+    `lora`; with `loras` each entry has its own `scale`, so `lora_scale` is refused there.
+    """
+    given = [name for name in LORA_FIELDS if body.get(name) is not None]
+    rest = {name: value for name, value in body.items() if name not in LORA_FIELDS}
+    if given and not shared:
+        raise RequestError(
+            f"{given[0]} is for the shared endpoint; this endpoint is dedicated to one LoRA, which every request uses", given[0]
+        )
+    if not given:
+        return rest, []
+    if len(given) == 2:
+        raise RequestError("give either lora or loras, not both", "loras")
+    if given == ["lora"]:
+        scale = _number(rest, "lora_scale", 0.0, 2.0, default_lora_scale)
+        return rest, [_lora_string(body["lora"], scale)]
+    if rest.get("lora_scale") is not None:
+        raise RequestError("lora_scale applies to lora; with loras give each entry its own scale", "lora_scale")
+    return rest, _lora_list(body["loras"], default_lora_scale)
+
+
+def _lora_string(value: Any, scale: float) -> LoraRef:
+    match = _LORA_REF.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise RequestError(
+            "lora must be a LoRA name (1 to 63 letters, digits, '_' or '-', starting with a letter or digit), "
+            f"optionally with @version (a positive integer), such as 'my-style' or 'my-style@3'; got {json.dumps(value)}",
+            "lora",
+        )
+    version = match.group(2)
+    return LoraRef(match.group(1), int(version) if version else None, scale)
+
+
+def _lora_list(value: Any, default_scale: float) -> list[LoraRef]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_LORAS:
+        raise RequestError(
+            f"loras must be a list of 1 to {MAX_LORAS} objects such as {{\"name\": \"my-style\", \"version\": 3, \"scale\": 0.8}}, "
+            f"got {json.dumps(value)[:200]}",
+            "loras",
+        )
+    refs: list[LoraRef] = []
+    for index, entry in enumerate(value):
+        where = f"loras[{index}]"
+        if not isinstance(entry, dict) or set(entry) - set(_LORAS_KEYS):
+            raise RequestError(f"{where} must be an object with name and optional version and scale, got {json.dumps(entry)[:200]}", "loras")
+        entry = {k: v for k, v in entry.items() if v is not None}
+        name = entry.get("name")
+        if not isinstance(name, str) or not _LORA_REF.match(name) or "@" in name:
+            raise RequestError(
+                f"{where}.name must be a LoRA name (1 to 63 letters, digits, '_' or '-', starting with a letter or digit), "
+                f"got {json.dumps(name)}; give the version as {where}.version",
+                "loras",
+            )
+        try:
+            version = _integer(entry, "version", 1, MAX_LORA_VERSION, 1) if "version" in entry else None
+            scale = _number(entry, "scale", 0.0, 2.0, default_scale)
+        except RequestError as e:
+            raise RequestError(f"{where}.{e}", "loras") from e
+        refs.append(LoraRef(name, version, scale))
+    seen = [(ref.name, ref.version) for ref in refs]
+    duplicate = next((ref for i, ref in enumerate(seen) if ref in seen[:i]), None)
+    if duplicate is not None:
+        raise RequestError(f"loras names {duplicate[0]}{'' if duplicate[1] is None else f'@{duplicate[1]}'} twice", "loras")
+    return refs

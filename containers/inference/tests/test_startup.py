@@ -23,6 +23,7 @@ from lora_server.settings import BASE_MODEL_PATH, MAX_INVOCATIONS_IN_FLIGHT, MOD
 from lora_server.validation import SCHEDULERS
 
 from .conftest import settings_for
+from .test_shared_settings import SHARED
 
 # --- settings ---------------------------------------------------------------------------------------
 
@@ -259,6 +260,10 @@ INFERENCE_DIR = Path(__file__).resolve().parent.parent
         (
             {"MODEL_TYPE": "sdxl", "DEVICE": "cpu", "DTYPE": "float16"},
             [{"variable": "DTYPE", "value": "float16", "allowed": "'float32' or 'bfloat16' with DEVICE=cpu (float16 is for CUDA)"}],
+        ),
+        (
+            {k: v for k, v in SHARED.items() if k != "LORA_BUCKET"},
+            [{"variable": "LORA_BUCKET", "value": None, "allowed": "the S3 bucket of the LoRA files"}],
         ),
     ],
 )
