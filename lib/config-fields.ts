@@ -15,6 +15,14 @@ export const LOG_RETENTION_DAYS = [
   1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
 ] as const;
 
+/**
+ * The smallest LoRA cache tier, in MB: a request may combine three LoRAs, all held in every tier
+ * at once, and an SDXL LoRA of the default rank (32) is about 220 MB. The defaults fill an
+ * ml.g4dn.xlarge without crowding it: 2 GB of its T4's 16 GB beside the base model, 4 GB of its
+ * 16 GiB of memory, 20 GB of its 125 GB NVMe disk.
+ */
+const LORA_CACHE_MIN_MB = 1024;
+
 /** S3 object key characters that need no escaping anywhere (S3 "safe characters"). */
 const S3_SAFE_SEGMENT = "[A-Za-z0-9!_.*'()-]+";
 
@@ -137,7 +145,45 @@ export const CONFIG_FIELDS = {
     schema: integer(1, 20),
     default: 1,
     allowed: 'an integer from 1 to 20',
-    description: 'Number of endpoint instances.',
+    description: 'Number of instances of each dedicated endpoint.',
+  }),
+  'endpoint.mode': field({
+    schema: z.enum(['shared', 'dedicated']),
+    default: 'shared',
+    allowed: "'shared' or 'dedicated'",
+    description:
+      "'shared': one endpoint for the deploy-time base model serves every trained LoRA, named per request; 'dedicated': each dataset gets its own endpoint with its LoRA fused.",
+  }),
+  'endpoint.minInstances': field({
+    schema: integer(0, 20),
+    default: 1,
+    allowed: 'an integer from 0 to 20, at most endpoint.maxInstances',
+    description:
+      'Fewest instances of the shared endpoint; 0 lets it scale to zero when idle (the first request after that fails while an instance starts, several minutes).',
+  }),
+  'endpoint.maxInstances': field({
+    schema: integer(1, 20),
+    default: 1,
+    allowed: 'an integer from 1 to 20, at least endpoint.minInstances',
+    description: 'Most instances the shared endpoint scales out to under load.',
+  }),
+  'endpoint.loraCacheGpuMb': field({
+    schema: integer(LORA_CACHE_MIN_MB, 81920),
+    default: 2048,
+    allowed: `an integer from ${LORA_CACHE_MIN_MB} to 81920, at most endpoint.loraCacheHostMb`,
+    description: 'MB of converted LoRA weights the shared endpoint keeps on the GPU, least recently used evicted first.',
+  }),
+  'endpoint.loraCacheHostMb': field({
+    schema: integer(LORA_CACHE_MIN_MB, 262144),
+    default: 4096,
+    allowed: `an integer from ${LORA_CACHE_MIN_MB} to 262144, at most endpoint.loraCacheDiskMb`,
+    description: 'MB of LoRA weights the shared endpoint keeps in host memory, least recently used evicted first.',
+  }),
+  'endpoint.loraCacheDiskMb': field({
+    schema: integer(LORA_CACHE_MIN_MB, 1048576),
+    default: 20480,
+    allowed: `an integer from ${LORA_CACHE_MIN_MB} to 1048576, at least endpoint.loraCacheHostMb`,
+    description: 'MB of downloaded .safetensors files the shared endpoint keeps on local disk, least recently used evicted first.',
   }),
   notificationEmail: field({
     schema: z.email(),

@@ -1,5 +1,6 @@
 import type { PrepareSettings } from '../lambda/shared/contract';
 import { CONFIG_FIELDS, DEFAULT_BASE_MODELS } from './config-fields';
+import { sharedEndpointSizingProblems } from './shared-endpoint-sizing';
 import type { ConfigKey, FieldSpec, ModelType, ValueOf } from './config-fields';
 import { distance } from '../lambda/shared/suggest';
 
@@ -26,7 +27,7 @@ export interface PipelineConfig {
   readonly baseModel: string;
   /** The training defaults, exactly as Prepare receives them. */
   readonly training: PrepareSettings['training'];
-  readonly endpoint: Pick<PrepareSettings['endpoint'], 'instanceType' | 'instanceCount'>;
+  readonly endpoint: EndpointConfig;
   readonly notificationEmail?: string;
   readonly removalPolicy: 'retain' | 'destroy';
   readonly logRetentionDays: number;
@@ -36,6 +37,19 @@ export interface PipelineConfig {
     readonly accessLogExpirationDays: number;
   };
 }
+
+/** How trained LoRAs are served: the endpoint settings of the configuration. */
+export interface EndpointConfig extends Pick<PrepareSettings['endpoint'], 'instanceType' | 'instanceCount'> {
+  /** 'shared': one endpoint for the deploy-time base model serves every LoRA; 'dedicated': one endpoint per dataset. */
+  readonly mode: EndpointMode;
+  /** The shared endpoint's autoscaling range (instances; one model copy per instance). */
+  readonly minInstances: number;
+  readonly maxInstances: number;
+  /** The shared endpoint's LoRA cache tiers, in MB. */
+  readonly loraCache: { readonly gpuMb: number; readonly hostMb: number; readonly diskMb: number };
+}
+
+export type EndpointMode = 'shared' | 'dedicated';
 
 /** Thrown when configuration is invalid; its message lists every problem. */
 export class ConfigError extends Error {
@@ -147,6 +161,10 @@ export function parseConfig(context: Readonly<Record<string, unknown>>): Pipelin
     endpoint: {
       instanceType: get('endpoint.instanceType'),
       instanceCount: get('endpoint.instanceCount'),
+      mode: get('endpoint.mode') as EndpointMode,
+      minInstances: get('endpoint.minInstances'),
+      maxInstances: get('endpoint.maxInstances'),
+      loraCache: { gpuMb: get('endpoint.loraCacheGpuMb'), hostMb: get('endpoint.loraCacheHostMb'), diskMb: get('endpoint.loraCacheDiskMb') },
     },
     notificationEmail: get('notificationEmail'),
     removalPolicy: get('removalPolicy') as PipelineConfig['removalPolicy'],
@@ -178,11 +196,42 @@ function crossFieldProblems(config: PipelineConfig): string[] {
         `set modelType to ${show(otherType)}, or choose a ${config.modelType} base model`,
     );
   }
+  problems.push(...endpointProblems(config.endpoint));
+  if (config.endpoint.mode === 'shared') problems.push(...sharedEndpointSizingProblems(config.modelType, config.endpoint));
   const longestJobSeconds = training.spot ? Math.max(training.maxWaitSeconds, training.maxRuntimeSeconds) : training.maxRuntimeSeconds;
   if (storage.checkpointExpirationDays * 86400 <= longestJobSeconds) {
     problems.push(
       `"storage.checkpointExpirationDays" = ${storage.checkpointExpirationDays} is not allowed: it must outlast the longest ` +
         `training job (${longestJobSeconds} s), or a job could lose the checkpoints it resumes from`,
+    );
+  }
+  return problems;
+}
+
+/**
+ * The shared endpoint's rules. The cache tiers are nested: a LoRA on the GPU was loaded from host
+ * memory, and one in host memory from its file on disk, so a tier larger than the one below it
+ * could never fill and would only evict files the faster tier still holds.
+ */
+function endpointProblems(endpoint: EndpointConfig): string[] {
+  const problems: string[] = [];
+  if (endpoint.maxInstances < endpoint.minInstances) {
+    problems.push(
+      `"endpoint.maxInstances" = ${endpoint.maxInstances} is not allowed: it must be at least endpoint.minInstances (${endpoint.minInstances}); ` +
+        'autoscaling keeps the shared endpoint between the two',
+    );
+  }
+  const { gpuMb, hostMb, diskMb } = endpoint.loraCache;
+  if (gpuMb > hostMb) {
+    problems.push(
+      `"endpoint.loraCacheGpuMb" = ${gpuMb} is not allowed: it must be at most endpoint.loraCacheHostMb (${hostMb}); ` +
+        'every LoRA on the GPU is loaded from host memory, so the GPU tier could never hold more',
+    );
+  }
+  if (hostMb > diskMb) {
+    problems.push(
+      `"endpoint.loraCacheHostMb" = ${hostMb} is not allowed: it must be at most endpoint.loraCacheDiskMb (${diskMb}); ` +
+        'every LoRA in memory is read from its file on disk, so the disk tier must hold at least as much',
     );
   }
   return problems;

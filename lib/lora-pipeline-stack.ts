@@ -4,11 +4,13 @@ import { type Construct } from 'constructs';
 import { isS3BaseModel } from '../lambda/shared/models';
 import { type PipelineConfig } from './config';
 import { DatasetTrigger } from './dataset-trigger';
+import { LoraRegistry } from './lora-registry';
 import { LoraWorkflow } from './lora-workflow';
 import { PipelineStorage } from './pipeline-storage';
 import { RunNotifications } from './run-notifications';
 import { RunStatus } from './run-status';
 import { ServingContainer } from './serving-container';
+import { SharedEndpoint } from './shared-endpoint';
 import { TrainingContainer } from './training-container';
 
 /** A run whose dataset folder is still changing this long after it started fails rather than waits on. */
@@ -25,6 +27,10 @@ export class LoraPipelineStack extends Stack {
   public readonly storage: PipelineStorage;
   public readonly training: TrainingContainer;
   public readonly serving: ServingContainer;
+  /** The LoRA registry; created in both endpoint modes, so switching modes never deletes its history. */
+  public readonly registry: LoraRegistry;
+  /** The shared endpoint, in `endpoint.mode=shared` only. */
+  public readonly sharedEndpoint?: SharedEndpoint;
   public readonly notifications: RunNotifications;
   public readonly workflow: LoraWorkflow;
   public readonly trigger: DatasetTrigger;
@@ -55,6 +61,20 @@ export class LoraPipelineStack extends Stack {
     this.notifications = new RunNotifications(this, 'Notifications', { key: this.storage.key, email: config.notificationEmail });
 
     const removalPolicy = config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    this.registry = new LoraRegistry(this, 'Registry', { key: this.storage.key, removalPolicy });
+    const sharedEndpoint =
+      config.endpoint.mode === 'shared'
+        ? new SharedEndpoint(this, 'SharedEndpoint', {
+            storage: this.storage,
+            serving: this.serving,
+            registry: this.registry,
+            namePrefix: config.namePrefix,
+            modelType: config.modelType,
+            baseModel: config.baseModel,
+            endpoint: config.endpoint,
+          })
+        : undefined;
+    this.sharedEndpoint = sharedEndpoint;
     const logging = { logRetention: config.logRetentionDays as logs.RetentionDays, removalPolicy };
     this.workflow = new LoraWorkflow(this, 'Workflow', {
       ...logging,
@@ -62,6 +82,15 @@ export class LoraPipelineStack extends Stack {
       training: this.training,
       serving: this.serving,
       topic: this.notifications.topic,
+      registry: this.registry.table,
+      sharedEndpoint: sharedEndpoint
+        ? {
+            endpointName: sharedEndpoint.endpointName,
+            inferenceComponentName: sharedEndpoint.inferenceComponentName,
+            endpointArn: sharedEndpoint.endpointArn,
+            inferenceComponentArn: sharedEndpoint.inferenceComponentArn,
+          }
+        : undefined,
       settings: {
         datasetPrefix: config.datasetPrefix,
         triggerFileName: config.triggerFileName,
@@ -72,7 +101,12 @@ export class LoraPipelineStack extends Stack {
         baseModel: config.baseModel,
         readableS3BaseModel: isS3BaseModel(config.baseModel) ? config.baseModel : undefined,
         training: config.training,
-        endpoint: { ...config.endpoint, loraScale: this.serving.loraScale },
+        endpoint: {
+          instanceType: config.endpoint.instanceType,
+          instanceCount: config.endpoint.instanceCount,
+          loraScale: this.serving.loraScale,
+          mode: config.endpoint.mode,
+        },
         checkpointExpirationDays: config.storage.checkpointExpirationDays,
       },
     });
@@ -113,5 +147,25 @@ export class LoraPipelineStack extends Stack {
       value: this.notifications.topic.topicArn,
       description: 'Every run publishes its end here: in service, or failed and why',
     });
+    new CfnOutput(this, 'RegistryTableName', {
+      value: this.registry.table.tableName,
+      description: 'The LoRA registry (DynamoDB): one item per trained LoRA version, and each name\'s current version',
+    });
+    new CfnOutput(this, 'RegistryFunctionName', {
+      value: this.workflow.registryFunction.function.functionName,
+      description:
+        'Retires a LoRA version (the server then refuses it): aws lambda invoke --function-name <this> --cli-binary-format raw-in-base64-out ' +
+        '--payload \'{"action":"retire","name":"pokemon","version":3}\' retired.json',
+    });
+    if (sharedEndpoint) {
+      new CfnOutput(this, 'SharedEndpointName', {
+        value: sharedEndpoint.endpointName,
+        description: 'The endpoint serving every LoRA: invoke it with --inference-component-name <SharedInferenceComponentName>',
+      });
+      new CfnOutput(this, 'SharedInferenceComponentName', {
+        value: sharedEndpoint.inferenceComponentName,
+        description: 'The shared endpoint\'s inference component; a request names its LoRA in the body, e.g. {"prompt": "...", "lora": "pokemon"}',
+      });
+    }
   }
 }

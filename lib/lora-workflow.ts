@@ -1,17 +1,28 @@
 import { Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import { LogGroup } from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { type PrepareSettings } from '../lambda/shared/contract';
+import { type PrepareSettings, REGISTRY_TIMEOUT_SECONDS } from '../lambda/shared/contract';
+import { LoraRegistry } from './lora-registry';
 import { iamFindingArn } from './nag-findings';
-import { PipelineFunction } from './pipeline-function';
+import { PipelineFunction, type PipelineFunctionProps } from './pipeline-function';
 import { runDefinition } from './run-definition';
 import type { PipelineStorage } from './pipeline-storage';
 import { ServingContainer } from './serving-container';
+import { SharedEndpoint } from './shared-endpoint';
 import type { TrainingContainer } from './training-container';
+
+/** The deployment's shared endpoint, as lib/shared-endpoint.ts names it. */
+export interface SharedEndpointRef {
+  readonly endpointName: string;
+  readonly inferenceComponentName: string;
+  readonly endpointArn: string;
+  readonly inferenceComponentArn: string;
+}
 
 /** Properties of {@link LoraWorkflow}. */
 export interface LoraWorkflowProps {
@@ -20,12 +31,16 @@ export interface LoraWorkflowProps {
   readonly serving: ServingContainer;
   /** Where every run reports its end. */
   readonly topic: sns.ITopic;
+  /** The LoRA registry table (lib/lora-registry.ts), in both modes: the registry function writes it. */
+  readonly registry: dynamodb.ITable;
+  /** The shared endpoint and its inference component, when `settings.endpoint.mode` is 'shared'. */
+  readonly sharedEndpoint?: SharedEndpointRef;
   /**
    * Prepare's deploy-time settings, less what the construct knows itself (buckets, key, serving
-   * timeouts, the tag). See {@link PrepareSettings}.
+   * timeouts, the shared endpoint, the tag). See {@link PrepareSettings}.
    */
   readonly settings: Omit<PrepareSettings, 'datasetsBucket' | 'keyArn' | 'pipeline' | 'endpoint'> & {
-    readonly endpoint: Pick<PrepareSettings['endpoint'], 'instanceType' | 'instanceCount' | 'loraScale'>;
+    readonly endpoint: Pick<PrepareSettings['endpoint'], 'instanceType' | 'instanceCount' | 'loraScale' | 'mode'>;
   };
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy: RemovalPolicy;
@@ -33,15 +48,20 @@ export interface LoraWorkflowProps {
 
 /**
  * The run workflow (Step Functions, standard, JSONPath): prepare and validate the run, wait while
- * the upload settles, train on a managed-spot job with checkpoints, create the model and endpoint
- * config, create or update the dataset's endpoint and wait until it is in service; on any failure,
- * report why, clean up what the run created for a failed endpoint, notify, and fail with that reason.
+ * the upload settles, train on a managed-spot job with checkpoints; then either register the LoRA,
+ * try it on the shared endpoint and make it current, or (a dedicated run) create the model and
+ * endpoint config, create or update the dataset's endpoint and wait until it is in service; on any
+ * failure, report why, clean up what the run created, notify, and fail with that reason.
  */
 export class LoraWorkflow extends Construct {
   public readonly stateMachine: sfn.StateMachine;
   public readonly logGroup: LogGroup;
   public readonly prepareFunction: PipelineFunction;
   public readonly reportFunction: PipelineFunction;
+  /** Registers, promotes, rejects and (for operators) retires LoRA versions; in both modes. */
+  public readonly registryFunction: PipelineFunction;
+  /** Tries a new version on the shared endpoint; only with a shared endpoint. */
+  public readonly checkFunction?: PipelineFunction;
 
   private readonly props: LoraWorkflowProps;
 
@@ -49,8 +69,9 @@ export class LoraWorkflow extends Construct {
     super(scope, id);
     this.props = props;
     const stack = Stack.of(this);
-    const { storage, training, serving, topic } = props;
+    const { storage, training, serving, topic, sharedEndpoint } = props;
     const namePrefix = props.settings.namePrefix;
+    checkServingMode(props);
 
     const settings: PrepareSettings = {
       ...props.settings,
@@ -59,6 +80,7 @@ export class LoraWorkflow extends Construct {
       pipeline: stack.stackName,
       endpoint: {
         ...props.settings.endpoint,
+        ...(sharedEndpoint && { shared: { endpointName: sharedEndpoint.endpointName, inferenceComponentName: sharedEndpoint.inferenceComponentName } }),
         startupHealthCheckTimeoutSeconds: ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
         modelDataDownloadTimeoutSeconds: ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
       },
@@ -78,6 +100,8 @@ export class LoraWorkflow extends Construct {
       name: 'report',
       description: "Turns a run's end into its notification, its output, or its error and cause",
     });
+    this.registryFunction = this.createRegistryFunction(functionDefaults);
+    if (sharedEndpoint) this.checkFunction = this.createCheckFunction(functionDefaults, sharedEndpoint);
 
     const sagemakerArn = (resource: string) => stack.formatArn({ service: 'sagemaker', resource, resourceName: `${namePrefix}-*` });
     const arns = {
@@ -86,7 +110,15 @@ export class LoraWorkflow extends Construct {
       endpointConfig: sagemakerArn('endpoint-config'),
       endpoint: sagemakerArn('endpoint'),
     };
-    const definition = runDefinition(this, { prepare: this.prepareFunction.function, report: this.reportFunction.function, topic, storage, training, serving });
+    const definition = runDefinition(this, {
+      prepare: this.prepareFunction.function,
+      report: this.reportFunction.function,
+      topic,
+      storage,
+      training,
+      serving,
+      shared: this.checkFunction && { registry: this.registryFunction.function, check: this.checkFunction.function },
+    });
 
     this.logGroup = new LogGroup(this, 'Logs', {
       logGroupName: `/aws/vendedlogs/states/${stack.stackName}-runs`,
@@ -97,11 +129,12 @@ export class LoraWorkflow extends Construct {
       definitionBody: sfn.DefinitionBody.fromChainable(definition),
       stateMachineType: sfn.StateMachineType.STANDARD,
       queryLanguage: sfn.QueryLanguage.JSON_PATH,
-      comment: 'LoRA run: prepare, train on managed spot, deploy to an endpoint',
+      comment: 'LoRA run: prepare, train on managed spot, then serve on the shared endpoint or deploy to an endpoint of its own',
       logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
       tracingEnabled: true,
     });
     this.grantSageMaker(arns, [training.role, serving.role]);
+    if (sharedEndpoint) this.denySharedEndpointChanges(sharedEndpoint);
     this.grantKeyUse();
   }
 
@@ -146,10 +179,117 @@ export class LoraWorkflow extends Construct {
         id: 'AwsSolutions-IAM5[Resource::*]',
         reason: 'X-Ray tracing and log delivery to CloudWatch Logs (logs:*LogDelivery, xray:Put*) support no resource-level permissions.',
       },
-      ...[this.prepareFunction, this.reportFunction].map(({ function: fn }) => ({
+      ...this.invokedFunctions().map(({ function: fn }) => ({
         id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, `${fn.functionArn}:*`)}]`,
         reason: `Step Functions' Lambda task may invoke ${fn.node.path} by a qualified ARN (a version or alias of that one function); CDK grants both forms.`,
       })),
+    );
+  }
+
+  /** The registry function: in both modes, so an operator can retire versions whatever the mode is now. */
+  private createRegistryFunction(defaults: Pick<PipelineFunctionProps, 'logRetention' | 'removalPolicy'>): PipelineFunction {
+    const { storage, training, registry } = this.props;
+    const fn = new PipelineFunction(this, 'Registry', {
+      ...defaults,
+      name: 'registry',
+      description: 'Registers a trained LoRA version in the registry, makes it current, marks it failed or retires it',
+      environment: {
+        LORA_REGISTRY_TABLE: registry.tableName,
+        LORA_BUCKET: storage.artifactsBucket.bucketName,
+        MODELS_PREFIX: training.outputPrefix,
+        LORA_PREFIX: SharedEndpoint.LORAS_PREFIX,
+      },
+      // Registering streams the LoRA (10 MB to 1 GB) out of model.tar.gz, through gunzip and a
+      // SHA-256, into its copy; memory stays bounded (5 MB upload parts), time grows with the size.
+      // A registration's claim outlives this timeout (lambda/registry/register.ts).
+      timeout: Duration.seconds(REGISTRY_TIMEOUT_SECONDS),
+      memorySize: 512,
+    });
+    // Its items only (no delete, no scan), and the table's key only through DynamoDB.
+    LoraRegistry.grantReadWrite(registry, fn.role);
+    this.grantLoraCopy(fn.role);
+    return fn;
+  }
+
+  private createCheckFunction(defaults: Pick<PipelineFunctionProps, 'logRetention' | 'removalPolicy'>, sharedEndpoint: SharedEndpointRef): PipelineFunction {
+    const fn = new PipelineFunction(this, 'LoraCheck', {
+      ...defaults,
+      name: 'lora-check',
+      description: 'Tries a new LoRA version on the shared endpoint with one small request before it is made current',
+      // One 2-step generation at the smallest size; SageMaker's own limit for an invocation is 60 s.
+      timeout: Duration.seconds(90),
+    });
+    this.grantInvokeShared(fn.role, sharedEndpoint);
+    return fn;
+  }
+
+  /** The functions the state machine invokes. */
+  private invokedFunctions(): PipelineFunction[] {
+    return [this.prepareFunction, this.reportFunction, ...(this.checkFunction ? [this.registryFunction, this.checkFunction] : [])];
+  }
+
+  /**
+   * The shared endpoint's name starts with the stack's prefix too, so the grants above would cover
+   * it: an explicit deny keeps every run, whatever Prepare answers, from deploying to, replacing or
+   * deleting it. CloudFormation alone manages it.
+   */
+  private denySharedEndpointChanges(sharedEndpoint: SharedEndpointRef): void {
+    this.stateMachine.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'NeverTouchTheSharedEndpoint',
+        effect: iam.Effect.DENY,
+        actions: ['sagemaker:CreateEndpoint', 'sagemaker:UpdateEndpoint', 'sagemaker:DeleteEndpoint'],
+        // By its known name, not the endpoint's attribute: the state machine then does not wait for
+        // the endpoint's creation. SageMaker's ARNs hold names in lowercase.
+        resources: [Stack.of(this).formatArn({ service: 'sagemaker', resource: 'endpoint', resourceName: sharedEndpoint.endpointName.toLowerCase() })],
+      }),
+    );
+  }
+
+  /**
+   * The registry function reads the training jobs' model.tar.gz under models/ and writes the LoRA
+   * copies under loras/, nothing else: no listing, no delete, and no write where training output is.
+   * A multipart upload's Create, UploadPart and Complete are all authorized as s3:PutObject; its
+   * abort has an action of its own. S3 uses the pipeline key for it (the bucket's default).
+   */
+  private grantLoraCopy(role: iam.IRole): void {
+    const { artifactsBucket, key } = this.props.storage;
+    const models = artifactsBucket.arnForObjects(`${this.props.training.outputPrefix}*`);
+    const loras = artifactsBucket.arnForObjects(`${SharedEndpoint.LORAS_PREFIX}*`);
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadTrainingOutputs', actions: ['s3:GetObject'], resources: [models] }));
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteLoraCopies', actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: [loras] }));
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'UseTheDataKeyThroughS3',
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        resources: [key.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
+      }),
+    );
+    Validations.of(role.node.findChild('DefaultPolicy')).acknowledge(
+      {
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, models)}]`,
+        reason: `The registry function reads the model.tar.gz a training job wrote under ${this.props.training.outputPrefix}<job>/output/; job names are chosen per run.`,
+      },
+      {
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, loras)}]`,
+        reason: `The registry function writes each LoRA version to ${SharedEndpoint.LORAS_PREFIX}<name>/<version>.safetensors (never over an existing object); names and versions are chosen per run.`,
+      },
+    );
+  }
+
+  /**
+   * The check function invokes the shared endpoint's inference component and nothing else.
+   * InvokeEndpoint is authorized on the endpoint (required) and on the inference component named
+   * in the request (optional resource type, Service Authorization Reference): both exact ARNs.
+   */
+  private grantInvokeShared(role: iam.IRole, sharedEndpoint: SharedEndpointRef): void {
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'InvokeTheSharedEndpoint',
+        actions: ['sagemaker:InvokeEndpoint'],
+        resources: [sharedEndpoint.endpointArn, sharedEndpoint.inferenceComponentArn],
+      }),
     );
   }
 
@@ -208,4 +348,13 @@ export class LoraWorkflow extends Construct {
       reason: `Prepare reads the dataset.toml and train.json of any dataset folder under ${datasetPrefix}; folder names are chosen by the uploaders.`,
     });
   }
+}
+
+/** A shared endpoint is given exactly when the mode is shared: anything else is a wiring mistake, refused at synth. */
+function checkServingMode({ settings, sharedEndpoint }: LoraWorkflowProps): void {
+  if ((settings.endpoint.mode === 'shared') === (sharedEndpoint !== undefined)) return;
+  throw new Error(
+    `LoraWorkflow: endpoint.mode is '${settings.endpoint.mode}' but a shared endpoint was ${sharedEndpoint ? '' : 'not '}given; ` +
+      'give sharedEndpoint (lib/shared-endpoint.ts) exactly when the mode is shared.',
+  );
 }

@@ -27,6 +27,13 @@ export interface SageMakerExecutionRoleProps {
   readonly key: kms.IKey;
   /** The role's description in IAM. */
   readonly description: string;
+  /**
+   * The log groups and metric namespaces of one known endpoint, instead of the workload's (every
+   * endpoint's): the shared endpoint, whose name is fixed, and whose inference component logs to
+   * a group of its own.
+   * @default the workload's log group and metric namespace
+   */
+  readonly telemetry?: { readonly logGroups: readonly string[]; readonly metricNamespaces: readonly string[] };
 }
 
 /** An `s3://bucket/key` URI split into its parts; `key` is empty for a whole bucket. */
@@ -55,6 +62,8 @@ export class SageMakerExecutionRole extends Construct {
   constructor(scope: Construct, id: string, props: SageMakerExecutionRoleProps) {
     super(scope, id);
     const { logGroup, metricNamespace } = WORKLOADS[props.workload];
+    const logGroups = props.telemetry?.logGroups ?? [logGroup];
+    const metricNamespaces = props.telemetry?.metricNamespaces ?? [metricNamespace];
     this.role = new iam.Role(this, 'Role', {
       assumedBy: new iam.ServicePrincipal('sagemaker.amazonaws.com', {
         conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
@@ -66,25 +75,22 @@ export class SageMakerExecutionRole extends Construct {
     props.image.repository.grantPull(this.role);
 
     const stack = Stack.of(this);
-    const logGroupArn = stack.formatArn({
-      service: 'logs',
-      resource: 'log-group',
-      resourceName: logGroup,
-      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-    });
-    const logStreamsArn = `${logGroupArn}:log-stream:*`;
+    const logGroupArns = logGroups.map((name) =>
+      stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: name, arnFormat: ArnFormat.COLON_RESOURCE_NAME }),
+    );
+    const logStreamsArns = logGroupArns.map((arn) => `${arn}:log-stream:*`);
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'CreateItsLogGroup',
         actions: ['logs:CreateLogGroup'],
-        resources: [logGroupArn],
+        resources: logGroupArns,
       }),
     );
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'WriteItsLogStreams',
         actions: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
-        resources: [logStreamsArn],
+        resources: logStreamsArns,
       }),
     );
     this.role.addToPrincipalPolicy(
@@ -92,18 +98,21 @@ export class SageMakerExecutionRole extends Construct {
         sid: 'PutItsMetrics',
         actions: ['cloudwatch:PutMetricData'],
         resources: ['*'],
-        conditions: { StringEquals: { 'cloudwatch:namespace': metricNamespace } },
+        conditions: { StringEquals: { 'cloudwatch:namespace': metricNamespaces.length === 1 ? metricNamespaces[0] : [...metricNamespaces] } },
       }),
     );
 
     // Read SSE-KMS objects under the key; a training job also writes them (checkpoints, the output
-    // artifact), while an endpoint only reads. SageMaker may create the grant that encrypts the
-    // instance's storage volume, only for AWS resources.
+    // artifact), while an endpoint only reads, and only S3 objects: S3 calls KMS for it. Other
+    // services (the LoRA registry's DynamoDB) are granted by their own constructs, each through
+    // its service. SageMaker may create the grant that encrypts the instance's storage volume,
+    // only for AWS resources.
     this.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'UseTheDataKey',
         actions: props.workload === 'training' ? ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'] : ['kms:Decrypt'],
         resources: [props.key.keyArn],
+        ...(props.workload === 'hosting' ? { conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.amazonaws.com` } } } : {}),
       }),
     );
     this.role.addToPrincipalPolicy(
@@ -121,23 +130,21 @@ export class SageMakerExecutionRole extends Construct {
         id: 'AwsSolutions-IAM5[Resource::*]',
         reason:
           'ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions; ' +
-          `the metrics are limited to the ${metricNamespace} namespace by condition and image pulls to the asset repository.`,
+          `the metrics are limited to the ${metricNamespaces.join(' and ')} namespace by condition and image pulls to the asset repository.`,
       },
-      {
-        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, logStreamsArn)}]`,
+      ...logStreamsArns.map((arn, index) => ({
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, arn)}]`,
         reason:
-          `SageMaker names the log streams in ${logGroup} itself (job or endpoint name plus instance and time), ` +
+          `SageMaker names the log streams in ${logGroups[index]} itself (job, endpoint or component name plus instance and time), ` +
           'so the streams cannot be listed in advance; the role writes only to that log group.',
-      },
-      ...(props.workload === 'hosting'
-        ? [
-            {
-              id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, logGroupArn)}]`,
-              reason:
-                'Each endpoint gets its own log group /aws/sagemaker/Endpoints/<endpoint name>, and endpoint names are chosen per dataset at run time.',
-            },
-          ]
-        : []),
+      })),
+      ...logGroupArns
+        .filter((_, index) => logGroups[index].includes('*'))
+        .map((arn) => ({
+          id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, arn)}]`,
+          reason:
+            'Each endpoint gets its own log group /aws/sagemaker/Endpoints/<endpoint name>, and endpoint names are chosen per dataset at run time.',
+        })),
     );
   }
 

@@ -5,7 +5,7 @@ import { Construct } from 'constructs';
 import type { ModelType } from './config';
 import { BASE_MODEL_CHANNEL, servingModelInputs, type ServingModelInputs } from '../lambda/shared/models';
 import { PipelineStorage } from './pipeline-storage';
-import { parseS3Uri, SageMakerExecutionRole } from './sagemaker-execution-role';
+import { parseS3Uri, SageMakerExecutionRole, type SageMakerExecutionRoleProps } from './sagemaker-execution-role';
 
 export type { AdditionalModelDataSource, ServingModelInputs } from '../lambda/shared/models';
 
@@ -56,12 +56,14 @@ export class ServingContainer extends Construct {
   /** The image asset; `imageUri` is what a SageMaker model's container names. */
   public readonly image: ecrAssets.DockerImageAsset;
   public readonly imageUri: string;
-  /** The execution role of endpoints serving this image. */
+  /** The execution role of the dedicated endpoints (the workflow passes it to each run's model). */
   public readonly role: iam.IRole;
   /** The multiplier the LoRA is fused at (LORA_SCALE). */
   public readonly loraScale: number;
   /** The model inputs for the deploy-time base model and model type. */
   public readonly defaults: ServingModelInputs;
+
+  private readonly props: ServingContainerProps;
 
   constructor(scope: Construct, id: string, props: ServingContainerProps) {
     super(scope, id);
@@ -74,16 +76,35 @@ export class ServingContainer extends Construct {
     });
     this.imageUri = this.image.imageUri;
 
-    const executionRole = new SageMakerExecutionRole(this, 'ExecutionRole', {
-      workload: 'hosting',
-      image: this.image,
-      key: props.storage.key,
-      description: 'Runs the LoRA inference endpoints: reads trained models and the base model, writes endpoint logs',
-    });
-    executionRole.grantRead(props.storage.artifactsBucket, PipelineStorage.MODELS_PREFIX);
+    this.props = props;
+    this.role = this.endpointRole(
+      this,
+      'ExecutionRole',
+      'Runs the dedicated LoRA endpoints: reads trained models and the base model, writes endpoint logs',
+      { loraPrefix: PipelineStorage.MODELS_PREFIX },
+    ).role;
+  }
+
+  /**
+   * A new execution role for endpoints of this image: it pulls the image, reads the LoRA files
+   * under `loraPrefix` of the artifacts bucket and the deploy-time S3 base model, decrypts them
+   * through S3, and writes the endpoint's logs and metrics (every endpoint's, or with `telemetry`
+   * one endpoint's). The dedicated endpoints get {@link role}, reading the training output under
+   * `models/`; the shared endpoint gets its own, reading only the copies under `loras/`, to which it
+   * adds the registry reads that dedicated endpoints do not need.
+   */
+  public endpointRole(
+    scope: Construct,
+    id: string,
+    description: string,
+    options: { readonly loraPrefix: string; readonly telemetry?: SageMakerExecutionRoleProps['telemetry'] },
+  ): SageMakerExecutionRole {
+    const { storage, baseModel } = this.props;
+    const executionRole = new SageMakerExecutionRole(scope, id, { workload: 'hosting', image: this.image, key: storage.key, description, telemetry: options.telemetry });
+    executionRole.grantRead(storage.artifactsBucket, options.loraPrefix);
     // A single file is mounted as one S3Object, so the role reads exactly that object.
-    if (parseS3Uri(props.baseModel)) executionRole.grantReadUri(props.baseModel, { exactObject: true });
-    this.role = executionRole.role;
+    if (parseS3Uri(baseModel)) executionRole.grantReadUri(baseModel, { exactObject: true });
+    return executionRole;
   }
 
   /**

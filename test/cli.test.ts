@@ -36,7 +36,14 @@ function cdkSynth(args: string[]) {
  */
 function expectBundledFunctionsLoad(outdir: string, template: { Resources: Record<string, any> }) {
   const functions = Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function' && r.Properties.Runtime === 'nodejs24.x');
-  expect(functions.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual(['StatusFunction', 'TriggerKickoffFunction', 'WorkflowPrepareFunction', 'WorkflowReportFunction']);
+  expect(functions.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual([
+    'StatusFunction',
+    'TriggerKickoffFunction',
+    'WorkflowLoraCheckFunction',
+    'WorkflowPrepareFunction',
+    'WorkflowRegistryFunction',
+    'WorkflowReportFunction',
+  ]);
   for (const [id, resource] of functions) {
     const bundle = path.join(outdir, resource.Metadata['aws:asset:path'], 'index.js');
     const variables = resolveIntrinsics(resource.Properties.Environment?.Variables ?? {}, template.Resources as never) as Record<string, string>;

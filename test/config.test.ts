@@ -1,5 +1,6 @@
 import { App } from 'aws-cdk-lib';
 import { CONFIG_FIELDS, ConfigError, configFromContext, DEFAULT_BASE_MODELS, parseConfig } from '../lib/config';
+import { INSTANCE_MEMORY } from '../lib/shared-endpoint-sizing';
 
 /** Parses as `bin/app.ts` does, from context values given as `cdk.json` or `-c` would. */
 function parse(values: Record<string, unknown>) {
@@ -28,7 +29,14 @@ describe('configuration defaults', () => {
       modelType: 'sd15',
       baseModel: 'stable-diffusion-v1-5/stable-diffusion-v1-5',
       training: { instanceType: 'ml.g4dn.xlarge', spot: true, maxRuntimeSeconds: 3600, maxWaitSeconds: 7200, volumeSizeGb: 50 },
-      endpoint: { instanceType: 'ml.g4dn.xlarge', instanceCount: 1 },
+      endpoint: {
+        instanceType: 'ml.g4dn.xlarge',
+        instanceCount: 1,
+        mode: 'shared',
+        minInstances: 1,
+        maxInstances: 1,
+        loraCache: { gpuMb: 2048, hostMb: 4096, diskMb: 20480 },
+      },
       notificationEmail: undefined,
       removalPolicy: 'retain',
       logRetentionDays: 90,
@@ -139,6 +147,13 @@ describe('configuration errors name the key, the value and what is allowed', () 
     ['s3 URI with a dot-dot segment', 'baseModel', 's3://my-models/../x.ckpt', 'an s3:// URI'],
     ['s3 URI with an IP-address bucket', 'baseModel', 's3://192.168.1.1/x.ckpt', 'an s3:// URI'],
     ['bad e-mail', 'notificationEmail', 'ml-team', 'an e-mail address'],
+    ['unknown endpoint mode', 'endpoint.mode', 'serverless', "'shared' or 'dedicated'"],
+    ['negative minimum', 'endpoint.minInstances', -1, 'an integer from 0 to 20'],
+    ['zero maximum', 'endpoint.maxInstances', 0, 'an integer from 1 to 20'],
+    ['maximum above the quota-sized range', 'endpoint.maxInstances', 21, 'an integer from 1 to 20'],
+    ['no GPU cache', 'endpoint.loraCacheGpuMb', 0, 'an integer from 1024 to 81920'],
+    ['a host cache too small for three LoRAs', 'endpoint.loraCacheHostMb', 512, 'an integer from 1024 to 262144'],
+    ['disk cache as a size string', 'endpoint.loraCacheDiskMb', '20GB', 'an integer from 1024 to 1048576'],
     ['bad stack name', 'stackName', '1-stack', 'a CloudFormation stack name'],
   ])('%s: %s = %j', (_, key, value, allowed) => {
     const problems = problemsOf({ [key]: value });
@@ -151,6 +166,48 @@ describe('configuration errors name the key, the value and what is allowed', () 
   test('a spot job whose MaxWait is below its MaxRuntime is refused', () => {
     const [problem] = problemsOf({ 'training.maxWaitSeconds': '10' });
     expect(problem).toMatch(/"training\.maxWaitSeconds" = 10 .*at least training\.maxRuntimeSeconds \(3600\)/);
+  });
+
+  test('the shared endpoint may not have more instances at its minimum than at its maximum', () => {
+    const [problem] = problemsOf({ 'endpoint.minInstances': 3, 'endpoint.maxInstances': 2 });
+    expect(problem).toMatch(/^"endpoint\.maxInstances" = 2 .*at least endpoint\.minInstances \(3\)/);
+    // Negative control: equal bounds, and scale to zero up to one instance, are fine.
+    expect(parse({ 'endpoint.minInstances': 3, 'endpoint.maxInstances': 3 }).endpoint).toMatchObject({ minInstances: 3, maxInstances: 3 });
+    expect(parse({ 'endpoint.minInstances': '0' }).endpoint).toMatchObject({ minInstances: 0, maxInstances: 1 });
+  });
+
+  test('the LoRA cache tiers are nested: GPU ≤ host memory ≤ disk', () => {
+    expect(problemsOf({ 'endpoint.loraCacheGpuMb': 4097 })[0]).toMatch(/^"endpoint\.loraCacheGpuMb" = 4097 .*at most endpoint\.loraCacheHostMb \(4096\)/);
+    expect(problemsOf({ 'endpoint.loraCacheHostMb': 30000 })[0]).toMatch(/^"endpoint\.loraCacheHostMb" = 30000 .*at most endpoint\.loraCacheDiskMb \(20480\)/);
+    expect(problemsOf({ endpoint: { loraCacheGpuMb: 3000, loraCacheHostMb: 2000, loraCacheDiskMb: 1024 } })).toHaveLength(2);
+    // Negative control: equal tiers, at the smallest size, are fine.
+    expect(parse({ endpoint: { loraCacheGpuMb: 1024, loraCacheHostMb: '1024', loraCacheDiskMb: 1024 } }).endpoint.loraCache).toEqual({ gpuMb: 1024, hostMb: 1024, diskMb: 1024 });
+  });
+
+  test("the shared endpoint's host memory reservation and GPU cache must fit a known instance type, naming the keys", () => {
+    // ml.g4dn.xlarge: 16 GiB of host memory, 14336 MB after the system's 2 GiB; SDXL reserves the cache + 6144 + 2048 MB.
+    const [host] = problemsOf({ modelType: 'sdxl', 'endpoint.loraCacheHostMb': 8192 });
+    expect(host).toMatch(/^"endpoint\.loraCacheHostMb" = 8192 is not allowed on "endpoint\.instanceType" ml\.g4dn\.xlarge: .*\(16384 MB\), more than the 14336 MB .* at most 6144, or choose a larger endpoint\.instanceType$/);
+    // Its T4 has 16 GiB: SDXL's pipeline about 10240 MB and CUDA 1024 leave 5120 for the GPU cache.
+    const [gpu] = problemsOf({ modelType: 'sdxl', 'endpoint.loraCacheGpuMb': 6000, 'endpoint.loraCacheHostMb': 6144 });
+    expect(gpu).toMatch(/^"endpoint\.loraCacheGpuMb" = 6000 is not allowed on "endpoint\.instanceType" ml\.g4dn\.xlarge: its NVIDIA T4 has 16 GiB.* at most 5120/);
+    // Controls: the limits themselves, the same sizes on a larger instance, the defaults on the default type, an unknown type, and dedicated mode.
+    expect(() => parse({ modelType: 'sdxl', 'endpoint.loraCacheHostMb': 6144, 'endpoint.loraCacheGpuMb': 5120 })).not.toThrow();
+    expect(() => parse({ modelType: 'sdxl', 'endpoint.loraCacheHostMb': 8192, 'endpoint.loraCacheGpuMb': 6000, 'endpoint.instanceType': 'ml.g6e.xlarge' })).not.toThrow();
+    expect(() => parse({ modelType: 'sdxl' })).not.toThrow();
+    expect(() => parse({})).not.toThrow();
+    expect(() => parse({ modelType: 'sdxl', 'endpoint.loraCacheHostMb': 8192, 'endpoint.instanceType': 'ml.g7e.2xlarge' })).not.toThrow();
+    expect(() => parse({ modelType: 'sdxl', 'endpoint.loraCacheHostMb': 8192, 'endpoint.mode': 'dedicated' })).not.toThrow();
+  });
+
+  test('every known instance type takes the default cache sizes for both families', () => {
+    for (const instanceType of Object.keys(INSTANCE_MEMORY)) {
+      for (const modelType of ['sd15', 'sdxl'] as const) expect(() => parse({ modelType, 'endpoint.instanceType': instanceType })).not.toThrow();
+    }
+  });
+
+  test('dedicated mode is accepted, and keeps instanceCount for the dedicated endpoints', () => {
+    expect(parse({ 'endpoint.mode': 'dedicated', 'endpoint.instanceCount': '2' }).endpoint).toMatchObject({ mode: 'dedicated', instanceCount: 2 });
   });
 
   test('checkpoints must outlive the longest training job', () => {

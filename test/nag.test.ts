@@ -47,6 +47,8 @@ describe.each([
   ['default configuration', {}],
   ['removalPolicy=destroy', { removalPolicy: 'destroy' }],
   ['sdxl with an S3 base model and e-mail', { modelType: 'sdxl', baseModel: 's3://models/sdxl/', notificationEmail: 'a@example.com' }],
+  ['shared endpoint scaling to zero on a type taking the key', { 'endpoint.minInstances': 0, 'endpoint.instanceType': 'ml.p3.2xlarge' }],
+  ['dedicated endpoints', { 'endpoint.mode': 'dedicated' }],
 ])('cdk-nag AwsSolutions with the %s', (_, configValues: Record<string, unknown>) => {
   const { report, acknowledgements } = nagReport(configValues);
 

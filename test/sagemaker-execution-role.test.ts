@@ -32,6 +32,12 @@ describe('SageMakerExecutionRole', () => {
     expect(actionsOf(all.find((s) => s.Sid === 'UseTheDataKey')!)).toEqual(keyActions);
   });
 
+  test('an endpoint decrypts only what S3 decrypts for it; a training job is not limited to S3 (negative control)', () => {
+    const keyStatement = (workload: SageMakerWorkload) => statements(build(workload).template).find((s) => s.Sid === 'UseTheDataKey')!;
+    expect(keyStatement('hosting').Condition).toEqual({ StringEquals: { 'kms:ViaService': 's3.us-east-1.amazonaws.com' } });
+    expect(keyStatement('training').Condition).toBeUndefined();
+  });
+
   test('only SageMaker in this account can assume it', () => {
     const { template } = build('training');
     template.hasResourceProperties('AWS::IAM::Role', {

@@ -1,17 +1,29 @@
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import * as sagemaker from '@aws-sdk/client-sagemaker';
+import { InvokeEndpointCommand, ModelError, ModelNotReadyException, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import * as sns from '@aws-sdk/client-sns';
+import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { mockClient } from 'aws-sdk-client-mock';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { STATES, type PrepareSettings } from '../lambda/shared/contract';
+import { handler as checkHandler } from '../lambda/lora-check/index';
 import { createHandler } from '../lambda/prepare/handler';
 import { parseSettings } from '../lambda/prepare/settings';
 import { kickoff, settingsFromEnvironment } from '../lambda/kickoff/kickoff';
+import { createHandler as createRegistryHandler } from '../lambda/registry/handler';
+import { RegistryTable } from '../lambda/registry/table';
 import { handler as reportHandler } from '../lambda/report/index';
-import { ENDPOINT_POLL_LIMIT } from '../lib/run-definition';
+import { ENDPOINT_POLL_LIMIT, WARMING_RETRY } from '../lib/run-definition';
 import { synthPipeline } from './support/app';
 import { assertValidAsl, extractDefinition, resolveIntrinsics } from './support/asl';
 import { runLocally, taskError, type JsonValue, type TaskHandler } from './support/local-sfn';
+import { kohyaLoraFile } from './support/lora-file';
+import { modelTarGz, tarArchive } from './support/tar-archive';
 import { motoAvailable, startMoto, type MotoServer } from './support/moto';
+import { createTableAsDeclared } from './support/registry-table';
 import { failFirst, integrationHandlers, type SdkService } from './support/sfn-integrations';
 
 /**
@@ -20,33 +32,42 @@ import { failFirst, integrationHandlers, type SdkService } from './support/sfn-i
  * clients to moto, checked against the SDK's request shapes on the way.
  */
 
-/** The deployed workflow of a configuration: its plain ASL, and Prepare's settings as the stack sets them. */
+/**
+ * The deployed workflow of a configuration: its plain ASL, Prepare's settings and the registry
+ * function's environment as the stack sets them, and the registry table as it declares it.
+ */
 function deployed(config: Record<string, unknown> = {}) {
   const { template, stack } = synthPipeline(config);
   const definition = extractDefinition(template);
   const resources = template.toJSON().Resources as Record<string, { Type: string; Properties?: any }>;
-  const prepareId = stack.getLogicalId(stack.workflow.prepareFunction.function.node.defaultChild as never);
-  const settings: PrepareSettings = parseSettings(
-    String(resolveIntrinsics(resources[prepareId].Properties.Environment.Variables.SETTINGS, resources as never)),
-  );
-  const kickoffId = stack.getLogicalId(stack.trigger.kickoff.function.node.defaultChild as never);
-  const kickoffEnvironment = resolveIntrinsics(resources[kickoffId].Properties.Environment.Variables, resources as never) as Record<string, string>;
-  return { definition, settings, kickoffEnvironment };
+  const environment = (fn: { node: { defaultChild?: unknown } }) =>
+    resolveIntrinsics(resources[stack.getLogicalId(fn.node.defaultChild as never)].Properties.Environment.Variables, resources as never) as Record<string, string>;
+  const settings: PrepareSettings = parseSettings(environment(stack.workflow.prepareFunction.function).SETTINGS);
+  const registryEnvironment = environment(stack.workflow.registryFunction.function);
+  const table = resources[stack.getLogicalId(stack.registry.table.node.defaultChild as never)].Properties;
+  return { definition, settings, kickoffEnvironment: environment(stack.trigger.kickoff.function), registryEnvironment, table };
 }
 
-const { definition: defaultDefinition, settings: defaultSettings, kickoffEnvironment } = deployed();
+const dedicated = deployed({ 'endpoint.mode': 'dedicated' });
+const { definition: defaultDefinition, settings: defaultSettings, kickoffEnvironment } = dedicated;
 const definition = defaultDefinition;
 const settings = defaultSettings;
 const topicArn = String((definition.States[STATES.notifyFailure] as any).Parameters.TopicArn);
 const S3_BASE_MODEL = 's3://base-models/sd15/v1-5-pruned-emaonly.safetensors';
-const withS3BaseModel = deployed({ baseModel: S3_BASE_MODEL });
+const withS3BaseModel = deployed({ 'endpoint.mode': 'dedicated', baseModel: S3_BASE_MODEL });
+/** The default deployment: one shared endpoint for the deploy-time base model. */
+const shared = deployed();
+const { LORA_REGISTRY_TABLE: registryTable, LORA_BUCKET: artifactsBucket, MODELS_PREFIX: modelsPrefix, LORA_PREFIX: lorasPrefix } = shared.registryEnvironment;
 
 const PNG = Buffer.from('89504e470d0a1a0a0000000d4948445200000001000000010806000000', 'hex');
 
 const describeWithMoto = motoAvailable() ? describe : describe.skip;
 
-test('the synthesized definition is valid ASL', () => {
+test('the synthesized definitions are valid ASL, in both serving modes', () => {
   assertValidAsl(definition);
+  assertValidAsl(shared.definition);
+  expect(shared.settings.endpoint).toMatchObject({ mode: 'shared', shared: { endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' } });
+  expect(settings.endpoint.mode).toBe('dedicated');
 });
 
 describeWithMoto('the workflow, run locally against moto', () => {
@@ -54,7 +75,11 @@ describeWithMoto('the workflow, run locally against moto', () => {
   let s3: S3Client;
   let sm: sagemaker.SageMakerClient;
   let snsClient: sns.SNSClient;
+  let dynamodb: DynamoDBClient;
+  let registry: RegistryTable;
   let published: Array<{ Subject?: string; Message?: string }>;
+  /** The shared endpoint, as the check function's SageMaker Runtime client reaches it. */
+  const runtime = mockClient(SageMakerRuntimeClient);
 
   beforeAll(async () => {
     // The functions log a JSON line per decision; the assertions below say what matters.
@@ -64,16 +89,22 @@ describeWithMoto('the workflow, run locally against moto', () => {
     s3 = new S3Client(moto.clientConfig);
     sm = new sagemaker.SageMakerClient(moto.clientConfig);
     snsClient = new sns.SNSClient(moto.clientConfig);
+    dynamodb = new DynamoDBClient(moto.clientConfig);
+    registry = new RegistryTable(DynamoDBDocumentClient.from(dynamodb), registryTable);
   });
   afterAll(async () => {
-    for (const client of [s3, sm, snsClient]) client?.destroy();
+    for (const client of [s3, sm, snsClient, dynamodb]) client?.destroy();
+    runtime.restore();
     await moto?.stop();
   });
   beforeEach(async () => {
     await moto.reset();
+    runtime.reset();
     published = [];
     await s3.send(new CreateBucketCommand({ Bucket: settings.datasetsBucket }));
+    await s3.send(new CreateBucketCommand({ Bucket: artifactsBucket }));
     await snsClient.send(new sns.CreateTopicCommand({ Name: topicArn.split(':').pop() }));
+    await createTableAsDeclared(dynamodb, registryTable, shared.table);
   });
 
   async function upload(folder: string, files: Record<string, string | Buffer>): Promise<void> {
@@ -110,11 +141,15 @@ describeWithMoto('the workflow, run locally against moto', () => {
     let minutes = 0;
     const now = options.now ?? (() => new Date(Date.now() + 60_000 * ++minutes));
     const prepare = createHandler({ s3, settings, now });
+    // The registry function's own code against moto's DynamoDB and S3, as the stack configures it.
+    const registryFunction = createRegistryHandler({ s3, table: registry, storage: { bucket: artifactsBucket, modelsPrefix, lorasPrefix } });
     const handlers = integrationHandlers(definition, {
       services: { sagemaker: options.service ?? sagemakerService(), sns: { client: snsClient, commands: sns, errorPrefix: 'SNS' } },
       lambdas: {
         WorkflowPrepareFunction: (payload) => prepare(payload as never),
         WorkflowReportFunction: (payload) => reportHandler(payload as never),
+        WorkflowRegistryFunction: (payload) => registryFunction(payload),
+        WorkflowLoraCheckFunction: (payload) => checkHandler(payload),
       },
     });
     for (const state of [STATES.notifySuccess, STATES.notifyFailure]) {
@@ -125,9 +160,10 @@ describeWithMoto('the workflow, run locally against moto', () => {
       };
     }
     for (const [state, wrap] of Object.entries(options.wrap ?? {})) handlers[state] = wrap!(handlers[state]);
+    const name = options.name ?? 'run-1';
     return runLocally(definition as StateMachineDefinition, input as JsonValue, {
       handlers,
-      context: { Execution: { Name: options.name ?? 'run-1' } } as never,
+      context: { Execution: { Name: name, Id: `arn:aws:states:us-east-1:123456789012:execution:TestStack-runs:${name}` } } as never,
     });
   }
 
@@ -150,7 +186,8 @@ describeWithMoto('the workflow, run locally against moto', () => {
     const runName = String(output.run);
     expect(runName).toMatch(/^lora-pokemon-[0-9]{14}-[0-9a-f]{6}$/);
     expect(output).toMatchObject({ dataset: 'pokemon', trainingJobName: runName, endpointName: 'lora-pokemon' });
-    expect(Object.keys(output).sort()).toEqual(['billableSeconds', 'dataset', 'endpointName', 'modelArtifact', 'run', 'spotSavingsPercent', 'trainingJobName', 'trainingSeconds']);
+    expect(Object.keys(output).sort()).toEqual(['billableSeconds', 'dataset', 'endpointName', 'invokeCommand', 'modelArtifact', 'run', 'servingMode', 'spotSavingsPercent', 'trainingJobName', 'trainingSeconds']);
+    expect(output.servingMode).toBe('dedicated');
 
     const job = await sm.send(new sagemaker.DescribeTrainingJobCommand({ TrainingJobName: runName }));
     expect(job.EnableManagedSpotTraining).toBe(true);
@@ -454,5 +491,165 @@ describeWithMoto('the workflow, run locally against moto', () => {
     expect(result.visited.filter((s) => s === STATES.describeEndpoint)).toHaveLength(ENDPOINT_POLL_LIMIT);
     expect(result.visited).not.toContain(STATES.deleteModel);
     expect((await list()).endpoints).toHaveLength(1);
+  });
+  describe('in shared mode: a run registers its LoRA, tries it on the shared endpoint, and makes it current', () => {
+    const endpointName = 'lora-shared-sd15';
+    /** What the shared endpoint was asked, and the version's registry status when it was. */
+    let asked: Array<{ request: Record<string, unknown>; endpoint: string; component?: string; status?: string }>;
+
+    /** A version item, or the name's head item (version 0), as the registry holds it. */
+    const item = async (name: string, version: number) =>
+      (await DynamoDBDocumentClient.from(dynamodb).send(new GetCommand({ TableName: registryTable, Key: { name, version }, ConsistentRead: true }))).Item;
+
+    /** The shared server's answer to a check: it used the version named, and only it. */
+    const served = (request: Record<string, unknown>) => {
+      const [name, version] = String(request.lora).split('@');
+      return { loras: [{ name, version: Number(version), scale: 1, sha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' }], images: ['/9j/'] };
+    };
+
+    /** The shared endpoint answers with `answer` (or throws what it returns as an Error). */
+    function sharedEndpoint(answer: (request: Record<string, unknown>) => Record<string, unknown> | Error = served) {
+      runtime.on(InvokeEndpointCommand).callsFake(async (input: { EndpointName: string; InferenceComponentName?: string; Body: Uint8Array }) => {
+        const request = JSON.parse(Buffer.from(input.Body).toString('utf8')) as Record<string, unknown>;
+        const [name, version] = String(request.lora).split('@');
+        const status = (await item(name, Number(version)))?.status as string | undefined;
+        asked.push({ request, endpoint: input.EndpointName, component: input.InferenceComponentName, status });
+        const answered = answer(request);
+        if (answered instanceof Error) throw answered;
+        return { Body: Buffer.from(JSON.stringify(answered)), ContentType: 'application/json' };
+      });
+    }
+
+    /**
+     * Train LoRA, and then what the training container saved to /opt/ml/model, packed as SageMaker
+     * does into the model.tar.gz its ModelArtifacts names (moto names it but writes nothing):
+     * `pokemon.safetensors` beside `training-metadata.json`, or the metadata alone.
+     */
+    const savesLora =
+      (file: Buffer | null = kohyaLoraFile('sd15')): ((handler: TaskHandler) => TaskHandler) =>
+      (handler) =>
+      async (request) => {
+        const job = (await handler(request)) as { ModelArtifacts: { S3ModelArtifacts: string } };
+        const [, bucket, key] = /^s3:\/\/([^/]+)\/(.*)$/.exec(job.ModelArtifacts.S3ModelArtifacts)!;
+        const metadataOnly = gzipSync(tarArchive([{ path: 'training-metadata.json', body: Buffer.from('{}') }]));
+        await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: file ? modelTarGz(file) : metadataOnly }));
+        return job as never;
+      };
+
+    const runShared = (options: RunOptions = {}) => run({ dataset: 'pokemon' }, { pipeline: shared, ...options, wrap: { [STATES.train]: savesLora(), ...options.wrap } });
+
+    beforeEach(() => {
+      asked = [];
+    });
+
+    test('the version is registered pending, tried by name@version, then made current; no SageMaker model or endpoint is created', async () => {
+      await pokemon();
+      sharedEndpoint();
+      const result = await runShared();
+      expect(result.error).toBeUndefined();
+      expect(result.status).toBe('SUCCEEDED');
+      expect(result.visited).toEqual(expect.arrayContaining([STATES.servingMode, STATES.registerLora, STATES.tryLora, STATES.makeLoraCurrent, STATES.reportSuccess]));
+      for (const state of [STATES.createModel, STATES.createEndpointConfig, STATES.findEndpoint, STATES.createEndpoint, STATES.updateEndpoint]) expect(result.visited).not.toContain(state);
+      const left = await list();
+      expect({ models: left.models, configs: left.configs, endpoints: left.endpoints }).toEqual({ models: [], configs: [], endpoints: [] });
+
+      const runName = String((result.output as Record<string, unknown>).run);
+      // The check named this version, on the shared endpoint's component, while it was still pending.
+      expect(asked).toEqual([{ request: expect.objectContaining({ lora: 'pokemon@1' }), endpoint: endpointName, component: endpointName, status: 'pending' }]);
+      const version = await item('pokemon', 1);
+      expect(version).toMatchObject({ status: 'ready', modelType: 'sd15', run: runName, trainingJob: runName, s3Uri: `s3://${artifactsBucket}/loras/pokemon/1.safetensors` });
+      // The copy the server reads is the trained file, byte for byte, as the item's hash says.
+      const copy = await s3.send(new GetObjectCommand({ Bucket: artifactsBucket, Key: 'loras/pokemon/1.safetensors' }));
+      const bytes = Buffer.from(await copy.Body!.transformToByteArray());
+      expect(createHash('sha256').update(bytes).digest('hex')).toBe(version?.sha256);
+      expect(bytes).toEqual(kohyaLoraFile('sd15'));
+      expect(await item('pokemon', 0)).toMatchObject({ latest: 1, current: 1 });
+      expect(result.output).toMatchObject({ servingMode: 'shared', loraName: 'pokemon', loraVersion: 1, inferenceComponentName: endpointName, madeCurrent: true, endpointName });
+      expect(String((result.output as Record<string, unknown>).invokeCommand)).toMatch(/--endpoint-name lora-shared-sd15 .*--inference-component-name lora-shared-sd15.*pokemon@1/);
+      expect(published).toHaveLength(1);
+    });
+
+    test('a second run of the name registers version 2, which becomes current', async () => {
+      await pokemon();
+      sharedEndpoint();
+      const first = await runShared({ name: 'first' });
+      const second = await runShared({ name: 'second' });
+      expect([first.status, second.status]).toEqual(['SUCCEEDED', 'SUCCEEDED']);
+      expect(asked.map((a) => a.request.lora)).toEqual(['pokemon@1', 'pokemon@2']);
+      expect(await item('pokemon', 0)).toMatchObject({ latest: 2, current: 2 });
+      expect(await item('pokemon', 1)).toMatchObject({ status: 'ready' });
+    });
+
+    test('a check the endpoint fails: LoraCheckFailed with what it answered, the version marked failed and never current', async () => {
+      await pokemon();
+      const answer = JSON.stringify({ error: 'LoRA pokemon@1: sha256 mismatch', field: 'lora' });
+      sharedEndpoint(() => new ModelError({ message: 'Received client error (400)', $metadata: {}, OriginalStatusCode: 400, OriginalMessage: answer }));
+      const result = await runShared();
+      expect(result).toMatchObject({ status: 'FAILED', error: 'LoraCheckFailed' });
+      expect(result.cause).toContain('sha256 mismatch');
+      expect(result.visited).toEqual(expect.arrayContaining([STATES.loraCheckFailed, STATES.reportFailure, STATES.rejectLora, STATES.notifyFailure]));
+      expect(result.visited).not.toContain(STATES.makeLoraCurrent);
+      expect(await item('pokemon', 1)).toMatchObject({ status: 'failed', failure: expect.stringContaining('sha256 mismatch') });
+      expect(await item('pokemon', 0)).not.toHaveProperty('current');
+      expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('LoraCheckFailed') })]);
+    });
+
+    test.each([
+      ['busy (503, at maxInstances under traffic)', 503, 8],
+      ['misconfigured (500: the registry or S3 refused)', 500, 4],
+    ])('a shared endpoint %s: retried, then SharedEndpointUnavailable; the version stays pending, never marked failed', async (_, status, retries) => {
+      await pokemon();
+      const answer = JSON.stringify({ error: 'the registry is throttling; retry', field: 'lora' });
+      sharedEndpoint(() => new ModelError({ message: `Received server error (${status})`, $metadata: {}, OriginalStatusCode: status, OriginalMessage: answer }));
+      const result = await runShared();
+      expect(result).toMatchObject({ status: 'FAILED', error: 'SharedEndpointUnavailable' });
+      expect(result.retries[STATES.tryLora]).toBe(retries);
+      expect(result.cause).toContain('pokemon@1 stays pending');
+      expect(result.cause).toContain('{"action":"promote","name":"pokemon","version":1}');
+      expect(result.visited).not.toContain(STATES.rejectLora);
+      expect(result.visited).not.toContain(STATES.makeLoraCurrent);
+      expect(await item('pokemon', 1)).toMatchObject({ status: 'pending' });
+      expect(await item('pokemon', 0)).not.toHaveProperty('current');
+      // An operator promotes it once the endpoint serves: the registry function's promote action.
+      const registry = createRegistryHandler({ s3, table: new RegistryTable(DynamoDBDocumentClient.from(dynamodb), registryTable), storage: { bucket: artifactsBucket, modelsPrefix, lorasPrefix } });
+      expect(await registry({ action: 'promote', name: 'pokemon', version: 1 })).toEqual({ name: 'pokemon', version: 1, current: true });
+    });
+
+    test('a shared endpoint scaled to zero: the check is retried while it warms, every minute, then passes', async () => {
+      await pokemon();
+      let cold = 2;
+      sharedEndpoint((request) => (cold-- > 0 ? new ModelNotReadyException({ message: 'Inference component has no capacity to process this request.', $metadata: {} }) : served(request)));
+      const result = await runShared();
+      expect(result.status).toBe('SUCCEEDED');
+      expect(result.retries[STATES.tryLora]).toBe(2);
+      const retrier = (shared.definition.States[STATES.tryLora] as any).Retry.find((r: { ErrorEquals: string[] }) => r.ErrorEquals.includes('SharedEndpointWarming'));
+      expect(retrier).toMatchObject({ IntervalSeconds: WARMING_RETRY.interval.toSeconds(), MaxAttempts: WARMING_RETRY.maxAttempts, BackoffRate: 1 });
+      expect(await item('pokemon', 0)).toMatchObject({ current: 1 });
+    });
+
+    test('a training output without a LoRA file: registration fails, nothing is registered or tried', async () => {
+      await pokemon();
+      sharedEndpoint();
+      const result = await runShared({ wrap: { [STATES.train]: savesLora(null) } });
+      expect(result).toMatchObject({ status: 'FAILED', error: 'LoraFileInvalid' });
+      expect(result.cause).toContain('.safetensors');
+      expect(result.visited).toContain(STATES.registrationFailed);
+      expect(result.visited).not.toContain(STATES.tryLora);
+      expect(result.visited).not.toContain(STATES.rejectLora);
+      expect(asked).toEqual([]);
+      expect(await item('pokemon', 1)).toBeUndefined();
+    });
+
+    test('a run on another base model than the shared endpoint\'s gets an endpoint of its own, and its output says why', async () => {
+      await pokemon();
+      sharedEndpoint();
+      const result = await run({ dataset: 'pokemon', baseModel: 'runwayml/stable-diffusion-v1-5' }, { pipeline: shared });
+      expect(result.error).toBeUndefined();
+      expect(result.visited).toEqual(expect.arrayContaining([STATES.servingMode, STATES.createModel, STATES.createEndpoint]));
+      expect(result.visited).not.toContain(STATES.registerLora);
+      expect(result.output).toMatchObject({ servingMode: 'dedicated', endpointName: 'lora-pokemon', dedicatedBecause: expect.stringContaining('baseModel') });
+      expect(asked).toEqual([]);
+      expect(await item('pokemon', 0)).toBeUndefined();
+    });
   });
 });

@@ -1,10 +1,20 @@
+import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
-import { STATES } from '../lambda/shared/contract';
-import { ENDPOINT_POLL_LIMIT, ENDPOINT_POLL_SECONDS } from '../lib/run-definition';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import { parseRegistryEvent } from '../lambda/registry/event';
+import { LORA_ERRORS, LORA_REFUSALS, STATES } from '../lambda/shared/contract';
+import { CLAIM_LEASE_MS } from '../lambda/registry/register';
+import { ENDPOINT_POLL_LIMIT, ENDPOINT_POLL_SECONDS, WARMING_RETRY } from '../lib/run-definition';
+import { REGISTRY_BUSY_RETRY } from '../lib/run-stages/register-lora';
+import { LoraWorkflow, type LoraWorkflowProps } from '../lib/lora-workflow';
+import { PipelineStorage } from '../lib/pipeline-storage';
 import { ServingContainer } from '../lib/serving-container';
-import { synthPipeline } from './support/app';
+import { TrainingContainer } from '../lib/training-container';
+import { createTestApp, synthPipeline } from './support/app';
+import { PREPARE_SETTINGS } from './support/prepare';
 import { extractDefinition, resolveIntrinsics } from './support/asl';
-import { actionsOf, roleStatements, type PolicyStatement } from './support/iam';
+import { actionsOf, allows, roleStatements, type PolicyStatement } from './support/iam';
 
 /** The workflow's constructs in the synthesized template: what they may do, where they log, what triggers them. */
 
@@ -19,6 +29,26 @@ const definition = extractDefinition(template);
 function allowing(statements: PolicyStatement[], action: string) {
   return statements.filter((s) => actionsOf(s).includes(action)).map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)) }));
 }
+
+/** The states a run can reach from `from`, through Next, Choices, Default and Catch. */
+function reachable(states: Record<string, any>, from: string): Set<string> {
+  const seen = new Set<string>();
+  const todo = [from];
+  while (todo.length > 0) {
+    const name = todo.pop()!;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const state = states[name];
+    todo.push(...[state.Next, state.Default, ...(state.Choices ?? []).map((c: any) => c.Next), ...(state.Catch ?? []).map((c: any) => c.Next)].filter(Boolean));
+  }
+  return seen;
+}
+
+/** The SageMaker calls that create or change a model, an endpoint config or an endpoint. */
+const DEPLOYING = /:sagemaker:(createModel|createEndpointConfig|createEndpoint|updateEndpoint)$/;
+
+const SHARED_ENDPOINT_ARN = 'arn:aws:sagemaker:us-east-1:123456789012:endpoint/lora-shared-sd15';
+const SHARED_COMPONENT_ARN = 'arn:aws:sagemaker:us-east-1:123456789012:inference-component/lora-shared-sd15';
 
 describe('the state machine', () => {
   test('is a standard JSONPath state machine, logging every event to a vended-logs group, traced by X-Ray', () => {
@@ -38,10 +68,12 @@ describe('the state machine', () => {
       'StoppingCondition.$': '$.run.training.stoppingCondition',
       'EnableNetworkIsolation.$': '$.run.training.networkIsolation',
       EnableInterContainerTrafficEncryption: true,
-      OutputDataConfig: { S3OutputPath: expect.stringMatching(/^s3:\/\/[a-z0-9]+\/models\/$/), KmsKeyId: expect.stringMatching(/^arn:aws:kms:/) },
       CheckpointConfig: { 'S3Uri.$': expect.stringMatching(/^States\.Format\('s3:\/\/[a-z0-9]+\/checkpoints\/\{\}\/', \$\.run\.training\.jobName\)$/) },
     });
     expect(train.AlgorithmSpecification.MetricDefinitions).toEqual(stack.training.metricDefinitions);
+    // Exactly these: every run gets the default GZIP model.tar.gz (the registry function copies the
+    // LoRA out of it), and a field the optimized integration does not accept would fail the deploy.
+    expect(train.OutputDataConfig).toEqual({ S3OutputPath: expect.stringMatching(/^s3:\/\/[a-z0-9]+\/models\/$/), KmsKeyId: expect.stringMatching(/^arn:aws:kms:/) });
   });
 
   test('retries quota errors for up to half an hour, other errors briefly, and a training job only for quota', () => {
@@ -91,6 +123,9 @@ describe('the state machine', () => {
       STATES.trainingFailed,
       STATES.deploymentFailed,
       STATES.endpointFailed,
+      STATES.registrationFailed,
+      STATES.loraCheckFailed,
+      STATES.promotionFailed,
       STATES.endpointFound,
       STATES.reportFailurePlainly,
       STATES.reportSuccessPlainly,
@@ -98,9 +133,15 @@ describe('the state machine', () => {
     ];
     const ends = [STATES.succeeded, STATES.failed, STATES.notifyFailure, STATES.deleteEndpointConfig, STATES.deleteModel];
     for (const [name, next] of catches) expect([name, [...failureStates, ...ends].includes(next)]).toEqual([name, true]);
-    for (const name of [STATES.preparationFailed, STATES.trainingFailed, STATES.deploymentFailed, STATES.endpointFailed, STATES.endpointNotInService, STATES.endpointTimedOut]) {
+    const recorded = [STATES.preparationFailed, STATES.trainingFailed, STATES.deploymentFailed, STATES.endpointFailed, STATES.endpointNotInService, STATES.endpointTimedOut];
+    for (const name of [...recorded, STATES.registrationFailed, STATES.loraCheckFailed, STATES.promotionFailed]) {
       expect([name, (definition.States[name] as any).Next]).toEqual([name, STATES.reportFailure]);
     }
+    expect(Object.fromEntries([STATES.registrationFailed, STATES.loraCheckFailed, STATES.promotionFailed].map((name) => [name, (definition.States[name] as any).Parameters.stage]))).toEqual({
+      [STATES.registrationFailed]: 'register',
+      [STATES.loraCheckFailed]: 'check',
+      [STATES.promotionFailed]: 'promote',
+    });
   });
 });
 
@@ -112,12 +153,25 @@ describe('the state machine role: least privilege', () => {
   });
 
   test('touches only SageMaker resources named with the stack prefix', () => {
-    const sagemaker = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('sagemaker:')));
+    const sagemaker = statements.filter((s) => (s as { Effect?: string }).Effect !== 'Deny' && actionsOf(s).some((a) => a.startsWith('sagemaker:')));
     expect(sagemaker.length).toBeGreaterThan(0);
     for (const statement of sagemaker) {
       const arns = [JSON.parse(resolved(statement.Resource))].flat() as string[];
       for (const arn of arns) expect(arn).toMatch(/^arn:aws:sagemaker:us-east-1:123456789012:(training-job|model|endpoint-config|endpoint)\/lora-\*$/);
     }
+  });
+
+  test('may never deploy to, replace or delete the shared endpoint, though its name has the prefix', () => {
+    const denied = statements.filter((s) => (s as { Effect?: string }).Effect === 'Deny');
+    expect(denied.map((s) => [actionsOf(s).sort(), JSON.parse(resolved(s.Resource))])).toEqual([
+      [['sagemaker:CreateEndpoint', 'sagemaker:DeleteEndpoint', 'sagemaker:UpdateEndpoint'], SHARED_ENDPOINT_ARN],
+    ]);
+    // Named, not read from the endpoint: the role's policy, and so the state machine, do not wait for the endpoint's creation.
+    expect(JSON.stringify(denied[0].Resource)).not.toContain('Fn::GetAtt');
+    // The allow it overrides does cover the shared endpoint's name (control).
+    const [deploy] = allowing(statements, 'sagemaker:UpdateEndpoint').filter((s) => (s as { Effect?: string }).Effect !== 'Deny');
+    const covers = (pattern: string) => new RegExp(`^${pattern.replace(/\*/g, '.*')}$`).test(SHARED_ENDPOINT_ARN);
+    expect(([deploy.Resource].flat() as string[]).some(covers)).toBe(true);
   });
 
   test('a stack with another prefix gets permissions for that prefix only (control)', () => {
@@ -159,7 +213,9 @@ describe('the functions', () => {
     expect(Object.keys(functions).sort()).toEqual([
       expect.stringMatching(/^StatusFunction/),
       expect.stringMatching(/^TriggerKickoffFunction/),
+      expect.stringMatching(/^WorkflowLoraCheckFunction/),
       expect.stringMatching(/^WorkflowPrepareFunction/),
+      expect.stringMatching(/^WorkflowRegistryFunction/),
       expect.stringMatching(/^WorkflowReportFunction/),
     ]);
     for (const fn of Object.values(functions) as any[]) {
@@ -177,7 +233,15 @@ describe('the functions', () => {
       namePrefix: 'lora',
       modelType: 'sd15',
       training: { instanceType: 'ml.g4dn.xlarge', spot: true, maxRuntimeSeconds: 3600, maxWaitSeconds: 7200, volumeSizeGb: 50 },
-      endpoint: { instanceType: 'ml.g4dn.xlarge', instanceCount: 1, startupHealthCheckTimeoutSeconds: 1200, modelDataDownloadTimeoutSeconds: 1800, loraScale: 1 },
+      endpoint: {
+        mode: 'shared',
+        shared: { endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' },
+        instanceType: 'ml.g4dn.xlarge',
+        instanceCount: 1,
+        startupHealthCheckTimeoutSeconds: 1200,
+        modelDataDownloadTimeoutSeconds: 1800,
+        loraScale: 1,
+      },
       checkpointExpirationDays: 7,
     });
   });
@@ -194,6 +258,217 @@ describe('the functions', () => {
     const { statements } = roleStatements(stack, template, stack.status.status.role);
     const actions = statements.flatMap(actionsOf).filter((a) => !a.startsWith('logs:') && !a.startsWith('xray:'));
     expect(actions.sort()).toEqual(['sagemaker:DescribeEndpoint', 'sagemaker:DescribeTrainingJob', 'states:DescribeExecution', 'states:GetExecutionHistory', 'states:ListExecutions']);
+  });
+});
+
+describe('the shared path (endpoint.mode shared, the default)', () => {
+  const states = definition.States as Record<string, any>;
+  // payloadResponseOnly: the task's Resource is the function, its Parameters the payload.
+  const invoked = (name: string) => states[name].Resource;
+  const functionArn = (fn: { node: { defaultChild?: unknown } }) => `arn:aws:lambda:us-east-1:123456789012:function:${stack.getLogicalId(fn.node.defaultChild as never)}`;
+
+  test('after training, Serving mode? sends a shared run to Register LoRA and any other to the dedicated deployment', () => {
+    expect(states[STATES.train].Next).toBe(STATES.servingMode);
+    expect(states[STATES.servingMode]).toEqual({
+      Type: 'Choice',
+      Choices: [{ Variable: '$.run.serving.mode', StringEquals: 'shared', Next: STATES.registerLora }],
+      Default: STATES.createModel,
+    });
+  });
+
+  test('register → try on the shared endpoint → make current → report success, each with the payload its function takes', () => {
+    expect([STATES.registerLora, STATES.tryLora, STATES.makeLoraCurrent].map((name) => states[name].Next)).toEqual([STATES.tryLora, STATES.makeLoraCurrent, STATES.reportSuccess]);
+    expect(states[STATES.registerLora]).toMatchObject({
+      Parameters: {
+        action: 'register',
+        'run.$': '$.run',
+        'training.$': '$.training',
+        execution: { 'name.$': '$$.Execution.Name', 'startTime.$': '$$.Execution.StartTime', 'arn.$': '$$.Execution.Id' },
+      },
+      ResultPath: '$.lora',
+    });
+    expect(states[STATES.tryLora]).toMatchObject({
+      Parameters: {
+        'endpointName.$': '$.run.serving.endpointName',
+        'inferenceComponentName.$': '$.run.serving.inferenceComponentName',
+        lora: { 'name.$': '$.lora.name', 'version.$': '$.lora.version' },
+        'modelType.$': '$.run.modelType',
+      },
+      ResultPath: '$.check',
+    });
+    expect(states[STATES.makeLoraCurrent]).toMatchObject({ Parameters: { action: 'promote', 'name.$': '$.lora.name', 'version.$': '$.lora.version' }, ResultPath: '$.promotion' });
+    expect(invoked(STATES.registerLora)).toBe(functionArn(stack.workflow.registryFunction.function));
+    expect(invoked(STATES.makeLoraCurrent)).toBe(functionArn(stack.workflow.registryFunction.function));
+    expect(invoked(STATES.tryLora)).toBe(functionArn(stack.workflow.checkFunction!.function));
+    // Report success hears from either mode; what the other mode makes is null from Read input on.
+    expect(states[STATES.reportSuccess].Parameters).toMatchObject({ 'endpoint.$': '$.endpoint', 'lora.$': '$.lora', 'check.$': '$.check', 'promotion.$': '$.promotion' });
+    expect(states[STATES.readInput].Parameters).toMatchObject({ endpoint: null, lora: null, check: null, promotion: null });
+  });
+
+  type Retrier = { ErrorEquals: string[]; IntervalSeconds?: number; MaxAttempts?: number; BackoffRate?: number; MaxDelaySeconds?: number; JitterStrategy?: string };
+  /** The retrier Step Functions applies to `error`: the first that lists it, or States.ALL (no States.* error but Timeout and TaskFailed are ours). */
+  const retrierFor = (state: string, error: string): Retrier | undefined =>
+    (states[state].Retry as Retrier[]).find((r) => r.ErrorEquals.includes(error) || r.ErrorEquals.includes('States.ALL'));
+  /** How many times `error` is retried at `state` (ASL's MaxAttempts defaults to 3). */
+  const attempts = (state: string, error: string) => {
+    const retrier = retrierFor(state, error);
+    return retrier === undefined ? 0 : (retrier.MaxAttempts ?? 3);
+  };
+  // What the functions can throw beyond their own errors: the SDKs' (DynamoDB, S3 streams, SageMaker Runtime), Node's socket errors, Lambda's.
+  const PASSING = [
+    'ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'InternalServerError', 'TransactionCanceledException',
+    'SlowDown', 'InternalError', 'TimeoutError', 'Error', 'S3ServiceException',
+    'ServiceUnavailable', 'InternalFailure', 'InternalDependencyException',
+    'Lambda.ServiceException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException', 'Lambda.Unknown',
+  ];
+  const OWN_PASSING = Object.values(LORA_ERRORS).filter((name) => !LORA_REFUSALS.includes(name));
+
+  test.each([STATES.registerLora, STATES.makeLoraCurrent, STATES.rejectLora, STATES.tryLora])('%s: every error but a refusal is retried; a refusal never', (state) => {
+    const retried = [...OWN_PASSING, ...PASSING].filter((error) => attempts(state, error) === 0);
+    expect(retried).toEqual([]);
+    expect(LORA_REFUSALS.filter((error) => attempts(state, error) > 0)).toEqual([]);
+    // Control: the refusals are among the names States.ALL would catch, so their own retrier must come first.
+    expect((states[state].Retry as Retrier[]).some((r) => r.ErrorEquals.includes('States.ALL'))).toBe(true);
+  });
+
+  test('the check waits for a warming endpoint every minute for 20 minutes, and for a busy one with backoff; the registry waits out a claim', () => {
+    expect(retrierFor(STATES.tryLora, 'SharedEndpointWarming')).toEqual({ ErrorEquals: ['SharedEndpointWarming'], IntervalSeconds: 60, MaxAttempts: 20, BackoffRate: 1 });
+    expect(WARMING_RETRY.interval.toSeconds() * WARMING_RETRY.maxAttempts).toBe(1200);
+    expect(retrierFor(STATES.tryLora, 'SharedEndpointBusy')).toMatchObject({ ErrorEquals: ['SharedEndpointBusy'], BackoffRate: 2, MaxAttempts: 8, JitterStrategy: 'FULL' });
+    expect(retrierFor(STATES.registerLora, 'RegistryBusy')).toMatchObject({ ErrorEquals: ['RegistryBusy'], IntervalSeconds: 10, MaxAttempts: 12, MaxDelaySeconds: 120 });
+    // A duplicate registration waits longer than a claim can last, so it sees the first one's version.
+    const { interval, backoffRate, maxDelay, maxAttempts } = REGISTRY_BUSY_RETRY;
+    const waits = Array.from({ length: maxAttempts }, (_, i) => Math.min(interval.toSeconds() * backoffRate ** i, maxDelay.toSeconds()));
+    expect(waits.reduce((sum, w) => sum + w, 0) * 1000).toBeGreaterThan(CLAIM_LEASE_MS);
+    expect(states[STATES.tryLora].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATES.loraCheckFailed }]);
+  });
+
+  test('no state a shared run can reach creates or changes a SageMaker model, endpoint config or endpoint', () => {
+    const deploying = (from: string) => [...reachable(states, from)].filter((name) => DEPLOYING.test(states[name].Resource ?? ''));
+    expect(deploying(STATES.registerLora)).toEqual([]);
+    // Control: the dedicated branch of the same Choice does reach them.
+    expect(deploying(STATES.createModel).sort()).toEqual([STATES.createEndpoint, STATES.createEndpointConfig, STATES.createModel, STATES.replaceEndpoint, STATES.updateEndpoint].sort());
+  });
+
+  test('a failed run whose LoRA the server refused marks the version failed, best effort, before notifying; clean-ups of dedicated runs are unchanged', () => {
+    // Only after the server refused the LoRA (LoraCheckFailed), whatever Report answers.
+    expect(states[STATES.cleanUp].Choices).toEqual([
+      { And: [{ Variable: '$.report.cleanup.loraVersion', IsPresent: true }, { Variable: '$.failure.error.Error', StringEquals: 'LoraCheckFailed' }], Next: STATES.rejectLora },
+      { Variable: '$.report.cleanup.endpointName', IsPresent: true, Next: STATES.deleteFailedEndpoint },
+      { Variable: '$.report.cleanup.endpointConfigName', IsPresent: true, Next: STATES.deleteEndpointConfig },
+    ]);
+    expect(states[STATES.rejectLora]).toMatchObject({
+      Parameters: { action: 'reject', 'name.$': '$.report.cleanup.loraVersion.name', 'version.$': '$.report.cleanup.loraVersion.version', 'reason.$': '$.report.cause' },
+      Next: STATES.notifyFailure,
+      Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.cleanupError', Next: STATES.notifyFailure }],
+    });
+  });
+});
+
+describe('the registry and check functions: least privilege', () => {
+  const otherActions = (statements: PolicyStatement[]) => statements.flatMap(actionsOf).filter((a) => !a.startsWith('logs:') && !a.startsWith('xray:'));
+
+  test('the state machine may invoke its four functions and no other', () => {
+    const invoke = allowing(workflowRole.statements, 'lambda:InvokeFunction');
+    const arns = new Set(invoke.flatMap((s) => [s.Resource].flat() as string[]).map((arn) => arn.replace(/:\*$/, '')));
+    const fn = (f: { function: { node: { defaultChild?: unknown } } }) => `arn:aws:lambda:us-east-1:123456789012:function:${stack.getLogicalId(f.function.node.defaultChild as never)}`;
+    const { workflow } = stack;
+    expect([...arns].sort()).toEqual([workflow.prepareFunction, workflow.reportFunction, workflow.registryFunction, workflow.checkFunction!].map(fn).sort());
+  });
+
+  test('the registry function reads and writes the table\'s items (never deletes or scans), with its key through DynamoDB only', () => {
+    const { statements } = roleStatements(stack, template, stack.workflow.registryFunction.role);
+    const tableArn = resolved(stack.resolve(stack.registry.table.tableArn));
+    const dynamodb = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('dynamodb:')));
+    expect(dynamodb.map((s) => [actionsOf(s).sort(), resolved(s.Resource)])).toEqual([
+      [['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem'], tableArn],
+    ]);
+    expect(otherActions(statements).filter((a) => !/^(dynamodb|kms|s3):/.test(a))).toEqual([]);
+  });
+
+  test('the registry function reads the training output under models/ and writes LoRA copies under loras/, and nothing else of S3', () => {
+    const { statements } = roleStatements(stack, template, stack.workflow.registryFunction.role);
+    const plain = statements.map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)) }));
+    const bucket = resolved(stack.resolve(stack.storage.artifactsBucket.bucketName)).replace(/"/g, '');
+    const object = (key: string) => `arn:aws:s3:::${bucket}/${key}`;
+    const s3 = plain.filter((s) => actionsOf(s).some((a) => a.startsWith('s3:')));
+    expect(s3.map((s) => [s.Sid, actionsOf(s), s.Resource])).toEqual([
+      ['ReadTrainingOutputs', ['s3:GetObject'], object('models/*')],
+      // CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all s3:PutObject.
+      ['WriteLoraCopies', ['s3:AbortMultipartUpload', 's3:PutObject'], object('loras/*')],
+    ]);
+    expect(allows(plain, 's3:GetObject', object('models/run-1/output/model.tar.gz'))).toBe(true);
+    expect(allows(plain, 's3:PutObject', object('loras/pokemon/3.safetensors'))).toBe(true);
+    // Negative controls: it never writes where training output is, never reads its own copies
+    // (nor checkpoints), and never lists, deletes or touches the datasets.
+    expect(allows(plain, 's3:PutObject', object('models/run-1/output/model.tar.gz'))).toBe(false);
+    expect(allows(plain, 's3:GetObject', object('loras/pokemon/3.safetensors'))).toBe(false);
+    expect(allows(plain, 's3:GetObject', object('checkpoints/run-1/state'))).toBe(false);
+    expect(allows(plain, 's3:DeleteObject', object('loras/pokemon/3.safetensors'))).toBe(false);
+    expect(allows(plain, 's3:ListBucket', `arn:aws:s3:::${bucket}`)).toBe(false);
+    const kms = plain.filter((s) => actionsOf(s).some((a) => a.startsWith('kms:')));
+    expect(kms.map((s) => [actionsOf(s).sort(), resolved(s.Condition)])).toEqual([
+      [['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'], '{"StringEquals":{"kms:ViaService":"dynamodb.us-east-1.amazonaws.com"}}'],
+      // Reading the SSE-KMS archive, and writing SSE-KMS copies (each multipart part is encrypted).
+      [['kms:Decrypt', 'kms:GenerateDataKey'], '{"StringEquals":{"kms:ViaService":"s3.us-east-1.amazonaws.com"}}'],
+    ]);
+    const environment = JSON.parse(resolved(template.toJSON().Resources[stack.getLogicalId(stack.workflow.registryFunction.function.node.defaultChild as never)].Properties.Environment.Variables));
+    expect(environment).toMatchObject({ LORA_REGISTRY_TABLE: JSON.parse(resolved(stack.resolve(stack.registry.table.tableName))), LORA_BUCKET: bucket, MODELS_PREFIX: 'models/', LORA_PREFIX: 'loras/' });
+  });
+
+  test('the stack names the registry function in an output, saying how to retire a version', () => {
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown; Description: string }>;
+    expect(outputs.RegistryFunctionName.Value).toEqual({ Ref: stack.getLogicalId(stack.workflow.registryFunction.function.node.defaultChild as never) });
+    expect(outputs.RegistryFunctionName.Description).toContain('Retires a LoRA version');
+    // The payload in the description is one the function accepts.
+    const payload = JSON.parse(/--payload '([^']+)'/.exec(outputs.RegistryFunctionName.Description)![1]) as unknown;
+    expect(parseRegistryEvent(payload)).toEqual({ action: 'retire', name: 'pokemon', version: 3 });
+  });
+
+  test('the check function may invoke the shared endpoint\'s inference component, and nothing else', () => {
+    const { statements } = roleStatements(stack, template, stack.workflow.checkFunction!.role);
+    expect(otherActions(statements)).toEqual(['sagemaker:InvokeEndpoint']);
+    const [invoke] = allowing(statements, 'sagemaker:InvokeEndpoint');
+    expect([invoke.Resource].flat().sort()).toEqual([SHARED_ENDPOINT_ARN, SHARED_COMPONENT_ARN].sort());
+  });
+
+  test('a shared endpoint given in dedicated mode, or none in shared mode, is refused at synth, naming the mistake', () => {
+    /** A workflow in a stack of its own, with `mode` and maybe a shared endpoint. */
+    const workflowWith = (mode: 'shared' | 'dedicated', withEndpoint: boolean) => {
+      const scope = new Stack(createTestApp(), 'Wiring');
+      const storage = new PipelineStorage(scope, 'Storage', {});
+      const baseModel = PREPARE_SETTINGS.baseModel;
+      // Prepare's test settings, less what the workflow adds itself.
+      const { datasetsBucket: _bucket, keyArn: _key, pipeline: _pipeline, endpoint, ...fromPrepare } = PREPARE_SETTINGS;
+      const workflowSettings = { ...fromPrepare, endpoint: { instanceType: endpoint.instanceType, instanceCount: endpoint.instanceCount, loraScale: endpoint.loraScale } };
+      const props: LoraWorkflowProps = {
+        logRetention: 90,
+        removalPolicy: RemovalPolicy.DESTROY,
+        settings: { ...workflowSettings, baseModel, endpoint: { ...workflowSettings.endpoint, mode } },
+        storage,
+        training: new TrainingContainer(scope, 'Training', { storage, datasetPrefix: 'datasets/', baseModel }),
+        serving: new ServingContainer(scope, 'Serving', { storage, modelType: 'sd15', baseModel }),
+        topic: new sns.Topic(scope, 'Topic'),
+        registry: new dynamodb.Table(scope, 'Registry', { partitionKey: { name: 'name', type: dynamodb.AttributeType.STRING }, encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED, removalPolicy: RemovalPolicy.DESTROY }),
+        sharedEndpoint: withEndpoint ? { endpointName: 'e', inferenceComponentName: 'c', endpointArn: 'arn:e', inferenceComponentArn: 'arn:c' } : undefined,
+      };
+      return () => new LoraWorkflow(scope, 'Workflow', props);
+    };
+    expect(workflowWith('shared', false)).toThrow(/endpoint.mode is 'shared' but a shared endpoint was not given/);
+    expect(workflowWith('dedicated', true)).toThrow(/endpoint.mode is 'dedicated' but a shared endpoint was given/);
+    expect(workflowWith('dedicated', false)).not.toThrow();
+  });
+
+  test('a dedicated deployment has no check function and no shared states; its registry function stays for operators (control)', () => {
+    const other = synthPipeline({ 'endpoint.mode': 'dedicated' });
+    const states = extractDefinition(other.template).States as Record<string, any>;
+    expect(other.stack.workflow.checkFunction).toBeUndefined();
+    for (const name of [STATES.servingMode, STATES.registerLora, STATES.tryLora, STATES.makeLoraCurrent, STATES.rejectLora, STATES.loraCheckFailed]) expect(states[name]).toBeUndefined();
+    expect(states[STATES.train].Next).toBe(STATES.createModel);
+    const otherRole = roleStatements(other.stack, other.template, other.stack.workflow.stateMachine.role).statements;
+    expect(otherRole.filter((s) => (s as { Effect?: string }).Effect === 'Deny')).toEqual([]);
+    expect(JSON.stringify(otherRole)).not.toContain(other.stack.getLogicalId(other.stack.workflow.registryFunction.function.node.defaultChild as never));
+    expect(Object.keys(other.template.findResources('AWS::Lambda::Function', { Properties: { Runtime: 'nodejs24.x' } })).some((id) => id.startsWith('WorkflowRegistryFunction'))).toBe(true);
   });
 });
 

@@ -20,7 +20,7 @@ export function createHandler(deps: HandlerDependencies): (event: PrepareEvent) 
     try {
       const result = await prepare(event, { store, settings: deps.settings, now });
       if (result.settled) {
-        log('INFO', 'Run prepared', { execution, run: result.run, dataset: result.dataset, endpointName: result.serving.endpointName });
+        log('INFO', 'Run prepared', { execution, run: result.run, dataset: result.dataset, servingMode: result.serving.mode, endpointName: result.serving.endpointName, lora: result.lora.name });
       } else {
         log('INFO', 'Dataset folder still changing', { execution, waitSeconds: result.waitSeconds, reason: result.reason });
       }

@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import type { PreparedRun, PrepareEvent, PrepareResult, PrepareSettings, Tag, TrainingChannel, UnsettledRun } from '../shared/contract';
 import { toSageMakerHyperparameters, validateHyperparameters } from '../shared/hyperparameters';
-import { BASE_MODEL_CHANNEL, isS3BaseModel, servingModelInputs } from '../shared/models';
-import { endpointName, fittedSlug, runName } from '../shared/names';
+import { loraNameOf } from '../shared/lora-name';
+import { BASE_MODEL_CHANNEL, isS3BaseModel } from '../shared/models';
+import { fittedSlug, runName } from '../shared/names';
 import { checkDatasetToml, countImages, DATASET_TOML, folderFiles, type ListedObject, MAX_CONTROL_FILE_BYTES, newest, TRAIN_JSON } from './dataset';
 import { invalidDataset, invalidInput, listProblems } from './errors';
 import { combinationProblems, type DatasetLocation, parseExecutionInput, parseTrainJson, resolveOptions, type ResolvedOptions, type RunOptions } from './input';
 import { hasInstanceStorage, tagValue } from './resources';
+import { dedicatedServing, servingDecision, servingProblems, sharedServing } from './serving';
 
 /** The reads Prepare makes of the datasets bucket; an S3 client in the function, a fake in tests. */
 export interface DatasetStore {
@@ -67,7 +69,7 @@ export async function prepare(event: PrepareEvent, deps: PrepareDependencies): P
   if (file === 'gone') return changedWhileReading(TRAIN_JSON, settings);
   const options = resolveOptions(parsed.options, file, settings);
   const outputName = fittedSlug(options.name ?? dataset.folder, 100);
-  const problems = combinationProblems(options, settings);
+  const problems = [...combinationProblems(options, settings), ...servingProblems(options, settings, options.name ?? dataset.folder)];
   const hyperparameters = validateHyperparameters({
     ...options.hyperparameters,
     model_type: options.modelType.value,
@@ -229,20 +231,24 @@ function preparedRun(parts: RunParts): PreparedRun {
     InputMode: 'File',
   });
   const trainingType = options.training.instanceType.value;
-  const endpointType = options.endpoint.instanceType.value;
   const spot = options.training.spot.value;
   const tags: Tag[] = [
     { Key: 'pipeline', Value: tagValue(settings.pipeline) },
     { Key: 'dataset', Value: tagValue(dataset.folder) },
     { Key: 'run', Value: run },
   ];
-  const model = servingModelInputs(options.modelType.value, baseModel, settings.endpoint.loraScale);
+  const decision = servingDecision(options, settings);
+  const serving =
+    decision.mode === 'shared'
+      ? sharedServing(decision)
+      : dedicatedServing({ run, stableName: shortName, options, settings, networkIsolation: inS3, tags, because: decision.because });
   return {
     settled: true,
     run,
     dataset: { name: dataset.folder, uri: dataset.uri, images: parts.images, captions: parts.captions },
     modelType: options.modelType.value,
     baseModel,
+    lora: { name: loraNameOf(shortName) },
     training: {
       jobName: run,
       hyperparameters: parts.hyperparameters,
@@ -260,29 +266,7 @@ function preparedRun(parts: RunParts): PreparedRun {
       },
       networkIsolation: inS3,
     },
-    serving: {
-      modelName: run,
-      endpointConfigName: run,
-      endpointName: options.endpoint.name ?? endpointName(settings.namePrefix, shortName),
-      environment: model.environment,
-      additionalModelDataSources: model.additionalModelDataSources,
-      networkIsolation: inS3,
-      endpointConfig: {
-        EndpointConfigName: run,
-        ...(hasInstanceStorage(endpointType) ? {} : { KmsKeyId: settings.keyArn }),
-        ProductionVariants: [
-          {
-            VariantName: 'AllTraffic',
-            ModelName: run,
-            InstanceType: endpointType,
-            InitialInstanceCount: options.endpoint.instanceCount.value,
-            ContainerStartupHealthCheckTimeoutInSeconds: settings.endpoint.startupHealthCheckTimeoutSeconds,
-            ModelDataDownloadTimeoutInSeconds: settings.endpoint.modelDataDownloadTimeoutSeconds,
-          },
-        ],
-        Tags: tags,
-      },
-    },
+    serving,
     tags,
   };
 }

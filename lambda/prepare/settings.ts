@@ -10,6 +10,8 @@ import { GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS } fro
 
 const positiveInteger = (max: number) => z.number().int().min(1).max(max);
 const gpuInstanceType = z.string().regex(GPU_INSTANCE_TYPE);
+// SageMaker's endpoint and inference component name rule.
+const endpointName = z.string().regex(/^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/);
 
 const settingsSchema = z.strictObject({
   datasetsBucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/),
@@ -32,6 +34,8 @@ const settingsSchema = z.strictObject({
     volumeSizeGb: positiveInteger(16384),
   }),
   endpoint: z.strictObject({
+    mode: z.enum(['shared', 'dedicated']),
+    shared: z.strictObject({ endpointName: endpointName, inferenceComponentName: endpointName }).optional(),
     instanceType: gpuInstanceType,
     instanceCount: positiveInteger(20),
     startupHealthCheckTimeoutSeconds: z.number().int().min(60).max(3600),
@@ -41,6 +45,11 @@ const settingsSchema = z.strictObject({
   keyArn: z.string().regex(/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/),
   checkpointExpirationDays: positiveInteger(3650),
   pipeline: z.string().min(1).max(256),
+}).superRefine((settings, context) => {
+  // The shared endpoint's names exist exactly when the deployment serves runs on it.
+  const { mode, shared } = settings.endpoint;
+  if (mode === 'shared' && shared === undefined) context.addIssue({ code: 'custom', path: ['endpoint', 'shared'], message: 'required in shared mode' });
+  if (mode === 'dedicated' && shared !== undefined) context.addIssue({ code: 'custom', path: ['endpoint', 'shared'], message: 'must be absent in dedicated mode' });
 });
 
 /** Parses and checks `SETTINGS`; throws an Error naming every bad field. */

@@ -1,6 +1,9 @@
-import { PREPARE_ERRORS, type FailureStage, type PreparedRun, type ReportEvent, type ReportResult, type RunSummary } from '../shared/contract';
+import { LORA_ERRORS, PREPARE_ERRORS, type FailureStage, type PreparedRun, type ReportEvent, type ReportResult, type RunCleanup, type RunSummary } from '../shared/contract';
+import { loraRef } from '../shared/lora-name';
 import { datasetFolder, isRecord, nonEmptyString, parseJson, preparedRun } from '../shared/run-info';
 import { isoTime, summarizeTraining, trainingLogsUrl } from '../shared/training-summary';
+import { checkCause, checkError, loraCleanup, promoteCause, registerCause } from './lora-stages';
+import { servingOf } from './serving-summary';
 
 /**
  * The last step of every run: its end as a notification, and as the execution's output (success)
@@ -26,6 +29,9 @@ const STAGE_ACTIVITY: Record<FailureStage, string> = {
   model: 'creating the model',
   endpoint: 'deploying the endpoint',
   'endpoint-timeout': 'waiting for the endpoint',
+  register: 'registering the LoRA',
+  check: 'trying the LoRA on the shared endpoint',
+  promote: 'making the LoRA current',
 };
 
 const STAGE_ERROR: Record<Exclude<FailureStage, 'prepare'>, string> = {
@@ -33,6 +39,9 @@ const STAGE_ERROR: Record<Exclude<FailureStage, 'prepare'>, string> = {
   model: 'DeploymentFailed',
   endpoint: 'EndpointFailed',
   'endpoint-timeout': 'EndpointTimeout',
+  register: 'RegistrationFailed',
+  check: 'LoraCheckFailed',
+  promote: 'PromotionFailed',
 };
 
 /**
@@ -139,7 +148,7 @@ function modelCause(context: FailureContext): string {
 function endpointCause(context: FailureContext): string {
   const endpoint = isRecord(context.state.endpoint) ? context.state.endpoint : {};
   const name = nonEmptyString(endpoint.EndpointName) ?? context.run?.serving.endpointName ?? 'of this run';
-  const ours = context.run?.serving.endpointConfigName;
+  const ours = context.run?.serving.mode === 'dedicated' ? context.run.serving.endpointConfigName : undefined;
   // The SageMaker integrations name their errors `SageMaker.*`: a call failed, not the endpoint.
   if (context.errorName.startsWith('SageMaker.') || !isRecord(context.state.endpoint)) {
     const deployment = isRecord(context.state.deployment) ? context.state.deployment : undefined;
@@ -186,6 +195,9 @@ function timeoutCause(context: FailureContext): string {
 }
 
 function failureError(stage: FailureStage, errorName: string): string {
+  // A LoRA file the training wrote wrong is the user's to look at, like a refused input.
+  if (stage === 'register' && errorName === LORA_ERRORS.loraFileInvalid) return errorName;
+  if (stage === 'check') return checkError(errorName);
   if (stage !== 'prepare') return STAGE_ERROR[stage];
   const kept: string[] = Object.values(PREPARE_ERRORS);
   return kept.includes(errorName) ? errorName : 'PreparationFailed';
@@ -197,7 +209,14 @@ const CAUSE_OF_STAGE: Record<FailureStage, (context: FailureContext) => string> 
   model: modelCause,
   endpoint: endpointCause,
   'endpoint-timeout': timeoutCause,
+  register: (context) => registerCause(loraFailure(context)),
+  check: (context) => checkCause(loraFailure(context)),
+  promote: (context) => promoteCause(loraFailure(context)),
 };
+
+function loraFailure(context: FailureContext): Parameters<typeof registerCause>[0] {
+  return { errorName: context.errorName, reason: causeText(context.cause), run: context.run, state: context.state };
+}
 
 function isStage(value: unknown): value is FailureStage {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(STAGE_ACTIVITY, value);
@@ -230,7 +249,7 @@ function reportFailure(event: Record<string, unknown>, options: ReportOptions): 
     logsUrl = job?.logsUrl ?? (jobName !== undefined && options.region !== undefined ? trainingLogsUrl(options.region, jobName) : undefined);
   }
 
-  const cleanup = cleanupOf(stage, run, state);
+  const cleanup = cleanupOf(stage, errorName, run, state);
 
   const who = run !== undefined ? `run ${run.run}` : dataset !== undefined ? `dataset "${dataset}"` : `execution ${execution.name}`;
   const subject = snsSubject(`LoRA ${who} failed: ${error}`);
@@ -247,7 +266,9 @@ function reportFailure(event: Record<string, unknown>, options: ReportOptions): 
     `Caught error: ${errorName}`,
   ];
   if (logsUrl !== undefined) lines.push(`Training logs: ${logsUrl}`);
-  if (cleanup !== undefined) {
+  if (cleanup?.loraVersion !== undefined) {
+    lines.push(`To be marked failed in the registry by the clean-up: ${loraRef(cleanup.loraVersion.name, cleanup.loraVersion.version)}`);
+  } else if (cleanup !== undefined) {
     const names = [cleanup.modelName, cleanup.endpointConfigName, cleanup.endpointName].filter((name) => name !== undefined);
     lines.push(`Cleaned up: ${names.join(', ')}`);
   }
@@ -260,22 +281,22 @@ function reportSuccess(event: Record<string, unknown>): ReportResult {
   const execution = executionOf(event);
   const run = preparedRun(event.run);
   const training = summarizeTraining(event.training);
-  const endpoint = isRecord(event.endpoint) ? event.endpoint : {};
   const runName = run?.run ?? training.jobName ?? execution.name;
-  const endpointName = nonEmptyString(endpoint.EndpointName) ?? run?.serving.endpointName ?? 'unknown';
+  const serving = servingOf(event, run);
   const summary: RunSummary = {
     run: runName,
     dataset: run?.dataset.name ?? 'unknown',
     trainingJobName: training.jobName ?? run?.training.jobName ?? runName,
     modelArtifact: training.modelArtifact ?? 'unknown',
-    endpointName,
+    endpointName: serving.endpointName,
     trainingSeconds: training.trainingSeconds,
     billableSeconds: training.billableSeconds,
     spotSavingsPercent: training.spotSavingsPercent,
+    ...serving.summary,
   };
   const savings = summary.spotSavingsPercent > 0 ? `, ${summary.spotSavingsPercent}% saved by managed spot` : '';
   const message = [
-    `The LoRA run ${summary.run} is in service on endpoint ${endpointName}.`,
+    ...serving.lines,
     '',
     `Dataset: ${summary.dataset}`,
     `Execution: ${execution.name} (started ${execution.startTime})`,
@@ -283,13 +304,11 @@ function reportSuccess(event: Record<string, unknown>): ReportResult {
     `Model artifact: ${summary.modelArtifact}`,
     '',
     'Generate an image:',
-    `  aws sagemaker-runtime invoke-endpoint --endpoint-name ${endpointName} \\`,
-    '    --content-type application/json --accept image/png --cli-binary-format raw-in-base64-out \\',
-    `    --body '{"prompt": "..."}' image.png`,
+    `  ${summary.invokeCommand}`,
     '',
     JSON.stringify(summary, null, 2),
   ].join('\n');
-  return { subject: snsSubject(`LoRA run ${summary.run} is in service`), message, summary };
+  return { subject: snsSubject(serving.subject), message, summary };
 }
 
 export function report(event: ReportEvent, options: ReportOptions): ReportResult {
@@ -308,8 +327,10 @@ const ENDPOINT_GONE_WRONG = ['Failed', 'OutOfService', 'Deleting'];
  * the endpoint too when this run created it and it failed. An endpoint still being created or
  * updated (a describe call failed, or polling timed out) may still come up on them: nothing goes.
  */
-function cleanupOf(stage: FailureStage, run: PreparedRun | undefined, state: Record<string, unknown>): ReportResult['cleanup'] {
-  if ((stage !== 'endpoint' && stage !== 'model') || run === undefined) return undefined;
+function cleanupOf(stage: FailureStage, errorName: string, run: PreparedRun | undefined, state: Record<string, unknown>): RunCleanup | undefined {
+  // A shared run whose LoRA the server refused: its version is marked failed (never for a fault of the endpoint or registry).
+  if (stage === 'check') return loraCleanup(errorName, state);
+  if ((stage !== 'endpoint' && stage !== 'model') || run === undefined || run.serving.mode !== 'dedicated') return undefined;
   const resources = { modelName: run.serving.modelName, endpointConfigName: run.serving.endpointConfigName };
   const deployment = isRecord(state.deployment) ? state.deployment : undefined;
   const endpoint = isRecord(state.endpoint) ? state.endpoint : {};

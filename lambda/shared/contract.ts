@@ -1,7 +1,8 @@
 /**
- * The contracts between the workflow (lib/run-definition.ts) and its functions: the state names the
- * status function reads back from an execution's history, what the kickoff puts into an
- * execution's input, what Prepare receives and returns, and what Report turns a run's end into.
+ * The contracts between the workflow (lib/run-definition.ts and its stages) and its functions: the
+ * state names the status function reads back from an execution's history, what the kickoff puts
+ * into an execution's input, what Prepare receives and returns, what the registry and LoRA check
+ * functions take and answer in shared mode, and what Report turns a run's end into.
  * Both sides import these types, so a change to one shows up as a type error in the other.
  */
 
@@ -12,6 +13,10 @@ export const STATES = {
   settled: 'Dataset settled?',
   waitForUpload: 'Wait for the upload to settle',
   train: 'Train LoRA',
+  servingMode: 'Serving mode?',
+  registerLora: 'Register LoRA',
+  tryLora: 'Try LoRA on the shared endpoint',
+  makeLoraCurrent: 'Make LoRA current',
   createModel: 'Create model',
   createEndpointConfig: 'Create endpoint config',
   findEndpoint: 'Find endpoint',
@@ -36,12 +41,16 @@ export const STATES = {
   endpointFailed: 'Endpoint failed',
   endpointNotInService: 'Endpoint not in service',
   endpointTimedOut: 'Endpoint timed out',
+  registrationFailed: 'Registration failed',
+  loraCheckFailed: 'LoRA check failed',
+  promotionFailed: 'Promotion failed',
   reportFailure: 'Report failure',
   reportFailurePlainly: 'Report failure without details',
   cleanUp: 'Clean up?',
   deleteFailedEndpoint: 'Delete failed endpoint',
   deleteEndpointConfig: 'Delete endpoint config',
   deleteModel: 'Delete model',
+  rejectLora: 'Mark LoRA version failed',
   notifyFailure: 'Notify failure',
   failed: 'Failed',
 } as const;
@@ -58,6 +67,10 @@ export const PHASE_OF_STATE: Readonly<Record<StateName, Phase>> = {
   [STATES.settled]: 'VALIDATING',
   [STATES.waitForUpload]: 'WAITING_FOR_UPLOAD',
   [STATES.train]: 'TRAINING',
+  [STATES.servingMode]: 'DEPLOYING',
+  [STATES.registerLora]: 'DEPLOYING',
+  [STATES.tryLora]: 'DEPLOYING',
+  [STATES.makeLoraCurrent]: 'DEPLOYING',
   [STATES.createModel]: 'DEPLOYING',
   [STATES.createEndpointConfig]: 'DEPLOYING',
   [STATES.findEndpoint]: 'DEPLOYING',
@@ -83,12 +96,16 @@ export const PHASE_OF_STATE: Readonly<Record<StateName, Phase>> = {
   [STATES.endpointFailed]: 'FAILED',
   [STATES.endpointNotInService]: 'FAILED',
   [STATES.endpointTimedOut]: 'FAILED',
+  [STATES.registrationFailed]: 'FAILED',
+  [STATES.loraCheckFailed]: 'FAILED',
+  [STATES.promotionFailed]: 'FAILED',
   [STATES.reportFailure]: 'FAILED',
   [STATES.reportFailurePlainly]: 'FAILED',
   [STATES.cleanUp]: 'FAILED',
   [STATES.deleteFailedEndpoint]: 'FAILED',
   [STATES.deleteEndpointConfig]: 'FAILED',
   [STATES.deleteModel]: 'FAILED',
+  [STATES.rejectLora]: 'FAILED',
   [STATES.notifyFailure]: 'FAILED',
   [STATES.failed]: 'FAILED',
 };
@@ -188,6 +205,8 @@ export interface PreparedRun {
   };
   readonly modelType: 'sd15' | 'sdxl';
   readonly baseModel: string;
+  /** The LoRA's registry name: the run's stable name (`name`, else the dataset folder name). */
+  readonly lora: { readonly name: string };
   /** Per-run fields of CreateTrainingJob. */
   readonly training: {
     readonly jobName: string;
@@ -205,35 +224,48 @@ export interface PreparedRun {
     /** True when the base model is in S3: the job then needs no network at all. */
     readonly networkIsolation: boolean;
   };
-  /** Per-run fields of CreateModel, CreateEndpointConfig and Create/UpdateEndpoint. */
-  readonly serving: {
-    readonly modelName: string;
-    readonly endpointConfigName: string;
-    /** Stable per dataset (or `endpoint.name`), so retraining updates the endpoint in place. */
-    readonly endpointName: string;
-    readonly environment: Record<string, string>;
-    readonly additionalModelDataSources: Array<{
-      readonly ChannelName: string;
-      readonly S3DataSource: { readonly S3Uri: string; readonly S3DataType: 'S3Object' | 'S3Prefix'; readonly CompressionType: 'None' };
-    }>;
-    readonly networkIsolation: boolean;
-    /** The complete CreateEndpointConfig request (its KmsKeyId depends on the instance type, see above). */
-    readonly endpointConfig: {
-      readonly EndpointConfigName: string;
-      readonly KmsKeyId?: string;
-      readonly ProductionVariants: Array<{
-        readonly VariantName: string;
-        readonly ModelName: string;
-        readonly InstanceType: string;
-        readonly InitialInstanceCount: number;
-        readonly ContainerStartupHealthCheckTimeoutInSeconds: number;
-        readonly ModelDataDownloadTimeoutInSeconds: number;
-      }>;
-      readonly Tags: Tag[];
-    };
-  };
+  /** How the run is served: on the deployment's shared endpoint, or on an endpoint of its own. */
+  readonly serving: DedicatedServing | SharedServing;
   /** `dataset`, `run` (and `pipeline`) tags for every SageMaker resource of the run. */
   readonly tags: Tag[];
+}
+
+/** A run served by the deployment's shared endpoint: nothing is created for it but a registry version. */
+export interface SharedServing {
+  readonly mode: 'shared';
+  readonly endpointName: string;
+  readonly inferenceComponentName: string;
+}
+
+/** A run served by an endpoint of its own, its LoRA fused: per-run fields of CreateModel, CreateEndpointConfig and Create/UpdateEndpoint. */
+export interface DedicatedServing {
+  readonly mode: 'dedicated';
+  /** Set when the deployment is in shared mode but this run cannot use the shared endpoint: why. */
+  readonly dedicatedBecause?: string;
+  readonly modelName: string;
+  readonly endpointConfigName: string;
+  /** Stable per dataset (or `endpoint.name`), so retraining updates the endpoint in place. */
+  readonly endpointName: string;
+  readonly environment: Record<string, string>;
+  readonly additionalModelDataSources: Array<{
+    readonly ChannelName: string;
+    readonly S3DataSource: { readonly S3Uri: string; readonly S3DataType: 'S3Object' | 'S3Prefix'; readonly CompressionType: 'None' };
+  }>;
+  readonly networkIsolation: boolean;
+  /** The complete CreateEndpointConfig request (its KmsKeyId depends on the instance type, see above). */
+  readonly endpointConfig: {
+    readonly EndpointConfigName: string;
+    readonly KmsKeyId?: string;
+    readonly ProductionVariants: Array<{
+      readonly VariantName: string;
+      readonly ModelName: string;
+      readonly InstanceType: string;
+      readonly InitialInstanceCount: number;
+      readonly ContainerStartupHealthCheckTimeoutInSeconds: number;
+      readonly ModelDataDownloadTimeoutInSeconds: number;
+    }>;
+    readonly Tags: Tag[];
+  };
 }
 
 export type PrepareResult = UnsettledRun | PreparedRun;
@@ -247,7 +279,118 @@ export const PREPARE_ERRORS = {
 } as const;
 
 /** Where in the run a failure happened; chosen by the Catch that caught it. */
-export type FailureStage = 'prepare' | 'training' | 'model' | 'endpoint' | 'endpoint-timeout';
+export type FailureStage = 'prepare' | 'training' | 'model' | 'endpoint' | 'endpoint-timeout' | 'register' | 'check' | 'promote';
+
+/** A LoRA version: `name@version`. */
+export interface LoraVersionRef {
+  readonly name: string;
+  readonly version: number;
+}
+
+/** What the registry function is asked (the Register, Make current and Mark failed states; `retire` is for operators). */
+export type RegistryEvent =
+  | {
+      readonly action: 'register';
+      readonly run: PreparedRun;
+      /** The DescribeTrainingJob result the `.sync` training task returned. */
+      readonly training: Record<string, unknown>;
+      readonly execution: { readonly name: string; readonly startTime: string; readonly arn: string };
+    }
+  | { readonly action: 'promote'; readonly name: string; readonly version: number }
+  | { readonly action: 'reject'; readonly name: string; readonly version: number; readonly reason: string }
+  | { readonly action: 'retire'; readonly name: string; readonly version: number };
+
+/** A version the registry function registered (status 'pending'): the Register LoRA state's output, `$.lora`. */
+export interface RegisteredLora extends LoraVersionRef {
+  /** `name@version`, as a request names it. */
+  readonly ref: string;
+  readonly status: 'pending';
+  readonly modelType: 'sd15' | 'sdxl';
+  readonly baseModel: string;
+  readonly s3Uri: string;
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  readonly rank: number;
+  readonly components: Array<'unet' | 'text_encoder' | 'text_encoder_2'>;
+  readonly createdAt: string;
+}
+
+/** Make LoRA current's output, `$.promotion`: whether the version became the name's current one (false when a newer one already is). */
+export interface LoraPromotion extends LoraVersionRef {
+  readonly current: boolean;
+}
+
+/**
+ * Mark LoRA version failed's output: the version's status afterwards. Only a 'pending' version is
+ * marked failed (`changed`); one already ready or retired is left as it is.
+ */
+export interface LoraRejection extends LoraVersionRef {
+  readonly status: LoraStatus;
+  readonly changed: boolean;
+}
+
+/** A registry version's status (docs/design.md, the registry). */
+export type LoraStatus = 'pending' | 'ready' | 'failed' | 'retired';
+
+/** retire's output: the name's current version afterwards (absent when none is left). */
+export interface LoraRetirement extends LoraVersionRef {
+  readonly status: 'retired';
+  readonly current?: number;
+}
+
+export type RegistryResult = RegisteredLora | LoraPromotion | LoraRejection | LoraRetirement;
+
+/** What the workflow passes to the lora-check function. */
+export interface LoraCheckEvent {
+  readonly endpointName: string;
+  readonly inferenceComponentName: string;
+  readonly lora: LoraVersionRef;
+  readonly modelType: 'sd15' | 'sdxl';
+}
+
+/** The lora-check function's answer, `$.check`: the one request served with this version. */
+export interface LoraCheckResult {
+  readonly endpointName: string;
+  readonly inferenceComponentName: string;
+  /** `name@version` the endpoint said it used. */
+  readonly lora: string;
+  readonly sha256?: string;
+  readonly milliseconds: number;
+}
+
+/** The registry function's timeout: a registration's claim on its execution lasts longer (lambda/registry/register.ts). */
+export const REGISTRY_TIMEOUT_SECONDS = 600;
+
+/** The errors of the registry and lora-check functions (their Lambda error names). */
+export const LORA_ERRORS = {
+  /** The training output holds no single readable `.safetensors` LoRA of the run's family. */
+  loraFileInvalid: 'LoraFileInvalid',
+  /** A conditional registry write lost (a version or status changed under it). */
+  registryConflict: 'RegistryConflict',
+  /** The name or version is not in the registry. */
+  loraNotFound: 'LoraNotFound',
+  /** The registry event is malformed. */
+  invalidRegistryEvent: 'InvalidRegistryEvent',
+  /** A registry transaction lost to another write or was throttled, or another invocation holds the registration: the state retries. */
+  registryBusy: 'RegistryBusy',
+  /** The shared endpoint has no copy of its model yet (scaling from zero): the state retries. */
+  sharedEndpointWarming: 'SharedEndpointWarming',
+  /** The shared endpoint answered 429, 503 or 504 (at capacity, registry or S3 throttling, a slow download): the state retries. */
+  sharedEndpointBusy: 'SharedEndpointBusy',
+  /** The shared endpoint could not judge the LoRA (a 500, an answer that is not the shared server's): a fault of the deployment, not of the LoRA. */
+  sharedEndpointUnavailable: 'SharedEndpointUnavailable',
+  /** The shared server refused the LoRA itself (400, 404, 410, 422): the version is rejected; the Cause says what it answered. */
+  loraCheckFailed: 'LoraCheckFailed',
+} as const;
+
+/** The errors that say what is wrong with a request or a LoRA: never retried (the same call would be refused again). */
+export const LORA_REFUSALS: readonly string[] = [
+  LORA_ERRORS.loraFileInvalid,
+  LORA_ERRORS.registryConflict,
+  LORA_ERRORS.loraNotFound,
+  LORA_ERRORS.invalidRegistryEvent,
+  LORA_ERRORS.loraCheckFailed,
+];
 
 /** What the workflow passes to Report at the end of a run. */
 export type ReportEvent =
@@ -257,8 +400,15 @@ export type ReportEvent =
       readonly run: PreparedRun;
       /** The DescribeTrainingJob result the `.sync` training task returned. */
       readonly training: Record<string, unknown>;
-      /** The last DescribeEndpoint result. */
-      readonly endpoint: Record<string, unknown>;
+      // The workflow seeds the four as null; each mode's states fill its own.
+      /** The last DescribeEndpoint result (dedicated runs). */
+      readonly endpoint?: Record<string, unknown> | null;
+      /** The registered version (shared runs). */
+      readonly lora?: RegisteredLora | null;
+      /** Whether the version became current (shared runs). */
+      readonly promotion?: LoraPromotion | null;
+      /** The check request's answer (shared runs). */
+      readonly check?: LoraCheckResult | null;
     }
   | {
       readonly outcome: 'failed';
@@ -269,7 +419,8 @@ export type ReportEvent =
       /**
        * The execution's state when the failure was caught: `request`, and once prepared `run`
        * (PreparedRun), `training`, `endpoint` (the last DescribeEndpoint), and `deployment`
-       * (`{endpointExisted}`: false when this run created the endpoint, true when it updated one).
+       * (`{endpointExisted}`: false when this run created the endpoint, true when it updated one);
+       * for shared runs `lora` (RegisteredLora) once registered, `check` once checked.
        */
       readonly state: Record<string, unknown>;
     };
@@ -288,7 +439,38 @@ export interface RunSummary {
   readonly billableSeconds: number;
   /** `(1 - billable / training) × 100`, rounded to one decimal; 0 without spot. */
   readonly spotSavingsPercent: number;
+  readonly servingMode: 'shared' | 'dedicated';
+  /** Shared runs: the registered LoRA's name and version. */
+  readonly loraName?: string;
+  readonly loraVersion?: number;
+  /** Shared runs: the inference component a request names. */
+  readonly inferenceComponentName?: string;
+  /** Shared runs: whether a request naming only the LoRA's name now gets this version. */
+  readonly madeCurrent?: boolean;
+  /** A ready-to-paste `aws sagemaker-runtime invoke-endpoint …` line. */
+  readonly invokeCommand: string;
+  /** A run of a shared deployment served by an endpoint of its own: why. */
+  readonly dedicatedBecause?: string;
 }
+
+/**
+ * What a failed run leaves to clean up: a dedicated run's model and endpoint config (and the
+ * endpoint it created), or a shared run's registered version, which is marked failed.
+ */
+export type RunCleanup =
+  | {
+      readonly modelName: string;
+      readonly endpointConfigName: string;
+      /** Set when this run created the endpoint (it failed as new), so it is deleted too. */
+      readonly endpointName?: string;
+      readonly loraVersion?: undefined;
+    }
+  | {
+      readonly modelName?: undefined;
+      readonly endpointConfigName?: undefined;
+      readonly endpointName?: undefined;
+      readonly loraVersion: LoraVersionRef;
+    };
 
 /** What Report returns: the notification, and the execution's output or its Error and Cause. */
 export interface ReportResult {
@@ -302,13 +484,11 @@ export interface ReportResult {
   readonly error?: string;
   /** On failure, the Fail state's Cause: what failed and why (every problem of a refused input; at most 4000 characters). */
   readonly cause?: string;
-  /** On a failed deployment (stage `model` or `endpoint`): what this run created, to delete. */
-  readonly cleanup?: {
-    readonly modelName: string;
-    readonly endpointConfigName: string;
-    /** Set when this run created the endpoint (it failed as new), so it is deleted too. */
-    readonly endpointName?: string;
-  };
+  /**
+   * On a failed deployment (stage `model` or `endpoint`): what this run created, to delete; on a
+   * shared run that failed after registering (stage `check` or `promote`): the version to mark failed.
+   */
+  readonly cleanup?: RunCleanup;
 }
 
 /**
@@ -344,6 +524,10 @@ export interface PrepareSettings {
     readonly volumeSizeGb: number;
   };
   readonly endpoint: {
+    /** shared: runs of the deploy-time modelType and baseModel use the shared endpoint. */
+    readonly mode: 'shared' | 'dedicated';
+    /** The shared endpoint and its inference component; undefined in dedicated mode. */
+    readonly shared?: { readonly endpointName: string; readonly inferenceComponentName: string };
     readonly instanceType: string;
     readonly instanceCount: number;
     /** ContainerStartupHealthCheckTimeoutInSeconds */

@@ -30,6 +30,8 @@ export function datasetFolder(dataset: unknown): string | undefined {
 export function preparedRun(value: unknown): PreparedRun | undefined {
   if (!isRecord(value) || value.settled !== true || nonEmptyString(value.run) === undefined) return undefined;
   if (!isRecord(value.dataset) || !isRecord(value.serving) || !isRecord(value.training)) return undefined;
+  // Runs prepared before shared serving existed had dedicated endpoints and no serving mode.
+  if (value.serving.mode === undefined) return { ...value, serving: { ...value.serving, mode: 'dedicated' } } as unknown as PreparedRun;
   return value as unknown as PreparedRun;
 }
 

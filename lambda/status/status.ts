@@ -8,6 +8,7 @@ import {
 } from '@aws-sdk/client-sfn';
 import { PHASE_OF_STATE, type Phase, type PreparedRun, STATES, type StateName } from '../shared/contract';
 import { log } from '../shared/log';
+import { loraRef } from '../shared/lora-name';
 import { datasetFolder, isRecord, nonEmptyString, parseJson, preparedRun } from '../shared/run-info';
 import { closest } from '../shared/suggest';
 import { isoTime, summarizeTraining, type TrainingTransition } from '../shared/training-summary';
@@ -70,7 +71,19 @@ export interface EndpointStatus {
    * for a run still training (the endpoint serves an earlier run) or one whose update was rolled back.
    */
   readonly servesThisRun?: boolean;
+  /** Shared runs: the inference component a request names. */
+  readonly inferenceComponentName?: string;
   readonly error?: string;
+}
+
+/** A shared run's LoRA: its registry name, and once registered its version. */
+export interface RunLora {
+  readonly name: string;
+  readonly version?: number;
+  /** `name@version`, as a request names it. */
+  readonly ref?: string;
+  /** Once the Make LoRA current state ran: whether the version became the name's current one. */
+  readonly madeCurrent?: boolean;
 }
 
 export interface RunStatus {
@@ -88,6 +101,11 @@ export interface RunStatus {
   /** Why a run waiting for its upload to settle is waiting (Prepare's reason). */
   readonly waitingFor?: string;
   readonly training?: TrainingStatus;
+  /** How the run is served: 'shared' (its LoRA on the shared endpoint) or 'dedicated' (an endpoint of its own). */
+  readonly servingMode?: 'shared' | 'dedicated';
+  /** Why a run of a shared deployment got a dedicated endpoint. */
+  readonly dedicatedBecause?: string;
+  readonly lora?: RunLora;
   readonly endpoint?: EndpointStatus;
   readonly error?: string;
   readonly cause?: string;
@@ -160,6 +178,16 @@ interface HistoryFindings {
   readonly currentState?: string;
   /** Prepare's latest answer (`.run` of its output), settled or not. */
   readonly prepared?: unknown;
+  /** The Register LoRA state's result (`.lora` of its output). */
+  readonly registered?: unknown;
+  /** The Make LoRA current state's result (`.promotion` of its output). */
+  readonly promotion?: unknown;
+}
+
+/** The result a state put at `key` of its output, from its exit event; undefined for an exit with a caught error. */
+function stateResult(output: string | undefined, key: string): unknown {
+  const parsed = parseJson(output);
+  return isRecord(parsed) && !('error' in parsed) ? parsed[key] : undefined;
 }
 
 /**
@@ -170,6 +198,8 @@ interface HistoryFindings {
 async function readHistory(context: StatusContext, executionArn: string, needCurrentState: boolean): Promise<HistoryFindings> {
   let currentState: string | undefined;
   let prepared: unknown;
+  let registered: unknown;
+  let promotion: unknown;
   let preparedFound = false;
   let nextToken: string | undefined;
   for (let page = 0; page < MAX_HISTORY_PAGES; page++) {
@@ -178,6 +208,10 @@ async function readHistory(context: StatusContext, executionArn: string, needCur
     );
     for (const event of history.events ?? []) {
       if (currentState === undefined && event.type?.endsWith('StateEntered')) currentState = event.stateEnteredEventDetails?.name;
+      // Both states run after Prepare: newest first, they are met before its exit.
+      const exited = event.type?.endsWith('StateExited') ? event.stateExitedEventDetails : undefined;
+      if (registered === undefined && exited?.name === STATES.registerLora) registered = stateResult(exited.output, 'lora');
+      if (promotion === undefined && exited?.name === STATES.makeLoraCurrent) promotion = stateResult(exited.output, 'promotion');
       if (!preparedFound && event.type?.endsWith('StateExited') && event.stateExitedEventDetails?.name === STATES.prepare) {
         preparedFound = true;
         const output = parseJson(event.stateExitedEventDetails.output);
@@ -185,12 +219,12 @@ async function readHistory(context: StatusContext, executionArn: string, needCur
         // that answer is stale, not where the run is.
         prepared = isRecord(output) && !('error' in output) ? output.run : undefined;
       }
-      if (preparedFound && (currentState !== undefined || !needCurrentState)) return { currentState, prepared };
+      if (preparedFound && (currentState !== undefined || !needCurrentState)) return { currentState, prepared, registered, promotion };
     }
     nextToken = history.nextToken;
     if (nextToken === undefined) break;
   }
-  return { currentState, prepared };
+  return { currentState, prepared, registered, promotion };
 }
 
 function errorText(error: unknown): { name: string; message: string } {
@@ -232,12 +266,17 @@ async function endpointStatus(context: StatusContext, run: PreparedRun): Promise
   const name = run.serving.endpointName;
   try {
     const endpoint = await context.sagemaker.send(new DescribeEndpointCommand({ EndpointName: name }));
+    // The shared endpoint serves every version; whether it serves this one is the LoRA's status.
+    const mine =
+      run.serving.mode === 'dedicated'
+        ? { servesThisRun: endpoint.EndpointConfigName === run.serving.endpointConfigName }
+        : { inferenceComponentName: run.serving.inferenceComponentName };
     return {
       name,
       status: endpoint.EndpointStatus ?? 'Unknown',
       failureReason: endpoint.FailureReason,
       endpointConfigName: endpoint.EndpointConfigName,
-      servesThisRun: endpoint.EndpointConfigName === run.serving.endpointConfigName,
+      ...mine,
     };
   } catch (error) {
     if (isNotFound(error)) return { name, status: 'NotCreated' };
@@ -260,6 +299,21 @@ export function phaseOf(status: string | undefined, currentState: string | undef
       // RUNNING, and PENDING_REDRIVE, which runs again from the state that failed.
       return (currentState !== undefined ? PHASE_OF_STATE[currentState as StateName] : undefined) ?? 'VALIDATING';
   }
+}
+
+/** A shared run's LoRA name, with its version once registered and whether it was made current. */
+function loraStatus(run: PreparedRun, history: HistoryFindings): RunLora | undefined {
+  if (run.serving.mode !== 'shared') return undefined;
+  const registered = isRecord(history.registered) ? history.registered : {};
+  const name = nonEmptyString(registered.name) ?? run.lora?.name;
+  if (name === undefined) return undefined;
+  const version = typeof registered.version === 'number' ? registered.version : undefined;
+  const promotion = isRecord(history.promotion) ? history.promotion : undefined;
+  return {
+    name,
+    ...(version !== undefined ? { version, ref: loraRef(name, version) } : {}),
+    ...(promotion !== undefined && typeof promotion.current === 'boolean' ? { madeCurrent: promotion.current } : {}),
+  };
 }
 
 function inputDataset(description: DescribeExecutionCommandOutput): string | undefined {
@@ -287,6 +341,9 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
     currentState,
     waitingFor: running && unsettled !== undefined ? nonEmptyString(unsettled.reason) : undefined,
     training,
+    servingMode: run?.serving.mode,
+    dedicatedBecause: run?.serving.mode === 'dedicated' ? run.serving.dedicatedBecause : undefined,
+    lora: run !== undefined ? loraStatus(run, history) : undefined,
     endpoint,
     error: description.error,
     cause: description.cause,

@@ -108,6 +108,21 @@ describe('resolveIntrinsics', () => {
     expect(resolveIntrinsics({ 'Fn::Sub': 'keep ${!Literal} as is' }, resources)).toBe('keep ${Literal} as is');
   });
 
+  test('names a SageMaker endpoint and inference component in their ARNs by the name their properties give, lowercase', () => {
+    const hosting = {
+      Endpoint: { Type: 'AWS::SageMaker::Endpoint', Properties: { EndpointName: 'Lora-Shared-SD15' } },
+      Component: { Type: 'AWS::SageMaker::InferenceComponent', Properties: { InferenceComponentName: 'lora-shared-sd15' } },
+      Unnamed: { Type: 'AWS::SageMaker::Endpoint', Properties: {} },
+    };
+    expect(resolveIntrinsics({ 'Fn::GetAtt': ['Endpoint', 'EndpointArn'] }, hosting)).toBe('arn:aws:sagemaker:us-east-1:123456789012:endpoint/lora-shared-sd15');
+    expect(resolveIntrinsics({ 'Fn::GetAtt': ['Component', 'InferenceComponentArn'] }, hosting)).toBe(
+      'arn:aws:sagemaker:us-east-1:123456789012:inference-component/lora-shared-sd15',
+    );
+    expect(resolveIntrinsics({ 'Fn::GetAtt': ['Unnamed', 'EndpointArn'] }, hosting)).toBe('arn:aws:sagemaker:us-east-1:123456789012:endpoint/unnamed');
+    // Another attribute of the same resource stays a fake value (control).
+    expect(resolveIntrinsics({ 'Fn::GetAtt': ['Endpoint', 'EndpointName'] }, hosting)).toBe('Endpoint.EndpointName');
+  });
+
   test('leaves ordinary objects and values alone, resolving only inside them', () => {
     expect(resolveIntrinsics({ a: [1, { Ref: 'Fn1' }], b: null, Fn: 'x' }, resources)).toEqual({ a: [1, 'Fn1'], b: null, Fn: 'x' });
   });

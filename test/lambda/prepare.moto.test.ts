@@ -60,10 +60,19 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
       },
       serving: { endpointName: 'lora-pokemon', environment: { MODEL_TYPE: 'sd15', LORA_SCALE: '1', BASE_MODEL_ID: DEFAULT_BASE_MODELS.sd15 } },
     });
-    if (!result.settled) throw new Error('not settled');
+    if (!result.settled || result.serving.mode !== 'dedicated') throw new Error('not a settled dedicated run');
     expect(result.serving.endpointConfig.ProductionVariants[0].InitialInstanceCount).toBe(2);
     // The same answer on the next call of the settle loop.
     expect(await handler({ request: { dataset: 'pokemon', endpoint: { instanceCount: 2 } }, execution: EXECUTION })).toEqual(result);
+  });
+
+  test('in a shared deployment, the same folder is served by the shared endpoint, nothing of its own to deploy', async () => {
+    await put('datasets/pokemon/0001.png', 'not decoded here');
+    await put('datasets/pokemon/0001.txt', 'a pikachu');
+    const shared = { endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' };
+    const handler = createHandler({ s3, settings: { ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'shared', shared } } });
+    const result = await handler({ request: { dataset: 'pokemon' }, execution: EXECUTION });
+    expect(result).toMatchObject({ settled: true, lora: { name: 'pokemon' }, serving: { mode: 'shared', ...shared } });
   });
 
   test('a bad dataset.toml and an empty folder are refused as InvalidDataset', async () => {

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, NoSuchKey, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-jest';
-import type { PreparedRun, PrepareEvent, PrepareResult, PrepareSettings, UnsettledRun } from '../../lambda/shared/contract';
+import type { DedicatedServing, PreparedRun, PrepareEvent, PrepareResult, PrepareSettings, UnsettledRun } from '../../lambda/shared/contract';
 import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
 import { createHandler } from '../../lambda/prepare/handler';
 import { hasInstanceStorage, tagValue } from '../../lambda/prepare/resources';
@@ -73,6 +73,12 @@ async function prepared(request: unknown, settings: PrepareSettings = SETTINGS):
   const result = await call(request, settings);
   if (!result.settled) throw new Error(`expected a prepared run, got ${JSON.stringify(result)}`);
   return result;
+}
+
+/** A prepared run's dedicated serving fields; fails the test for a shared run. */
+function dedicated(run: PreparedRun): DedicatedServing {
+  if (run.serving.mode !== 'dedicated') throw new Error(`expected a dedicated run, got serving ${JSON.stringify(run.serving)}`);
+  return run.serving;
 }
 
 /** The error a call fails with (the test fails if it succeeds). */
@@ -303,7 +309,7 @@ describe('precedence: execution input > train.json > deploy-time settings, key b
     expect(run.training.resourceConfig).toEqual({ InstanceType: 'ml.g5.2xlarge', InstanceCount: 1, VolumeSizeInGB: 100 });
     expect(run.training.spot).toBe(false);
     expect(run.training.stoppingCondition).toEqual({ MaxRuntimeInSeconds: 7200 });
-    expect(run.serving.endpointConfig.ProductionVariants[0]).toMatchObject({ InstanceType: 'ml.g5.xlarge', InitialInstanceCount: 3 });
+    expect(dedicated(run).endpointConfig.ProductionVariants[0]).toMatchObject({ InstanceType: 'ml.g5.xlarge', InitialInstanceCount: 3 });
     expect(run.training.hyperparameters).toEqual({
       max_train_steps: '800',
       learning_rate: '0.0001',
@@ -354,9 +360,9 @@ describe('the base model decides channels, network isolation and the serving mod
       },
     ]);
     expect(run.training.networkIsolation).toBe(false);
-    expect(run.serving.networkIsolation).toBe(false);
-    expect(run.serving.environment).toEqual({ MODEL_TYPE: 'sd15', LORA_SCALE: '1', BASE_MODEL_ID: 'someone/my-model' });
-    expect(run.serving.additionalModelDataSources).toEqual([]);
+    expect(dedicated(run).networkIsolation).toBe(false);
+    expect(dedicated(run).environment).toEqual({ MODEL_TYPE: 'sd15', LORA_SCALE: '1', BASE_MODEL_ID: 'someone/my-model' });
+    expect(dedicated(run).additionalModelDataSources).toEqual([]);
   });
 
   test.each([
@@ -372,9 +378,9 @@ describe('the base model decides channels, network isolation and the serving mod
       ['base_model', model],
     ]);
     expect(run.training.networkIsolation).toBe(true);
-    expect(run.serving.networkIsolation).toBe(true);
-    expect(run.serving.environment).toEqual({ MODEL_TYPE: 'sd15', LORA_SCALE: '0.8' });
-    expect(run.serving.additionalModelDataSources).toEqual([
+    expect(dedicated(run).networkIsolation).toBe(true);
+    expect(dedicated(run).environment).toEqual({ MODEL_TYPE: 'sd15', LORA_SCALE: '0.8' });
+    expect(dedicated(run).additionalModelDataSources).toEqual([
       { ChannelName: 'base_model', S3DataSource: { S3Uri: model, S3DataType: dataType, CompressionType: 'None' } },
     ]);
   });
@@ -385,10 +391,10 @@ describe('KMS keys only for instance types without local storage', () => {
     folder(BASIC);
     const p3 = await prepared({ dataset: 'pokemon', training: { instanceType: 'ml.p3.2xlarge' }, endpoint: { instanceType: 'ml.p3.2xlarge' } });
     expect(p3.training.resourceConfig.VolumeKmsKeyId).toBe(SETTINGS.keyArn);
-    expect(p3.serving.endpointConfig.KmsKeyId).toBe(SETTINGS.keyArn);
+    expect(dedicated(p3).endpointConfig.KmsKeyId).toBe(SETTINGS.keyArn);
     const g4dn = await prepared({ dataset: 'pokemon' });
     expect(g4dn.training.resourceConfig).not.toHaveProperty('VolumeKmsKeyId');
-    expect(g4dn.serving.endpointConfig).not.toHaveProperty('KmsKeyId');
+    expect(dedicated(g4dn).endpointConfig).not.toHaveProperty('KmsKeyId');
   });
 
   test.each([
@@ -421,7 +427,7 @@ describe('the prepared run', () => {
       { Key: 'run', Value: run.run },
     ];
     expect(run.tags).toEqual(tags);
-    expect(run.serving.endpointConfig).toEqual({
+    expect(dedicated(run).endpointConfig).toEqual({
       EndpointConfigName: run.run,
       ProductionVariants: [
         {
@@ -688,5 +694,90 @@ describe('SETTINGS', () => {
     expect(() => load(JSON.stringify({ ...SETTINGS, keyArn: 'not-an-arn' }))).toThrow('is not valid PrepareSettings: keyArn: ');
     expect(() => load(undefined)).toThrow('The SETTINGS environment variable is not set');
     expect(typeof load(JSON.stringify(SETTINGS)).handler).toBe('function');
+  });
+});
+
+describe('serving mode', () => {
+  const SHARED_ENDPOINT = { endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' };
+  const SHARED: PrepareSettings = { ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'shared', shared: SHARED_ENDPOINT } };
+  const DEDICATED: PrepareSettings = { ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'dedicated', shared: undefined } };
+
+  test('a shared deployment serves a run of its modelType and baseModel on the shared endpoint', async () => {
+    folder(BASIC);
+    const run = await prepared({ dataset: 'pokemon' }, SHARED);
+    expect(run.serving).toEqual({ mode: 'shared', ...SHARED_ENDPOINT });
+    expect(run.lora).toEqual({ name: 'pokemon' });
+  });
+
+  test('a dedicated deployment gives every run its own endpoint, and says no reason', async () => {
+    folder(BASIC);
+    const run = await prepared({ dataset: 'pokemon' }, DEDICATED);
+    expect(dedicated(run).endpointName).toBe('lora-pokemon');
+    expect(run.serving).not.toHaveProperty('dedicatedBecause');
+  });
+
+  test.each([
+    [
+      'another model type',
+      { modelType: 'sdxl' },
+      "its modelType sdxl (execution input) is not the shared endpoint's sd15, and its baseModel stabilityai/stable-diffusion-xl-base-1.0 " +
+        "(default for the model type) is not the shared endpoint's stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ],
+    ['another base model', { baseModel: 'someone/my-model' }, "its baseModel someone/my-model (execution input) is not the shared endpoint's stable-diffusion-v1-5/stable-diffusion-v1-5"],
+  ])('%s in a shared deployment: a dedicated endpoint, saying why', async (_, options, why) => {
+    folder(BASIC);
+    const run = await prepared({ dataset: 'pokemon', ...options }, SHARED);
+    expect(run.serving.mode).toBe('dedicated');
+    expect(dedicated(run).dedicatedBecause).toBe(`The shared endpoint lora-shared-sd15 cannot serve this run: ${why}; it gets an endpoint of its own.`);
+    expect(dedicated(run).endpointName).toBe('lora-pokemon');
+  });
+
+  test('the reasons come from train.json too, and both are given', async () => {
+    folder({ ...BASIC, 'train.json': { body: JSON.stringify({ modelType: 'sdxl', baseModel: 'someone/xl-model' }) } });
+    const run = await prepared({ dataset: 'pokemon' }, SHARED);
+    expect(dedicated(run).dedicatedBecause).toContain('its modelType sdxl (train.json) is not');
+    expect(dedicated(run).dedicatedBecause).toContain(', and its baseModel someone/xl-model (train.json) is not');
+  });
+
+  test("the LoRA name is the run's stable name: execution input name, else the folder; a name the server refuses is slugged with a hash", async () => {
+    folder(BASIC, { name: 'Pokémon cards' });
+    expect((await prepared({ dataset: 'Pokémon cards' }, SHARED)).lora.name).toMatch(/^pokemon-cards-[0-9a-f]{8}$/);
+    folder(BASIC, { name: 'My_Set-2' });
+    expect((await prepared({ dataset: 'My_Set-2' }, SHARED)).lora.name).toBe('My_Set-2');
+    expect((await prepared({ dataset: 'My_Set-2', name: 'hero' }, SHARED)).lora.name).toBe('hero');
+  });
+
+  test('endpoint options of a run served by the shared endpoint are refused, naming each and where it came from', async () => {
+    folder({ ...BASIC, 'train.json': { body: JSON.stringify({ endpoint: { instanceCount: 2 } }) } });
+    const error = await failure({ dataset: 'pokemon', endpoint: { name: 'lora-mine', instanceType: 'ml.g5.xlarge' } }, SHARED);
+    expect(error.name).toBe('InvalidInput');
+    expect(error.message).toContain('"endpoint.name" = "lora-mine", "endpoint.instanceType" (execution input), "endpoint.instanceCount" (train.json) apply only to a dedicated endpoint');
+    expect(error.message).toContain('deploy with -c endpoint.mode=dedicated');
+    // Control: the same options are a dedicated run's own.
+    expect(dedicated(await prepared({ dataset: 'pokemon', endpoint: { name: 'lora-mine', instanceType: 'ml.g5.xlarge' } }, DEDICATED)).endpointName).toBe('lora-mine');
+  });
+
+  test("a dedicated endpoint may not take the shared endpoint's name, in either mode", async () => {
+    folder(BASIC, { name: 'shared-sd15' });
+    const named = await failure({ dataset: 'shared-sd15', modelType: 'sdxl' }, SHARED);
+    expect(named.name).toBe('InvalidInput');
+    expect(named.message).toContain('the run\'s name "shared-sd15" gives the endpoint name lora-shared-sd15, which is reserved for the shared endpoint');
+    const explicit = await failure({ dataset: 'shared-sd15', endpoint: { name: 'lora-shared-sdxl' } }, DEDICATED);
+    expect(explicit.message).toContain('"endpoint.name" gives the endpoint name lora-shared-sdxl, which is reserved for the shared endpoint');
+    // SageMaker does not tell endpoint names apart by case: another case is the same endpoint.
+    const mixedCase = await failure({ dataset: 'shared-sd15', endpoint: { name: 'lora-Shared-SDXL' } }, DEDICATED);
+    expect(mixedCase.message).toContain('"endpoint.name" gives the endpoint name lora-Shared-SDXL, which is reserved for the shared endpoint');
+    // Control: a name beside it is fine.
+    folder(BASIC, { name: 'shared-sd15-cards' });
+    expect(dedicated(await prepared({ dataset: 'shared-sd15-cards' }, DEDICATED)).endpointName).toBe('lora-shared-sd15-cards');
+  });
+
+  test('SETTINGS: shared mode needs the shared endpoint, dedicated mode must not have one', () => {
+    expect(parseSettings(JSON.stringify(SHARED))).toEqual(SHARED);
+    expect(() => parseSettings(JSON.stringify({ ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'shared' } }))).toThrow('endpoint.shared: required in shared mode');
+    expect(() => parseSettings(JSON.stringify({ ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'dedicated', shared: SHARED_ENDPOINT } }))).toThrow(
+      'endpoint.shared: must be absent in dedicated mode',
+    );
+    expect(() => parseSettings(JSON.stringify({ ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'both' } }))).toThrow('endpoint.mode');
   });
 });

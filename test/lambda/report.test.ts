@@ -1,6 +1,6 @@
 import { type FailureStage, type ReportEvent, type ReportResult } from '../../lambda/shared/contract';
 import { MAX_CAUSE_LENGTH, MAX_SUBJECT_LENGTH, report, snsSubject } from '../../lambda/report/report';
-import { preparedRunFixture, trainingJobFixture } from '../support/runs';
+import { preparedRunFixture, sharedRunFixture, trainingJobFixture } from '../support/runs';
 
 const execution = { name: 'pokemon-0123456789abcdef', startTime: '2025-01-01T11:55:00.000Z' };
 const run = preparedRunFixture();
@@ -21,7 +21,7 @@ function expectValidSubject(subject: string): void {
 }
 
 describe('a run that succeeded', () => {
-  const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: run.serving.endpointConfigName };
+  const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: run.run };
   const result = report({ outcome: 'succeeded', execution, run, training: trainingJobFixture(), endpoint }, { now });
 
   test('returns the run summary as the execution output', () => {
@@ -34,6 +34,10 @@ describe('a run that succeeded', () => {
       trainingSeconds: 1000,
       billableSeconds: 370,
       spotSavingsPercent: 63,
+      servingMode: 'dedicated',
+      invokeCommand:
+        'aws sagemaker-runtime invoke-endpoint --endpoint-name lora-pokemon --content-type application/json --accept image/png ' +
+        `--cli-binary-format raw-in-base64-out --body '{"prompt": "..."}' image.png`,
     });
     expect(result.error).toBeUndefined();
     expect(result.cleanup).toBeUndefined();
@@ -246,5 +250,115 @@ describe('subjects', () => {
   test('snsSubject never returns an empty subject', () => {
     expect(snsSubject(' \n\t ')).toBe('LoRA run');
     expect(snsSubject('Ünïcödé\u0000\u0007')).toBe('Unicode??');
+  });
+});
+
+describe('a shared run that succeeded', () => {
+  const shared = sharedRunFixture();
+  const lora = { name: 'pokemon', version: 3, ref: 'pokemon@3', status: 'pending' };
+  const succeeded = (promotion: unknown) =>
+    report({ outcome: 'succeeded', execution, run: shared, training: trainingJobFixture(), endpoint: null, lora, check: null, promotion } as unknown as ReportEvent, { now });
+
+  test('the summary names the shared endpoint, its inference component, the exact version and a ready-to-paste command', () => {
+    const result = succeeded({ name: 'pokemon', version: 3, current: true });
+    expect(result.summary).toMatchObject({
+      servingMode: 'shared',
+      endpointName: 'lora-shared-sd15',
+      inferenceComponentName: 'lora-shared-sd15',
+      loraName: 'pokemon',
+      loraVersion: 3,
+      madeCurrent: true,
+      invokeCommand:
+        'aws sagemaker-runtime invoke-endpoint --endpoint-name lora-shared-sd15 --inference-component-name lora-shared-sd15 ' +
+        `--content-type application/json --accept image/png --cli-binary-format raw-in-base64-out --body '{"prompt": "...", "lora": "pokemon@3"}' image.png`,
+    });
+    expect(result.summary).not.toHaveProperty('dedicatedBecause');
+    expect(result.subject).toBe('LoRA pokemon@3 is ready on lora-shared-sd15');
+    expectValidSubject(result.subject);
+    expect(result.message).toContain('requests naming "pokemon" get it');
+    expect(result.message).toContain(`  ${result.summary?.invokeCommand}`);
+    expect(JSON.parse(result.message.slice(result.message.lastIndexOf('\n{')))).toEqual(result.summary);
+  });
+
+  test('a version that was not made current says which one requests get, and how to name this one', () => {
+    const result = succeeded({ name: 'pokemon', version: 3, current: false });
+    expect(result.summary?.madeCurrent).toBe(false);
+    expect(result.message).toContain('A newer version of pokemon is current');
+    expect(result.message).toContain('name "pokemon@3" to use this one');
+  });
+
+  test('a dedicated run of a shared deployment says why it got its own endpoint', () => {
+    const because = "The shared endpoint lora-shared-sd15 cannot serve this run: its modelType sdxl (execution input) is not the shared endpoint's sd15; it gets an endpoint of its own.";
+    const dedicatedRun = { ...run, serving: { ...run.serving, dedicatedBecause: because } } as typeof run;
+    const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService' };
+    const result = report({ outcome: 'succeeded', execution, run: dedicatedRun, training: trainingJobFixture(), endpoint, lora: null, check: null, promotion: null }, { now });
+    expect(result.summary).toMatchObject({ servingMode: 'dedicated', endpointName: 'lora-pokemon', dedicatedBecause: because });
+    expect(result.summary).not.toHaveProperty('loraVersion');
+    expect(result.message).toContain(because);
+  });
+});
+
+describe('a shared run that failed after training', () => {
+  const shared = sharedRunFixture();
+  const lora = { name: 'pokemon', version: 4, ref: 'pokemon@4', status: 'pending' };
+  const state = (extra: Record<string, unknown>) => ({ request: { dataset: 'pokemon' }, run: shared, endpoint: null, lora: null, check: null, ...extra });
+
+  test('an unusable LoRA file keeps LoraFileInvalid and its reason; nothing was registered, so nothing is cleaned up', () => {
+    const message = 's3://artifacts/models/job/output/model.tar.gz (pokemon.safetensors) cannot be served by the shared endpoint: it is an SDXL LoRA';
+    const result = failed('register', { Error: 'LoraFileInvalid', Cause: lambdaCause('LoraFileInvalid', message) }, state({}));
+    expect(result.error).toBe('LoraFileInvalid');
+    expect(result.cause).toBe(`The trained LoRA pokemon could not be registered: ${message}.`);
+    expect(result.cleanup).toBeUndefined();
+  });
+
+  test('any other registration error is RegistrationFailed naming what was caught', () => {
+    const result = failed('register', { Error: 'ProvisionedThroughputExceededException', Cause: lambdaCause('ProvisionedThroughputExceededException', 'Rate exceeded') }, state({}));
+    expect(result.error).toBe('RegistrationFailed');
+    expect(result.cause).toBe('Registering the trained LoRA pokemon in the registry failed (ProvisionedThroughputExceededException): Rate exceeded.');
+  });
+
+  const promoteLater = 'invoke the registry function (the stack\'s RegistryFunctionName output) with {"action":"promote","name":"pokemon","version":4}.';
+
+  test("the server refusing the LoRA: LoraCheckFailed with what the endpoint answered, and the version to mark failed by the clean-up", () => {
+    const answer = 'Generating with LoRA pokemon@4 on inference component lora-shared-sd15 of endpoint lora-shared-sd15 failed: the server answered 400: the LoRA is not an SD 1.5 LoRA (field lora).';
+    const result = failed('check', { Error: 'LoraCheckFailed', Cause: lambdaCause('LoraCheckFailed', answer) }, state({ lora }));
+    expect(result.error).toBe('LoraCheckFailed');
+    expect(result.cause).toBe(
+      `The shared endpoint refused pokemon@4: ${answer} pokemon@4 will be marked failed by the clean-up that follows this report (the server then answers 410 for it) and was not made current; the name's current version is unchanged.`,
+    );
+    expect(result.cleanup).toEqual({ loraVersion: { name: 'pokemon', version: 4 } });
+    expect(result.message).toContain('To be marked failed in the registry by the clean-up: pokemon@4');
+    expect(result.message).not.toContain('Cleaned up:');
+  });
+
+  test.each([
+    ['never warmed up within the retries', 'SharedEndpointWarming', /^The shared endpoint lora-shared-sd15 still had no copy ready after the workflow's retries \(no copy ready\)\./],
+    ['stayed busy (503) through the retries', 'SharedEndpointBusy', /^The shared endpoint lora-shared-sd15 was still busy after the workflow's retries: no copy ready\. Consider a higher endpoint\.maxInstances\./],
+    ['answered 500 (a deployment fault)', 'SharedEndpointUnavailable', /^The check request with pokemon@4 to the shared endpoint lora-shared-sd15 could not be answered \(SharedEndpointUnavailable\): no copy ready\. This is a fault of the deployment/],
+    ['failed with an unclassified error', 'Lambda.Unknown', /could not be answered \(Lambda\.Unknown\)/],
+  ])('an endpoint that %s: SharedEndpointUnavailable, the version stays pending (never rejected) and the Cause says how to promote it', (_, errorName, opening) => {
+    const result = failed('check', { Error: errorName, Cause: lambdaCause(errorName, 'no copy ready') }, state({ lora }));
+    expect(result.error).toBe('SharedEndpointUnavailable');
+    expect(result.cause).toMatch(opening);
+    expect(result.cause).toContain("pokemon@4 stays pending: it was not made current, nor marked failed, and the name's current version is unchanged.");
+    expect(result.cause).toContain(promoteLater);
+    expect(result.cleanup).toBeUndefined();
+    expect(result.message).not.toContain('marked failed in the registry');
+  });
+
+  test('a failed promotion is PromotionFailed; the version is never marked failed, and the Cause says how to promote it', () => {
+    const result = failed('promote', { Error: 'RegistryBusy', Cause: lambdaCause('RegistryBusy', 'Making pokemon@4 current was cancelled (TransactionConflict, None)') }, state({ lora, check: { lora: 'pokemon@4' } }));
+    expect(result.error).toBe('PromotionFailed');
+    expect(result.cause).toMatch(/^pokemon@4 passed its check, but making it current failed \(RegistryBusy\): Making pokemon@4 current was cancelled \(TransactionConflict, None\)\. It was not marked failed: it stays pending/);
+    expect(result.cause).toContain(promoteLater);
+    expect(result.cleanup).toBeUndefined();
+  });
+
+  test('no version to mark failed when none was registered (lora still null), or the stage is not after registration', () => {
+    expect(failed('check', { Error: 'LoraCheckFailed', Cause: 'x' }, state({})).cleanup).toBeUndefined();
+    expect(failed('check', { Error: 'LoraCheckFailed', Cause: 'x' }, state({ lora: { name: 'pokemon', version: 0 } })).cleanup).toBeUndefined();
+    expect(failed('register', { Error: 'RegistryConflict', Cause: 'x' }, state({ lora })).cleanup).toBeUndefined();
+    // A shared run never has a model or endpoint config to delete.
+    expect(failed('endpoint', { Error: 'States.TaskFailed', Cause: 'x' }, state({})).cleanup).toBeUndefined();
   });
 });

@@ -4,7 +4,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-jest';
 import { type Phase, STATES } from '../../lambda/shared/contract';
 import { HISTORY_PAGE_SIZE, InvalidRequest, type RunList, type RunStatus, status } from '../../lambda/status/status';
-import { preparedRunFixture, trainingJobFixture } from '../support/runs';
+import { preparedRunFixture, sharedRunFixture, trainingJobFixture } from '../support/runs';
 
 const stateMachineArn = 'arn:aws:states:eu-west-1:123456789012:stateMachine:LoraPipelineWorkflow';
 const executionArn = (name: string) => `arn:aws:states:eu-west-1:123456789012:execution:LoraPipelineWorkflow:${name}`;
@@ -19,7 +19,7 @@ const context = { stateMachineArn, sfn: new SFNClient({}), sagemaker: new SageMa
  * A history as Step Functions writes it: each state's Entered and Exited events (Task states with
  * their scheduled/succeeded events between), the last state only entered while it runs.
  */
-function history(states: string[], options: { prepareAnswers?: unknown[]; running?: boolean } = {}): HistoryEvent[] {
+function history(states: string[], options: { prepareAnswers?: unknown[]; running?: boolean; outputs?: Record<string, unknown> } = {}): HistoryEvent[] {
   const answers = [...(options.prepareAnswers ?? [unsettled, run])];
   const events: HistoryEvent[] = [{ id: 1, type: 'ExecutionStarted', timestamp: new Date('2025-01-01T11:55:00Z') }];
   const add = (event: Omit<HistoryEvent, 'id' | 'timestamp'>) => events.push({ ...event, id: events.length + 1, timestamp: new Date('2025-01-01T11:55:00Z') });
@@ -28,7 +28,7 @@ function history(states: string[], options: { prepareAnswers?: unknown[]; runnin
     add({ type: `${kind}StateEntered`, stateEnteredEventDetails: { name, input: '{}' } });
     if (index === states.length - 1 && options.running !== false) return;
     if (kind === 'Task') add({ type: 'TaskSucceeded', taskSucceededEventDetails: { resourceType: 'lambda', resource: 'invoke', output: '{}' } });
-    const output = name === STATES.prepare ? { request: { dataset: 'pokemon' }, run: answers.shift() } : {};
+    const output = name === STATES.prepare ? { request: { dataset: 'pokemon' }, run: answers.shift() } : (options.outputs?.[name] ?? {});
     add({ type: `${kind}StateExited`, stateExitedEventDetails: { name, output: JSON.stringify(output) } });
   });
   return events;
@@ -37,6 +37,7 @@ function history(states: string[], options: { prepareAnswers?: unknown[]; runnin
 const SETTLE = [STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload, STATES.prepare, STATES.settled];
 const DEPLOY = [STATES.createModel, STATES.createEndpointConfig, STATES.findEndpoint, STATES.endpointFound, STATES.createEndpoint];
 const POLL = [STATES.waitForEndpoint, STATES.describeEndpoint, STATES.endpointReady, STATES.countPoll];
+const SHARED = [STATES.servingMode, STATES.registerLora, STATES.tryLora, STATES.makeLoraCurrent];
 
 /** Answers GetExecutionHistory with `events`, newest first when asked, a page at a time. */
 function serveHistory(events: HistoryEvent[]): void {
@@ -104,6 +105,14 @@ describe('the phase of a running execution, from the state it is in', () => {
     ['cleaning up', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.reportFailure, STATES.cleanUp], 'FAILED'],
     ['notifying a failure', [...SETTLE, STATES.train, STATES.reportFailure, STATES.notifyFailure], 'FAILED'],
     ['in a state this function does not know', [...SETTLE, 'A state added later'], 'VALIDATING'],
+    ['choosing how to serve', [...SETTLE, STATES.train, STATES.servingMode], 'DEPLOYING'],
+    ['registering the LoRA', [...SETTLE, STATES.train, ...SHARED.slice(0, 2)], 'DEPLOYING'],
+    ['trying the LoRA on the shared endpoint', [...SETTLE, STATES.train, ...SHARED.slice(0, 3)], 'DEPLOYING'],
+    ['making the LoRA current', [...SETTLE, STATES.train, ...SHARED], 'DEPLOYING'],
+    ['a registration that failed', [...SETTLE, STATES.train, ...SHARED.slice(0, 2), STATES.registrationFailed], 'FAILED'],
+    ['a LoRA check that failed', [...SETTLE, STATES.train, ...SHARED.slice(0, 3), STATES.loraCheckFailed], 'FAILED'],
+    ['a promotion that failed', [...SETTLE, STATES.train, ...SHARED, STATES.promotionFailed], 'FAILED'],
+    ['marking the version failed', [...SETTLE, STATES.train, ...SHARED.slice(0, 3), STATES.loraCheckFailed, STATES.reportFailure, STATES.cleanUp, STATES.rejectLora], 'FAILED'],
   ];
 
   test.each(cases)('%s', async (_, states, phase) => {
@@ -209,10 +218,12 @@ test('a run in training: the job, its transitions and savings so far; the endpoi
       failureReason: undefined,
       logsUrl: expect.stringContaining(`logStreamNameFilter$3D${run.run}`),
     },
+    servingMode: 'dedicated',
     endpoint: { name: 'lora-pokemon', status: 'NotCreated' },
     error: undefined,
     cause: undefined,
   });
+  expect(result.lora).toBeUndefined();
 });
 
 test('a training job that does not exist yet is NotStarted', async () => {
@@ -338,5 +349,71 @@ describe('the latest runs', () => {
     expect(result.runs).toHaveLength(10);
     expect(result.searchedExecutions).toBe(10);
     expect(sfnMock).toHaveReceivedCommandTimes(DescribeExecutionCommand, 10);
+  });
+});
+
+describe('a shared run', () => {
+  const shared = sharedRunFixture();
+  const registered = { name: 'pokemon', version: 7, ref: 'pokemon@7', status: 'pending' };
+
+  function serveShared(states: string[], outputs: Record<string, unknown> = {}): void {
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history(states, { prepareAnswers: [unsettled, shared], outputs }));
+    sageMakerMock.on(DescribeEndpointCommand).resolves({ EndpointName: 'lora-shared-sd15', EndpointStatus: 'InService', EndpointConfigName: 'SharedConfig-abc' } as never);
+  }
+
+  test('before registering: the serving mode and the LoRA name, and the shared endpoint with its inference component', async () => {
+    serveShared([...SETTLE, STATES.train]);
+    const result = await statusOf('run-1');
+    expect(result.servingMode).toBe('shared');
+    expect(result.lora).toEqual({ name: 'pokemon' });
+    expect(result.endpoint).toEqual({
+      name: 'lora-shared-sd15',
+      status: 'InService',
+      endpointConfigName: 'SharedConfig-abc',
+      inferenceComponentName: 'lora-shared-sd15',
+      failureReason: undefined,
+    });
+    expect(result.endpoint).not.toHaveProperty('servesThisRun');
+  });
+
+  test("once registered: the version from the Register LoRA state's output", async () => {
+    serveShared([...SETTLE, STATES.train, ...SHARED.slice(0, 3)], { [STATES.registerLora]: { run: shared, lora: registered } });
+    const result = await statusOf('run-1');
+    expect(result.lora).toEqual({ name: 'pokemon', version: 7, ref: 'pokemon@7' });
+    expect(result.phase).toBe('DEPLOYING');
+  });
+
+  test('once promoted: whether the version became current', async () => {
+    const states = [...SETTLE, STATES.train, ...SHARED, STATES.reportSuccess];
+    serveShared(states, { [STATES.registerLora]: { lora: registered }, [STATES.makeLoraCurrent]: { lora: registered, promotion: { name: 'pokemon', version: 7, current: false } } });
+    expect((await statusOf('run-1')).lora).toEqual({ name: 'pokemon', version: 7, ref: 'pokemon@7', madeCurrent: false });
+  });
+
+  test('a Register LoRA exit with a caught error gives no version', async () => {
+    serveShared([...SETTLE, STATES.train, ...SHARED.slice(0, 2), STATES.registrationFailed], {
+      [STATES.registerLora]: { lora: null, error: { Error: 'LoraFileInvalid', Cause: '{}' } },
+    });
+    expect((await statusOf('run-1')).lora).toEqual({ name: 'pokemon' });
+  });
+
+  test('a dedicated run of a shared deployment says why it got its own endpoint', async () => {
+    const fallback = preparedRunFixture();
+    const because = 'The shared endpoint lora-shared-sd15 cannot serve this run: its modelType sdxl (execution input) is not the shared endpoint\'s sd15; it gets an endpoint of its own.';
+    const withReason = { ...fallback, serving: { ...fallback.serving, dedicatedBecause: because } };
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history([...SETTLE, STATES.train], { prepareAnswers: [unsettled, withReason] }));
+    const result = await statusOf('run-1');
+    expect(result).toMatchObject({ servingMode: 'dedicated', dedicatedBecause: because });
+    expect(result.lora).toBeUndefined();
+  });
+
+  test('a run prepared before serving modes existed reads as dedicated', async () => {
+    const { mode: _mode, ...legacyServing } = preparedRunFixture().serving as unknown as Record<string, unknown>;
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history([...SETTLE, STATES.train], { prepareAnswers: [unsettled, { ...preparedRunFixture(), serving: legacyServing }] }));
+    const result = await statusOf('run-1');
+    expect(result.servingMode).toBe('dedicated');
+    expect(sageMakerMock).toHaveReceivedCommandWith(DescribeEndpointCommand, { EndpointName: 'lora-pokemon' });
   });
 });

@@ -51,10 +51,24 @@ function fakeRef(logicalId: string, type: string): string {
   }
 }
 
+/**
+ * SageMaker hosting resources whose ARN attribute names the resource by the name its properties
+ * give (SageMaker writes it lowercase in the ARN), else by its logical id.
+ */
+const SAGEMAKER_ARNS: Record<string, { attribute: string; resource: string; nameProperty: string }> = {
+  'AWS::SageMaker::Endpoint': { attribute: 'EndpointArn', resource: 'endpoint', nameProperty: 'EndpointName' },
+  'AWS::SageMaker::InferenceComponent': { attribute: 'InferenceComponentArn', resource: 'inference-component', nameProperty: 'InferenceComponentName' },
+};
+
 /** What CloudFormation would return for `Fn::GetAtt` of the resource, in the fake environment. */
-function fakeAttribute(logicalId: string, type: string, attribute: string): string {
+function fakeAttribute(logicalId: string, type: string, attribute: string, properties: Record<string, unknown> = {}): string {
   const { partition, region, account } = FAKE_ENV;
   const name = physicalName(logicalId, type);
+  const sagemaker = SAGEMAKER_ARNS[type];
+  if (sagemaker?.attribute === attribute) {
+    const given = properties[sagemaker.nameProperty];
+    return `arn:${partition}:sagemaker:${region}:${account}:${sagemaker.resource}/${(typeof given === 'string' ? given : logicalId).toLowerCase()}`;
+  }
   if (attribute !== 'Arn') return `${logicalId}.${attribute}`;
   switch (type) {
     case 'AWS::Lambda::Function':
@@ -100,7 +114,7 @@ export function resolveIntrinsics(value: unknown, resources: CfnResources, physi
     return pseudo[name] ?? physical[name]?.Ref ?? fakeRef(name, typeOf(name));
   };
   const getAtt = (logicalId: string, attribute: string): string =>
-    physical[logicalId]?.[attribute] ?? fakeAttribute(logicalId, typeOf(logicalId), attribute);
+    physical[logicalId]?.[attribute] ?? fakeAttribute(logicalId, typeOf(logicalId), attribute, resources[logicalId].Properties);
 
   if (Array.isArray(value)) return value.map(resolve);
   if (value === null || typeof value !== 'object') return value;

@@ -28,3 +28,21 @@ export function roleStatements(stack: Stack, template: Template, role: iam.IRole
   const roleId = stack.getLogicalId(role.node.defaultChild as CfnElement);
   return { roleId, statements: policyStatements(template, roleId) };
 }
+
+/** An IAM pattern (`*` any run of characters, `?` one) as a whole-string regular expression. */
+function pattern(value: string, flags = ''): RegExp {
+  return new RegExp(`^${value.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, flags);
+}
+
+/**
+ * Whether any Allow statement of `statements` (resources resolved to plain ARNs) names `action` on
+ * `resource`, conditions aside: an upper bound of what the role may do, so `false` means never.
+ */
+export function allows(statements: ReadonlyArray<PolicyStatement & { Effect?: string }>, action: string, resource: string): boolean {
+  return statements.some(
+    (s) =>
+      (s.Effect ?? 'Allow') === 'Allow' &&
+      actionsOf(s).some((a) => pattern(a, 'i').test(action)) &&
+      [s.Resource].flat().some((r) => typeof r === 'string' && pattern(r).test(resource)),
+  );
+}

@@ -8,6 +8,7 @@ export function preparedRunFixture(run = 'lora-pokemon-20250101120000-abc123'): 
     dataset: { name: 'pokemon', uri: 's3://datasets-bucket/datasets/pokemon/', images: 833, captions: 833 },
     modelType: 'sd15',
     baseModel: 'stable-diffusion-v1-5/stable-diffusion-v1-5',
+    lora: { name: 'pokemon' },
     training: {
       jobName: run,
       hyperparameters: { max_train_steps: '1000' },
@@ -18,6 +19,7 @@ export function preparedRunFixture(run = 'lora-pokemon-20250101120000-abc123'): 
       networkIsolation: false,
     },
     serving: {
+      mode: 'dedicated',
       modelName: run,
       endpointConfigName: run,
       endpointName: 'lora-pokemon',
@@ -27,6 +29,15 @@ export function preparedRunFixture(run = 'lora-pokemon-20250101120000-abc123'): 
       endpointConfig: { EndpointConfigName: run, ProductionVariants: [], Tags: [] },
     },
     tags: [{ Key: 'dataset', Value: 'pokemon' }],
+  };
+}
+
+/** The same run, served by the deployment's shared endpoint: nothing deployed for it. */
+export function sharedRunFixture(run = 'lora-pokemon-20250101120000-abc123'): PreparedRun {
+  const dedicated = preparedRunFixture(run);
+  return {
+    ...dedicated,
+    serving: { mode: 'shared', endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' },
   };
 }
 

@@ -1,0 +1,35 @@
+import { LORA_ERRORS } from '../shared/contract';
+
+type CheckErrorName =
+  | typeof LORA_ERRORS.sharedEndpointWarming
+  | typeof LORA_ERRORS.sharedEndpointBusy
+  | typeof LORA_ERRORS.sharedEndpointUnavailable
+  | typeof LORA_ERRORS.loraCheckFailed;
+
+/**
+ * Warming and Busy are retried by the state; Unavailable (the deployment's fault) fails the run and
+ * leaves the version pending; only LoraCheckFailed (the server refused the LoRA) rejects it. The
+ * message is the Cause.
+ */
+export class LoraCheckError extends Error {
+  constructor(name: CheckErrorName, message: string) {
+    super(message);
+    this.name = name;
+  }
+}
+
+export function sharedEndpointWarming(message: string): LoraCheckError {
+  return new LoraCheckError(LORA_ERRORS.sharedEndpointWarming, message);
+}
+
+export function sharedEndpointBusy(message: string): LoraCheckError {
+  return new LoraCheckError(LORA_ERRORS.sharedEndpointBusy, message);
+}
+
+export function sharedEndpointUnavailable(message: string): LoraCheckError {
+  return new LoraCheckError(LORA_ERRORS.sharedEndpointUnavailable, message);
+}
+
+export function loraCheckFailed(message: string): LoraCheckError {
+  return new LoraCheckError(LORA_ERRORS.loraCheckFailed, message);
+}

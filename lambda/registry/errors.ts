@@ -1,0 +1,35 @@
+import { LORA_ERRORS } from '../shared/contract';
+
+/**
+ * A registry error of its own: its `name` is the Lambda error's type, which the workflow's Retry,
+ * Catch and the run's report see. All but RegistryBusy are refusals (LORA_REFUSALS), never retried;
+ * anything else thrown (an S3 stream fault, access denied) keeps its own name and is retried a few
+ * times.
+ */
+export class RegistryError extends Error {
+  constructor(name: (typeof LORA_ERRORS)[keyof typeof LORA_ERRORS], message: string) {
+    super(message);
+    this.name = name;
+  }
+}
+
+export function loraFileInvalid(message: string): RegistryError {
+  return new RegistryError(LORA_ERRORS.loraFileInvalid, message);
+}
+
+export function registryConflict(message: string): RegistryError {
+  return new RegistryError(LORA_ERRORS.registryConflict, message);
+}
+
+export function loraNotFound(message: string): RegistryError {
+  return new RegistryError(LORA_ERRORS.loraNotFound, message);
+}
+
+/** Not a refusal: another write won a race, or DynamoDB throttled a transaction; the state retries it. */
+export function registryBusy(message: string): RegistryError {
+  return new RegistryError(LORA_ERRORS.registryBusy, message);
+}
+
+export function invalidRegistryEvent(message: string): RegistryError {
+  return new RegistryError(LORA_ERRORS.invalidRegistryEvent, message);
+}

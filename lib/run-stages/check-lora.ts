@@ -1,0 +1,46 @@
+import { Duration } from 'aws-cdk-lib';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct } from 'constructs';
+import { LORA_ERRORS, STATES } from '../../lambda/shared/contract';
+import type { FailurePath } from './fail-and-clean-up';
+import { catchInto, invokeFunction, retryLoraTask } from './tasks';
+
+/**
+ * While the shared endpoint scales out from zero it has no copy to serve: the check is tried again
+ * every minute, for up to 20 minutes (an instance's start and the model's load fit in that).
+ */
+export const WARMING_RETRY = { interval: Duration.seconds(60), maxAttempts: 20 } as const;
+
+/**
+ * The endpoint is at capacity, or the server's registry or S3 reads are throttled, or a download was
+ * too slow (429, 503, 504): tried again with backoff and full jitter, waits of up to 15 s doubling to
+ * 2 minutes, 8 times (at most 12 minutes, about 6 on average): about what autoscaling takes to add an instance.
+ */
+export const BUSY_RETRY = { interval: Duration.seconds(15), backoffRate: 2, maxDelay: Duration.minutes(2), maxAttempts: 8, jitterStrategy: sfn.JitterType.FULL } as const;
+
+/**
+ * Try LoRA on the shared endpoint: one small request naming the new version (`name@version`),
+ * which the server must fetch, verify and generate with; its answer at `$.check`; then `next`.
+ * Warming and busy answers are retried; the server's refusal of the LoRA (LoraCheckFailed) is not.
+ * Whatever still fails fails the run at stage 'check', before the version is made current; only a
+ * refusal has the clean-up mark it failed.
+ */
+export function tryLora(scope: Construct, check: lambda.IFunction, failure: FailurePath, next: sfn.IChainable): sfn.State {
+  const tryIt = invokeFunction(
+    scope,
+    STATES.tryLora,
+    check,
+    {
+      'endpointName.$': '$.run.serving.endpointName',
+      'inferenceComponentName.$': '$.run.serving.inferenceComponentName',
+      lora: { 'name.$': '$.lora.name', 'version.$': '$.lora.version' },
+      'modelType.$': '$.run.modelType',
+    },
+    '$.check',
+  );
+  retryLoraTask(tryIt, { errors: [LORA_ERRORS.sharedEndpointWarming], ...WARMING_RETRY, backoffRate: 1 }, { errors: [LORA_ERRORS.sharedEndpointBusy], ...BUSY_RETRY });
+  catchInto(tryIt, failure.caught(STATES.loraCheckFailed));
+  tryIt.next(next);
+  return tryIt;
+}
