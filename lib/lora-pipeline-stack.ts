@@ -117,7 +117,12 @@ export class LoraPipelineStack extends Stack {
       datasetPrefix: config.datasetPrefix,
       triggerFileName: config.triggerFileName,
     });
-    this.status = new RunStatus(this, 'Status', { ...logging, stateMachine: this.workflow.stateMachine, namePrefix: config.namePrefix });
+    this.status = new RunStatus(this, 'Status', {
+      ...logging,
+      stateMachine: this.workflow.stateMachine,
+      registry: this.registry.table,
+      namePrefix: config.namePrefix,
+    });
 
     new CfnOutput(this, 'DatasetsBucketName', {
       value: this.storage.datasetsBucket.bucketName,

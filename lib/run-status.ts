@@ -1,8 +1,10 @@
 import { ArnFormat, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { LoraRegistry } from './lora-registry';
 import { iamFindingArn } from './nag-findings';
 import { PipelineFunction } from './pipeline-function';
 
@@ -10,6 +12,8 @@ import { PipelineFunction } from './pipeline-function';
 export interface RunStatusProps {
   /** The workflow whose runs the function reports on. */
   readonly stateMachine: sfn.StateMachine;
+  /** The LoRA registry's table: a shared run's version is shown with its status there and whether it is current. */
+  readonly registry: dynamodb.ITable;
   /** First part of every run and endpoint name (the workflow's resources). */
   readonly namePrefix: string;
   readonly logRetention: logs.RetentionDays;
@@ -18,7 +22,8 @@ export interface RunStatusProps {
 
 /**
  * The status function: "where is my run?" for one execution, a dataset's latest runs, or the latest
- * runs. It only reads: the workflow's executions and history, and the runs' training jobs and endpoints.
+ * runs. It only reads: the workflow's executions and history, the runs' training jobs and endpoints,
+ * and the registry's items of the versions shared runs registered.
  */
 export class RunStatus extends Construct {
   public readonly status: PipelineFunction;
@@ -28,8 +33,8 @@ export class RunStatus extends Construct {
     const stack = Stack.of(this);
     this.status = new PipelineFunction(this, 'Status', {
       name: 'status',
-      description: 'Answers where a run is: its phase, training job and endpoint',
-      environment: { STATE_MACHINE_ARN: props.stateMachine.stateMachineArn },
+      description: 'Answers where a run is: its phase, training job, endpoint and LoRA version',
+      environment: { STATE_MACHINE_ARN: props.stateMachine.stateMachineArn, LORA_REGISTRY_TABLE: props.registry.tableName },
       // A list answer reads up to 10 executions' histories, each event carrying the run's state.
       timeout: Duration.seconds(60),
       memorySize: 512,
@@ -52,6 +57,7 @@ export class RunStatus extends Construct {
     for (const [sid, actions, resources] of statements) {
       this.status.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions, resources }));
     }
+    LoraRegistry.grantReadOnly(props.registry, this.status.role);
     Validations.of(this.status.role.node.findChild('DefaultPolicy')).acknowledge(
       {
         id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, executions)}]`,

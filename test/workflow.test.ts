@@ -254,10 +254,40 @@ describe('the functions', () => {
     expect(resolved(s3[2].Resource)).toMatch(/\/datasets\/\*"$/);
   });
 
-  test('the status function only reads executions, jobs and endpoints', () => {
+  test('the status function only reads executions, jobs, endpoints and the registry', () => {
     const { statements } = roleStatements(stack, template, stack.status.status.role);
     const actions = statements.flatMap(actionsOf).filter((a) => !a.startsWith('logs:') && !a.startsWith('xray:'));
-    expect(actions.sort()).toEqual(['sagemaker:DescribeEndpoint', 'sagemaker:DescribeTrainingJob', 'states:DescribeExecution', 'states:GetExecutionHistory', 'states:ListExecutions']);
+    expect(actions.sort()).toEqual([
+      'dynamodb:BatchGetItem',
+      'dynamodb:GetItem',
+      'dynamodb:Query',
+      'kms:Decrypt',
+      'sagemaker:DescribeEndpoint',
+      'sagemaker:DescribeTrainingJob',
+      'states:DescribeExecution',
+      'states:GetExecutionHistory',
+      'states:ListExecutions',
+    ]);
+  });
+
+  test('the status function reads the registry table and nothing else of DynamoDB, and can write nothing', () => {
+    const plain = (role: Parameters<typeof roleStatements>[2]) => roleStatements(stack, template, role).statements.map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)), Condition: s.Condition && JSON.parse(resolved(s.Condition)) }));
+    const status = plain(stack.status.status.role);
+    const tableArn = JSON.parse(resolved(stack.resolve(stack.registry.table.tableArn))) as string;
+    const keyArn = JSON.parse(resolved(stack.resolve(stack.storage.key.keyArn))) as string;
+    expect(status.filter((s) => actionsOf(s).some((a) => /^(dynamodb|kms):/.test(a))).map((s) => [actionsOf(s).sort(), s.Resource, s.Condition])).toEqual([
+      [['dynamodb:BatchGetItem', 'dynamodb:GetItem', 'dynamodb:Query'], tableArn, undefined],
+      [['kms:Decrypt'], keyArn, { StringEquals: { 'kms:ViaService': 'dynamodb.us-east-1.amazonaws.com' } }],
+    ]);
+    const environment = template.toJSON().Resources[stack.getLogicalId(stack.status.status.function.node.defaultChild as never)].Properties.Environment.Variables;
+    expect(JSON.parse(resolved(environment.LORA_REGISTRY_TABLE))).toBe(JSON.parse(resolved(stack.resolve(stack.registry.table.tableName))));
+    const writes = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:Scan'];
+    expect(allows(status, 'dynamodb:GetItem', tableArn)).toBe(true);
+    expect(writes.filter((action) => allows(status, action, tableArn))).toEqual([]);
+    expect(['kms:Encrypt', 'kms:GenerateDataKey'].filter((action) => allows(status, action, keyArn))).toEqual([]);
+    expect(allows(status, 'dynamodb:GetItem', tableArn.replace(/table\/.*/, 'table/AnotherTable'))).toBe(false);
+    // Control: the registry function's role, which writes, passes the same write check.
+    expect(allows(plain(stack.workflow.registryFunction.role), 'dynamodb:PutItem', tableArn)).toBe(true);
   });
 });
 

@@ -72,11 +72,13 @@ function containerAnswer(fields: Record<string, unknown>): string {
 
 /**
  * The shared server's answers about the LoRA itself (containers/inference/README.md, "Shared
- * mode"): malformed or of another family (400), unknown or its file missing (404), retired or
- * failed (410), unprocessable (422). Only these reject the version.
+ * mode"): its file refused (400: another family, a bad header, a SHA-256 mismatch), or the version
+ * retired or failed meanwhile (410). Only these reject the version. A 404 is not among them: the
+ * version was registered a moment before, so a server that cannot find it or read its file (S3
+ * answers a role or key mistake like a missing object) is the deployment's fault, not the LoRA's.
  */
-export const REFUSED_STATUSES: readonly number[] = [400, 404, 410, 422];
-/** Too many requests, or the registry, S3 or the GPU busy (503), or a download too slow for the request (504): try again later. */
+export const REFUSED_STATUSES: readonly number[] = [400, 410];
+/** The registry, S3 or the GPU busy (503), or a download too slow for the request (504); 429 should a proxy send it: try again later. */
 export const BUSY_STATUSES: readonly number[] = [429, 503, 504];
 
 /**

@@ -1,17 +1,24 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { SFNClient } from '@aws-sdk/client-sfn';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { RegistryTable } from '../registry/table';
 import { log } from '../shared/log';
 import { type RunList, type RunStatus, status } from './status';
 
 // Created once per container, so warm invocations reuse their connections.
 const sfn = new SFNClient({});
 const sagemaker = new SageMakerClient({});
+const dynamodb = DynamoDBDocumentClient.from(new DynamoDBClient({}));
 
 export async function handler(event: unknown): Promise<RunStatus | RunList> {
   const stateMachineArn = process.env.STATE_MACHINE_ARN;
   if (!stateMachineArn) throw new Error('STATE_MACHINE_ARN is not set: the stack sets it to the workflow this function reports on.');
+  const tableName = process.env.LORA_REGISTRY_TABLE;
+  if (!tableName) throw new Error('LORA_REGISTRY_TABLE is not set: the stack sets it to the LoRA registry this function reads (lib/run-status.ts).');
   try {
-    return await status(event, { stateMachineArn, sfn, sagemaker });
+    // Only the registry's reads are used; the role grants nothing else.
+    return await status(event, { stateMachineArn, sfn, sagemaker, registry: new RegistryTable(dynamodb, tableName) });
   } catch (error) {
     log('WARN', 'Status request not answered', { error: error instanceof Error ? error.name : String(error) });
     throw error;

@@ -12,15 +12,17 @@ import { loraRef } from '../shared/lora-name';
 import { datasetFolder, isRecord, nonEmptyString, parseJson, preparedRun } from '../shared/run-info';
 import { closest } from '../shared/suggest';
 import { isoTime, summarizeTraining, type TrainingTransition } from '../shared/training-summary';
+import { type LoraRegistryState, type RegistryReader, registryState } from './registry-state';
 
 /**
  * "Where is my run?": one execution, the latest runs of a dataset, or the latest runs. Every
- * answer is read from Step Functions and SageMaker at the time of asking; nothing is stored.
+ * answer is read from Step Functions, SageMaker and the LoRA registry at the time of asking; nothing is stored.
  *
  * Calls are bounded, so that a question never costs more than a few seconds of API quota:
  * - one execution: DescribeExecution, at most MAX_HISTORY_PAGES of GetExecutionHistory (newest
  *   first, stopping as soon as the current state and Prepare's answer are found), then
- *   DescribeTrainingJob and DescribeEndpoint once the run is prepared;
+ *   DescribeTrainingJob and DescribeEndpoint once the run is prepared, and for a shared run whose
+ *   version is registered two GetItems of the registry (the version item and the name's head item);
  * - `{}`: ListExecutions of the LATEST_RUNS newest executions, and the above for each;
  * - `{dataset}`: ListExecutions of the SEARCHED_EXECUTIONS newest, DescribeExecution of each until
  *   LATEST_RUNS of them name the dataset, and the above for those (their description is reused).
@@ -76,8 +78,11 @@ export interface EndpointStatus {
   readonly error?: string;
 }
 
-/** A shared run's LoRA: its registry name, and once registered its version. */
-export interface RunLora {
+/**
+ * A shared run's LoRA: its registry name, and once registered its version, with the version's
+ * registry state now (status, whether it is current).
+ */
+export interface RunLora extends LoraRegistryState {
   readonly name: string;
   readonly version?: number;
   /** `name@version`, as a request names it. */
@@ -121,6 +126,8 @@ export interface StatusContext {
   readonly stateMachineArn: string;
   readonly sfn: SFNClient;
   readonly sagemaker: SageMakerClient;
+  /** The LoRA registry, read for the versions shared runs registered. */
+  readonly registry: RegistryReader;
 }
 
 /** `arn:<partition>:states:<region>:<account>:execution:<state machine>:` for this state machine. */
@@ -316,6 +323,12 @@ function loraStatus(run: PreparedRun, history: HistoryFindings): RunLora | undef
   };
 }
 
+/** The LoRA with its version's registry state now, once the history names a version. */
+async function withRegistryState(context: StatusContext, lora: RunLora | undefined): Promise<RunLora | undefined> {
+  if (lora?.version === undefined) return lora;
+  return { ...lora, ...(await registryState(context.registry, lora.name, lora.version)) };
+}
+
 function inputDataset(description: DescribeExecutionCommandOutput): string | undefined {
   const input = parseJson(description.input);
   return isRecord(input) ? datasetFolder(input.dataset) : undefined;
@@ -327,7 +340,8 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
   const history = await readHistory(context, executionArn, running);
   const run = preparedRun(history.prepared);
   const unsettled = isRecord(history.prepared) && history.prepared.settled === false ? history.prepared : undefined;
-  const [training, endpoint] = run !== undefined ? await Promise.all([trainingStatus(context, run), endpointStatus(context, run)]) : [];
+  const [training, endpoint, lora] =
+    run !== undefined ? await Promise.all([trainingStatus(context, run), endpointStatus(context, run), withRegistryState(context, loraStatus(run, history))]) : [];
   const currentState = running ? history.currentState : undefined;
   return {
     executionArn,
@@ -343,7 +357,7 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
     training,
     servingMode: run?.serving.mode,
     dedicatedBecause: run?.serving.mode === 'dedicated' ? run.serving.dedicatedBecause : undefined,
-    lora: run !== undefined ? loraStatus(run, history) : undefined,
+    lora,
     endpoint,
     error: description.error,
     cause: description.cause,

@@ -84,9 +84,14 @@ describe('what the endpoint answers instead', () => {
   const modelError = (status: number, error = 'x') =>
     new ModelError({ message: `Received error (${status}) from primary`, $metadata: { httpStatusCode: 424 }, OriginalStatusCode: status, OriginalMessage: JSON.stringify({ error, field: 'lora' }) });
 
-  test.each([400, 404, 410, 422])('the server refusing the LoRA (%i) is LoraCheckFailed: the version is rejected', async (status) => {
+  test.each([400, 410])('the server refusing the LoRA (%i) is LoraCheckFailed: the version is rejected', async (status) => {
     runtimeMock.on(InvokeEndpointCommand).rejects(modelError(status));
     await expect(checkLora(EVENT, runtime)).rejects.toMatchObject({ name: 'LoraCheckFailed', message: expect.stringContaining(`the server answered ${status}`) });
+  });
+
+  test('a 404 for the version just registered (the server cannot find it, or cannot read its file) is the deployment\'s fault: SharedEndpointUnavailable, never a rejection', async () => {
+    runtimeMock.on(InvokeEndpointCommand).rejects(modelError(404, 'LoRA pokemon@3: its file is missing from S3 or not readable by the endpoint role'));
+    await expect(checkLora(EVENT, runtime)).rejects.toMatchObject({ name: 'SharedEndpointUnavailable', message: expect.stringContaining('the server answered 404') });
   });
 
   test.each([429, 503, 504])('a busy endpoint (%i: at capacity, throttled, a download too slow) is SharedEndpointBusy, for the state to retry, never a rejection', async (status) => {

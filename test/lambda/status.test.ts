@@ -1,7 +1,10 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DescribeEndpointCommand, DescribeTrainingJobCommand, SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { DescribeExecutionCommand, type HistoryEvent, GetExecutionHistoryCommand, ListExecutionsCommand, SFNClient } from '@aws-sdk/client-sfn';
+import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-jest';
+import { RegistryTable } from '../../lambda/registry/table';
 import { type Phase, STATES } from '../../lambda/shared/contract';
 import { HISTORY_PAGE_SIZE, InvalidRequest, type RunList, type RunStatus, status } from '../../lambda/status/status';
 import { preparedRunFixture, sharedRunFixture, trainingJobFixture } from '../support/runs';
@@ -13,7 +16,14 @@ const unsettled = { settled: false, waitSeconds: 60, reason: 'datasets/pokemon/0
 
 const sfnMock = mockClient(SFNClient);
 const sageMakerMock = mockClient(SageMakerClient);
-const context = { stateMachineArn, sfn: new SFNClient({}), sagemaker: new SageMakerClient({}) };
+const registryMock = mockClient(DynamoDBDocumentClient);
+const REGISTRY_TABLE = 'LoraRegistryTable';
+const context = {
+  stateMachineArn,
+  sfn: new SFNClient({}),
+  sagemaker: new SageMakerClient({}),
+  registry: new RegistryTable(DynamoDBDocumentClient.from(new DynamoDBClient({})), REGISTRY_TABLE),
+};
 
 /**
  * A history as Step Functions writes it: each state's Entered and Exited events (Task states with
@@ -80,6 +90,9 @@ function serveTrainingJob(overrides: Record<string, unknown> = {}): void {
 beforeEach(() => {
   sfnMock.reset();
   sageMakerMock.reset();
+  registryMock.reset();
+  // Any item not served by a test is missing.
+  registryMock.on(GetCommand).resolves({});
   sageMakerMock.on(DescribeEndpointCommand).rejects(sdkError('ValidationException', 'Could not find endpoint "lora-pokemon".'));
   sageMakerMock.on(DescribeTrainingJobCommand).rejects(sdkError('ValidationException', 'Requested resource not found.'));
 });
@@ -352,6 +365,13 @@ describe('the latest runs', () => {
   });
 });
 
+/** Serves version 7 of pokemon and the name's head item (version 0) from the registry; undefined: missing. */
+function serveRegistry(version: Record<string, unknown> | undefined, head: Record<string, unknown> | undefined): void {
+  const item = (key: number, attributes: Record<string, unknown> | undefined) => (attributes ? { Item: { name: 'pokemon', version: key, ...attributes } } : {});
+  registryMock.on(GetCommand, { TableName: REGISTRY_TABLE, Key: { name: 'pokemon', version: 7 } }).resolves(item(7, version));
+  registryMock.on(GetCommand, { TableName: REGISTRY_TABLE, Key: { name: 'pokemon', version: 0 } }).resolves(item(0, head));
+}
+
 describe('a shared run', () => {
   const shared = sharedRunFixture();
   const registered = { name: 'pokemon', version: 7, ref: 'pokemon@7', status: 'pending' };
@@ -375,26 +395,31 @@ describe('a shared run', () => {
       failureReason: undefined,
     });
     expect(result.endpoint).not.toHaveProperty('servesThisRun');
+    // No version yet: nothing to read in the registry.
+    expect(registryMock).not.toHaveReceivedAnyCommand();
   });
 
-  test("once registered: the version from the Register LoRA state's output", async () => {
+  test("once registered: the version from the Register LoRA state's output, and its registry state", async () => {
     serveShared([...SETTLE, STATES.train, ...SHARED.slice(0, 3)], { [STATES.registerLora]: { run: shared, lora: registered } });
+    serveRegistry({ status: 'pending' }, { latest: 7, current: 6 });
     const result = await statusOf('run-1');
-    expect(result.lora).toEqual({ name: 'pokemon', version: 7, ref: 'pokemon@7' });
+    expect(result.lora).toEqual({ name: 'pokemon', version: 7, ref: 'pokemon@7', status: 'pending', isCurrent: false, currentVersion: 6 });
     expect(result.phase).toBe('DEPLOYING');
   });
 
-  test('once promoted: whether the version became current', async () => {
+  test('once promoted: whether the version became current, and whether it is current now', async () => {
     const states = [...SETTLE, STATES.train, ...SHARED, STATES.reportSuccess];
     serveShared(states, { [STATES.registerLora]: { lora: registered }, [STATES.makeLoraCurrent]: { lora: registered, promotion: { name: 'pokemon', version: 7, current: false } } });
-    expect((await statusOf('run-1')).lora).toEqual({ name: 'pokemon', version: 7, ref: 'pokemon@7', madeCurrent: false });
+    serveRegistry({ status: 'ready' }, { latest: 8, current: 8 });
+    expect((await statusOf('run-1')).lora).toEqual({ name: 'pokemon', version: 7, ref: 'pokemon@7', madeCurrent: false, status: 'ready', isCurrent: false, currentVersion: 8 });
   });
 
-  test('a Register LoRA exit with a caught error gives no version', async () => {
+  test('a Register LoRA exit with a caught error gives no version, and the registry is not read', async () => {
     serveShared([...SETTLE, STATES.train, ...SHARED.slice(0, 2), STATES.registrationFailed], {
       [STATES.registerLora]: { lora: null, error: { Error: 'LoraFileInvalid', Cause: '{}' } },
     });
     expect((await statusOf('run-1')).lora).toEqual({ name: 'pokemon' });
+    expect(registryMock).not.toHaveReceivedAnyCommand();
   });
 
   test('a dedicated run of a shared deployment says why it got its own endpoint', async () => {
@@ -406,6 +431,7 @@ describe('a shared run', () => {
     const result = await statusOf('run-1');
     expect(result).toMatchObject({ servingMode: 'dedicated', dedicatedBecause: because });
     expect(result.lora).toBeUndefined();
+    expect(registryMock).not.toHaveReceivedAnyCommand();
   });
 
   test('a run prepared before serving modes existed reads as dedicated', async () => {
@@ -415,5 +441,89 @@ describe('a shared run', () => {
     const result = await statusOf('run-1');
     expect(result.servingMode).toBe('dedicated');
     expect(sageMakerMock).toHaveReceivedCommandWith(DescribeEndpointCommand, { EndpointName: 'lora-pokemon' });
+  });
+});
+
+describe("a shared run's version in the registry now", () => {
+  const shared = sharedRunFixture();
+  const registered = { name: 'pokemon', version: 7, ref: 'pokemon@7', status: 'pending' };
+  const promoted = { name: 'pokemon', version: 7, current: true };
+  const fromHistory = { name: 'pokemon', version: 7, ref: 'pokemon@7', madeCurrent: true };
+
+  /** A shared run that succeeded: registered, tried and made current as version 7. */
+  async function succeededRun(): Promise<RunStatus> {
+    serveExecution('run-1', 'SUCCEEDED', { stopDate: new Date('2025-01-01T12:40:00Z') });
+    const states = [...SETTLE, STATES.train, ...SHARED, STATES.reportSuccess, STATES.notifySuccess, STATES.succeeded];
+    const outputs = { [STATES.registerLora]: { lora: registered }, [STATES.makeLoraCurrent]: { lora: registered, promotion: promoted } };
+    serveHistory(history(states, { running: false, prepareAnswers: [unsettled, shared], outputs }));
+    sageMakerMock.on(DescribeEndpointCommand).resolves({ EndpointName: 'lora-shared-sd15', EndpointStatus: 'InService', EndpointConfigName: 'SharedConfig-abc' } as never);
+    return statusOf('run-1');
+  }
+
+  /** The run's status, with console.warn silenced, and the WARN lines logged meanwhile. */
+  async function succeededRunWarning(): Promise<{ result: RunStatus; warnings: unknown[] }> {
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    try {
+      const result = await succeededRun();
+      return { result, warnings: warn.mock.calls.map((call) => JSON.parse(String(call[0]))) };
+    } finally {
+      warn.mockRestore();
+    }
+  }
+
+  test('current: ready, and the version the name is served with; one GetItem of the version and one of the head', async () => {
+    serveRegistry({ status: 'ready', s3Uri: 's3://artifacts/loras/pokemon/7.safetensors' }, { latest: 7, current: 7 });
+    const { result, warnings } = await succeededRunWarning();
+    expect(warnings).toEqual([]);
+    expect(result.lora).toEqual({ ...fromHistory, status: 'ready', isCurrent: true, currentVersion: 7 });
+    expect(registryMock).toHaveReceivedCommandTimes(GetCommand, 2);
+    expect(registryMock).toHaveReceivedCommandWith(GetCommand, { TableName: REGISTRY_TABLE, Key: { name: 'pokemon', version: 7 } });
+    expect(registryMock).toHaveReceivedCommandWith(GetCommand, { TableName: REGISTRY_TABLE, Key: { name: 'pokemon', version: 0 } });
+  });
+
+  test('not current: a newer version is served now, although this one was made current', async () => {
+    serveRegistry({ status: 'ready' }, { latest: 9, current: 9 });
+    expect((await succeededRun()).lora).toEqual({ ...fromHistory, status: 'ready', isCurrent: false, currentVersion: 9 });
+  });
+
+  test('retired: when, and the version current since', async () => {
+    serveRegistry({ status: 'retired', retiredAt: '2025-01-02T09:00:00Z' }, { latest: 7, current: 6 });
+    expect((await succeededRun()).lora).toEqual({ ...fromHistory, status: 'retired', retiredAt: '2025-01-02T09:00:00Z', isCurrent: false, currentVersion: 6 });
+  });
+
+  test('failed: why, and no version of the name is current', async () => {
+    serveRegistry({ status: 'failed', failure: 'sha256 mismatch' }, { latest: 7 });
+    const result = await succeededRun();
+    expect(result.lora).toEqual({ ...fromHistory, status: 'failed', failure: 'sha256 mismatch', isCurrent: false });
+    expect(result.lora).not.toHaveProperty('currentVersion');
+  });
+
+  test('a missing version item is reported beside the rest of the answer', async () => {
+    serveRegistry(undefined, { latest: 7, current: 7 });
+    const { result, warnings } = await succeededRunWarning();
+    expect(warnings).toEqual([expect.objectContaining({ level: 'WARN', message: 'Registry state incomplete', lora: 'pokemon@7', errors: [], missingItems: 1 })]);
+    expect(result.lora).toEqual({ ...fromHistory, isCurrent: true, currentVersion: 7, registryError: expect.stringContaining(`pokemon@7 is not in the registry table ${REGISTRY_TABLE}`) });
+    expect(result).toMatchObject({ phase: 'IN_SERVICE', endpoint: { status: 'InService' } });
+  });
+
+  test('a missing head item: nothing is current, and it is reported', async () => {
+    serveRegistry({ status: 'ready' }, undefined);
+    expect((await succeededRunWarning()).result.lora).toEqual({ ...fromHistory, status: 'ready', isCurrent: false, registryError: expect.stringContaining('pokemon has no head item (version 0)') });
+  });
+
+  test('a registry error is reported, not thrown: the history and the rest of the answer stand', async () => {
+    registryMock.on(GetCommand).rejects(sdkError('AccessDeniedException', 'not authorized to perform dynamodb:GetItem'));
+    const { result, warnings } = await succeededRunWarning();
+    expect(warnings).toEqual([expect.objectContaining({ message: 'Registry state incomplete', errors: ['AccessDeniedException', 'AccessDeniedException'], missingItems: 0 })]);
+    expect(result.lora).toEqual({ ...fromHistory, registryError: expect.stringContaining('AccessDeniedException: not authorized to perform dynamodb:GetItem') });
+    expect(result).toMatchObject({ phase: 'IN_SERVICE', status: 'SUCCEEDED', endpoint: { status: 'InService' }, servingMode: 'shared' });
+  });
+
+  test('one read failing keeps what the other read', async () => {
+    serveRegistry({ status: 'ready' }, undefined);
+    registryMock.on(GetCommand, { Key: { name: 'pokemon', version: 0 } }).rejects(sdkError('ProvisionedThroughputExceededException', 'slow down'));
+    const { result } = await succeededRunWarning();
+    expect(result.lora).toEqual({ ...fromHistory, status: 'ready', registryError: expect.stringMatching(/^Reading the current version of pokemon .* failed: ProvisionedThroughputExceededException: slow down$/) });
+    expect(result.lora).not.toHaveProperty('isCurrent');
   });
 });

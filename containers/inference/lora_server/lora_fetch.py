@@ -220,14 +220,14 @@ class DiskTier:
             if code in ("NoSuchKey", "404"):
                 raise LoraNotFound(f"{where}: its file {version.s3_uri} does not exist") from e
             if code in ("AccessDenied", "403"):
-                # Without s3:ListBucket (the endpoint's role has none), S3 answers a missing key with 403.
+                # The role's ListBucket is prefix-scoped and a GetObject carries no s3:prefix: a missing key is a 403.
                 self._log("lora_file_unreadable", level="error", lora=where.removeprefix("LoRA "), s3_uri=version.s3_uri, code=code)
                 raise LoraNotFound(
                     f"{where}: its file {version.s3_uri} does not exist, or the endpoint's role may not read it (S3 AccessDenied)"
                 ) from e
             if code in ("SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"):
                 raise LoraUnavailable(f"{where}: S3 is busy ({code}); retry shortly") from e
-            raise  # access denied or a missing bucket: the deployment's fault, a 500 with its message
+            raise  # a missing bucket or another fault of the deployment: a 500 with its message
         except BotoCoreError as e:
             raise LoraUnavailable(f"{where}: {version.s3_uri} could not be read ({type(e).__name__}); retry shortly") from e
 
