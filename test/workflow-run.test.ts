@@ -20,7 +20,7 @@ import { ENDPOINT_POLL_LIMIT, WARMING_RETRY } from '../lib/run-definition';
 import { synthPipeline } from './support/app';
 import { assertValidAsl, extractDefinition, resolveIntrinsics } from './support/asl';
 import { runLocally, taskError, type JsonValue, type TaskHandler } from './support/local-sfn';
-import { kohyaLoraFile } from './support/lora-file';
+import { safetensorsFile, sd15Lora } from './fixtures/lora-files';
 import { modelTarGz, tarArchive } from './support/tar-archive';
 import { motoAvailable, startMoto, type MotoServer } from './support/moto';
 import { createTableAsDeclared } from './support/registry-table';
@@ -526,7 +526,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
      * `pokemon.safetensors` beside `training-metadata.json`, or the metadata alone.
      */
     const savesLora =
-      (file: Buffer | null = kohyaLoraFile('sd15')): ((handler: TaskHandler) => TaskHandler) =>
+      (file: Buffer | null = safetensorsFile(sd15Lora())): ((handler: TaskHandler) => TaskHandler) =>
       (handler) =>
       async (request) => {
         const job = (await handler(request)) as { ModelArtifacts: { S3ModelArtifacts: string } };
@@ -562,7 +562,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
       const copy = await s3.send(new GetObjectCommand({ Bucket: artifactsBucket, Key: 'loras/pokemon/1.safetensors' }));
       const bytes = Buffer.from(await copy.Body!.transformToByteArray());
       expect(createHash('sha256').update(bytes).digest('hex')).toBe(version?.sha256);
-      expect(bytes).toEqual(kohyaLoraFile('sd15'));
+      expect(bytes).toEqual(safetensorsFile(sd15Lora()));
       expect(await item('pokemon', 0)).toMatchObject({ latest: 1, current: 1 });
       expect(result.output).toMatchObject({ servingMode: 'shared', loraName: 'pokemon', loraVersion: 1, inferenceComponentName: endpointName, madeCurrent: true, endpointName });
       expect(String((result.output as Record<string, unknown>).invokeCommand)).toMatch(/--endpoint-name lora-shared-sd15 .*--inference-component-name lora-shared-sd15.*pokemon@1/);

@@ -1,4 +1,5 @@
 import { LORA_ERRORS } from '../shared/contract';
+import { NamedError } from '../shared/named-error';
 
 type CheckErrorName =
   | typeof LORA_ERRORS.sharedEndpointWarming
@@ -11,12 +12,7 @@ type CheckErrorName =
  * leaves the version pending; only LoraCheckFailed (the server refused the LoRA) rejects it. The
  * message is the Cause.
  */
-export class LoraCheckError extends Error {
-  constructor(name: CheckErrorName, message: string) {
-    super(message);
-    this.name = name;
-  }
-}
+export class LoraCheckError extends NamedError<CheckErrorName> {}
 
 export function sharedEndpointWarming(message: string): LoraCheckError {
   return new LoraCheckError(LORA_ERRORS.sharedEndpointWarming, message);

@@ -1,16 +1,12 @@
 import { PREPARE_ERRORS } from '../shared/contract';
+import { NamedError } from '../shared/named-error';
 
 /**
  * A refusal of the run: its `name` is the Lambda error's type, which the workflow's Catch and Fail
  * show. Anything else thrown (throttling, access denied) keeps its own name, so the workflow's
  * Retry can tell a passing fault from a run that can never succeed.
  */
-export class PrepareError extends Error {
-  constructor(name: (typeof PREPARE_ERRORS)[keyof typeof PREPARE_ERRORS], message: string) {
-    super(message);
-    this.name = name;
-  }
-}
+export class PrepareError extends NamedError<(typeof PREPARE_ERRORS)[keyof typeof PREPARE_ERRORS]> {}
 
 export function invalidInput(message: string): PrepareError {
   return new PrepareError(PREPARE_ERRORS.invalidInput, message);

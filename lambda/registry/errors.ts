@@ -1,4 +1,5 @@
 import { LORA_ERRORS } from '../shared/contract';
+import { NamedError } from '../shared/named-error';
 
 /**
  * A registry error of its own: its `name` is the Lambda error's type, which the workflow's Retry,
@@ -6,12 +7,7 @@ import { LORA_ERRORS } from '../shared/contract';
  * anything else thrown (an S3 stream fault, access denied) keeps its own name and is retried a few
  * times.
  */
-export class RegistryError extends Error {
-  constructor(name: (typeof LORA_ERRORS)[keyof typeof LORA_ERRORS], message: string) {
-    super(message);
-    this.name = name;
-  }
-}
+export class RegistryError extends NamedError<(typeof LORA_ERRORS)[keyof typeof LORA_ERRORS]> {}
 
 export function loraFileInvalid(message: string): RegistryError {
   return new RegistryError(LORA_ERRORS.loraFileInvalid, message);

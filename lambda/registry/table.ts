@@ -79,6 +79,32 @@ export class RegistryTable {
     return { name, version };
   }
 
+  /** One UpdateItem on condition: false when the condition does not hold (nothing is written then). */
+  private async updateIf(
+    key: Record<string, unknown>,
+    update: string,
+    condition: string,
+    attributeNames: Record<string, string>,
+    values: Record<string, unknown>,
+  ): Promise<boolean> {
+    try {
+      await this.client.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key,
+          UpdateExpression: update,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: attributeNames,
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
   async getVersion(name: string, version: number): Promise<VersionItem | undefined> {
     const result = await this.client.send(new GetCommand({ TableName: this.tableName, Key: this.key(name, version), ConsistentRead: true }));
     return result.Item as VersionItem | undefined;
@@ -130,40 +156,18 @@ export class RegistryTable {
    * expires, so its retry can go on.
    */
   async claimRegistration(name: string, executionArn: string, nowMs: number, until: number): Promise<boolean> {
-    try {
-      await this.client.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: this.key(name, HEAD_VERSION),
-          UpdateExpression: 'SET #claim = :until',
-          ConditionExpression: 'attribute_not_exists(#claim) OR #claim < :now',
-          ExpressionAttributeNames: { '#claim': claimAttribute(executionArn) },
-          ExpressionAttributeValues: { ':until': until, ':now': nowMs },
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.updateIf(
+      this.key(name, HEAD_VERSION),
+      'SET #claim = :until',
+      'attribute_not_exists(#claim) OR #claim < :now',
+      { '#claim': claimAttribute(executionArn) },
+      { ':until': until, ':now': nowMs },
+    );
   }
 
   /** Removes this invocation's claim (the one ending at `until`); another invocation's later claim is left alone. */
   async releaseRegistration(name: string, executionArn: string, until: number): Promise<void> {
-    try {
-      await this.client.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: this.key(name, HEAD_VERSION),
-          UpdateExpression: 'REMOVE #claim',
-          ConditionExpression: '#claim = :until',
-          ExpressionAttributeNames: { '#claim': claimAttribute(executionArn) },
-          ExpressionAttributeValues: { ':until': until },
-        }),
-      );
-    } catch (error) {
-      if (!isConditionFailure(error)) throw error;
-    }
+    await this.updateIf(this.key(name, HEAD_VERSION), 'REMOVE #claim', '#claim = :until', { '#claim': claimAttribute(executionArn) }, { ':until': until });
   }
 
   /** The highest 'ready' version below `version`, if any. */
@@ -270,26 +274,11 @@ export class RegistryTable {
     const sets = ['#status = :to', ...Object.keys(extra).map((key) => `${key} = :${key}`)];
     const update = `SET ${sets.join(', ')}`;
     const condition = from === undefined ? 'attribute_exists(#version)' : '#status = :from';
-    try {
-      await this.client.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: this.key(name, version),
-          UpdateExpression: update,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: names(update, condition),
-          ExpressionAttributeValues: {
-            ':to': to,
-            ...(from === undefined ? {} : { ':from': from }),
-            ...Object.fromEntries(Object.entries(extra).map(([key, value]) => [`:${key}`, value])),
-          },
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.updateIf(this.key(name, version), update, condition, names(update, condition), {
+      ':to': to,
+      ...(from === undefined ? {} : { ':from': from }),
+      ...Object.fromEntries(Object.entries(extra).map(([key, value]) => [`:${key}`, value])),
+    });
   }
 
   /**
@@ -299,21 +288,10 @@ export class RegistryTable {
   async moveCurrent(name: string, from: number | undefined, to: number | undefined, now: string): Promise<boolean> {
     const update = to === undefined ? 'REMOVE #current SET updatedAt = :now' : 'SET #current = :to, updatedAt = :now';
     const condition = from === undefined ? 'attribute_not_exists(#current)' : '#current = :from';
-    try {
-      await this.client.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: this.key(name, HEAD_VERSION),
-          UpdateExpression: update,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: names(update, condition),
-          ExpressionAttributeValues: { ':now': now, ...(from === undefined ? {} : { ':from': from }), ...(to === undefined ? {} : { ':to': to }) },
-        }),
-      );
-      return true;
-    } catch (error) {
-      if (isConditionFailure(error)) return false;
-      throw error;
-    }
+    return this.updateIf(this.key(name, HEAD_VERSION), update, condition, names(update, condition), {
+      ':now': now,
+      ...(from === undefined ? {} : { ':from': from }),
+      ...(to === undefined ? {} : { ':to': to }),
+    });
   }
 }
