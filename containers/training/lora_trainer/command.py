@@ -30,6 +30,8 @@ FIXED_FLAGS = (
 )
 # Hyperparameters that the entrypoint turns into other flags, or uses itself.
 _HANDLED = {"model_type", "base_model", "max_train_steps", "max_train_epochs", "resolution", "allow_missing_captions"}
+# kohya's sampling flags: passed only with a prompts file (sampling on, something to prompt with).
+_SAMPLING = {"sample_every_n_epochs", "sample_at_first", "sample_sampler"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class Launch:
     resume_state: Path | None = None
     resume_epoch: int = 0
     steps_per_epoch: int | None = None
+    # The prompts file the entrypoint wrote (sampling.write_prompts_file); None: no sampling.
+    sample_prompts: Path | None = None
+    # kohya's cadence: the hyperparameter, or the one chosen from the epochs when it is unset.
+    sample_every_n_epochs: int = 1
 
 
 def epochs_for(values: Mapping[str, Value | None], steps_per_epoch: int) -> int:
@@ -87,7 +93,7 @@ def kohya_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
     schema = load_schema()
     for name, spec in schema.specs.items():
         value = values[name]
-        if name in _HANDLED or spec.flag is None or value is None:
+        if name in _HANDLED or name in _SAMPLING or spec.flag is None or value is None:
             continue
         if spec.type == "boolean":
             if value:
@@ -97,8 +103,25 @@ def kohya_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
     if values["model_type"] == "sdxl":
         # The SDXL VAE overflows in fp16 (NaN latents); sd-scripts' SDXL guide recommends this.
         args.append("--no_half_vae")
+    args += sampling_args(values, launch)
     if launch.resume_state is not None:
         args += ["--resume", str(launch.resume_state), *resume_position(launch)]
+    return args
+
+
+def sampling_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
+    """kohya's own sampling: the prompts file, every n epochs, the sampler. The base model's row
+    (--sample_at_first) only on a fresh start: on a resumed attempt kohya would draw it again with
+    the resumed weights, labelled epoch 0."""
+    if launch.sample_prompts is None:
+        return []
+    args = [
+        "--sample_prompts", str(launch.sample_prompts),
+        "--sample_every_n_epochs", str(launch.sample_every_n_epochs),
+        "--sample_sampler", str(values["sample_sampler"]),
+    ]
+    if values["sample_at_first"] and launch.resume_state is None:
+        args.append("--sample_at_first")
     return args
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from . import checkpoints, run_record
+from . import checkpoints, run_record, sampling
 from .base_model import BaseModel, resolve_base_model
 from .command import SCRIPTS, Launch, accelerate_argv, epochs_for, kohya_args
+from .contact_sheet import write_contact_sheet
 from .dataset import DatasetOptions, PreparedDataset, prepare_dataset
 from .dataset_check import one_or_all
 from .errors import TrainingError
@@ -113,10 +114,15 @@ class Job:
     record: dict[str, Any]
     epochs: int
     started: float
+    prompts: list[sampling.SamplePrompt] = field(default_factory=list)
 
     @property
     def final_model(self) -> Path:
         return self.paths.checkpoints / f"{self.inputs.output_name}.safetensors"
+
+    @property
+    def samples(self) -> Path:
+        return self.paths.checkpoints / sampling.SAMPLE_FOLDER
 
 
 def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, Any]:
@@ -127,7 +133,8 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
     fingerprint = run_record.make_fingerprint(inputs.values, summary.content_sha256, base.name_or_path, base.kind, image.sd_scripts_version)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     record = run_record.load_or_create(paths.checkpoints, fingerprint)
-    job = Job(paths, image, trainer, inputs, fingerprint, record, epochs_for(inputs.values, summary.steps_per_epoch), started)
+    epochs = epochs_for(inputs.values, summary.steps_per_epoch)
+    job = Job(paths, image, trainer, inputs, fingerprint, record, epochs, started, _plan_samples(inputs, epochs))
     if run_record.completed(paths.checkpoints, fingerprint, job.final_model):
         print(f"lora-trainer: an earlier attempt of this job already trained {job.final_model.name}; not training again", flush=True)
         # The GPUs and steps per epoch of the attempt that trained it, from the run record.
@@ -140,7 +147,9 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
         run_record.mark_completed(paths.checkpoints, fingerprint, job.final_model)
         for removed in checkpoints.clean_finished(paths.checkpoints, inputs.output_name):
             print(f"lora-trainer: removed checkpoint {removed} (training finished)", flush=True)
-    return _write_outputs(job, attempt)
+    metadata = _write_outputs(job, attempt)
+    _write_samples(job, attempt)
+    return metadata
 
 
 def check_inputs(paths: SageMakerPaths) -> Inputs:
@@ -245,6 +254,8 @@ def _plan_launch(job: Job) -> Launch:
         flush=True,
     )
     return Launch(
+        sample_prompts=_prepare_sampling(job, state.epoch if state else 0),
+        sample_every_n_epochs=sampling.every_n_epochs(values, job.epochs),
         sd_scripts=job.image.sd_scripts,
         base_model=job.inputs.base.name_or_path,
         dataset_config=job.inputs.prepared.config_path,
@@ -257,6 +268,72 @@ def _plan_launch(job: Job) -> Launch:
         resume_epoch=state.epoch if state else 0,
         steps_per_epoch=job.record.get("steps_per_epoch"),
     )
+
+
+def _plan_samples(inputs: Inputs, epochs: int) -> list[sampling.SamplePrompt]:
+    """The sample prompts, announced with every setting; sampling with nothing to prompt with (no
+    sample_prompts, no caption) is turned off with a warning rather than failing a good dataset."""
+    values = inputs.values
+    if not sampling.sampling_on(values):
+        print("lora-trainer: sample images off (sample_every_n_epochs = 0)", flush=True)
+        return []
+    prompts = sampling.plan_prompts(values, inputs.prepared.config)
+    if not prompts:
+        print("lora-trainer: WARNING: no sample_prompts and no caption in the dataset to sample with; sample images off", flush=True)
+        return []
+    first, every = prompts[0], sampling.every_n_epochs(values, epochs)
+    print(
+        f"lora-trainer: sample images every {every} epoch(s) of {epochs}"
+        + (" and before training" if values["sample_at_first"] else "")
+        + f": {len(prompts)} prompt(s) at {first.width}x{first.height}, {first.steps} steps, {first.sampler}, guidance {first.cfg_scale}",
+        flush=True,
+    )
+    for prompt in prompts:
+        print(f"lora-trainer:   sample {prompt.index} (seed {prompt.seed}): {prompt.prompt}", flush=True)
+    warning = sampling.schedule_warning(every, epochs, bool(values["sample_at_first"]))
+    if warning:
+        print(f"lora-trainer: WARNING: {warning}", flush=True)
+    return prompts
+
+
+def _prepare_sampling(job: Job, resumed_after: int) -> Path | None:
+    """Writes kohya's prompts file (in the work folder: the channels may be read-only) and removes
+    the samples of the epochs this attempt trains again."""
+    if not job.prompts:
+        return None
+    for removed in sampling.remove_superseded(job.samples, job.inputs.output_name, resumed_after):
+        print(f"lora-trainer: removed sample {removed} (its epoch is trained again)", flush=True)
+    return sampling.write_prompts_file(job.prompts, job.paths.work / sampling.PROMPTS_FILE_NAME)
+
+
+def _write_samples(job: Job, attempt: Attempt) -> None:
+    """samples.json and the contact sheet beside kohya's samples, also copied to output/data. A
+    problem here never fails a training whose LoRA is fine: it is logged as a warning."""
+    if not job.prompts:
+        return
+    try:
+        images = _readable_samples(job, attempt)
+        sheet = None
+        try:
+            sheet = write_contact_sheet(job.samples, sampling.CONTACT_SHEET_NAME, job.prompts, images).name
+        except (OSError, ValueError) as error:
+            print(f"lora-trainer: WARNING: no contact sheet ({type(error).__name__}: {error})", flush=True)
+        sampling.write_manifest(job.samples, sampling.manifest(job.prompts, images, sheet))
+        copy = job.paths.output_data / sampling.SAMPLE_FOLDER
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(job.samples, copy)
+        print(f"lora-trainer: {len(images)} sample image(s) of {len(job.prompts)} prompt(s) in {job.samples} and {copy}", flush=True)
+    except Exception as error:  # noqa: BLE001 - the LoRA is written; samples are a view of it
+        print(f"lora-trainer: WARNING: could not write the samples' manifest ({type(error).__name__}: {error})", flush=True)
+
+
+def _readable_samples(job: Job, attempt: Attempt) -> list[sampling.SampleImage]:
+    """kohya's epoch samples, less any that do not decode, each named in a warning."""
+    found = sampling.sample_images(job.samples, job.inputs.output_name, attempt.kohya_steps_per_epoch)
+    images, unreadable = sampling.readable(job.samples, found)
+    for name in unreadable:
+        print(f"lora-trainer: WARNING: sample {name} does not decode (cut short?); left out of the manifest and the sheet", flush=True)
+    return images
 
 
 def _correct_step_count(final_model: Path, resume_epoch: int, steps_per_epoch: int | None) -> int | None:

@@ -34,5 +34,10 @@ class SageMakerPaths:
         return self.root / "checkpoints"
 
     @property
+    def output_data(self) -> Path:
+        """SageMaker uploads it as output/output.tar.gz beside model.tar.gz when the job ends."""
+        return self.root / "output" / "data"
+
+    @property
     def failure(self) -> Path:
         return self.root / "output" / "failure"

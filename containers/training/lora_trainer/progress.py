@@ -38,6 +38,10 @@ class _Step:
     epoch: int
     loss: str | None
     seconds: float | None
+    # The whole training's length (the bar's total is max_train_steps, also when resumed), so a
+    # reader of the metrics can show "step 340/1000" without the hyperparameters.
+    total_steps: int | None = None
+    total_epochs: int | None = None
 
     def line(self) -> str:
         fields = [f"step={self.step}", f"epoch={self.epoch}"]
@@ -45,6 +49,7 @@ class _Step:
             fields.append(f"loss={self.loss}")
         if self.seconds is not None:
             fields.append(f"seconds_per_step={self.seconds:.3f}")
+        fields += [f"{name}={value}" for name, value in (("total_steps", self.total_steps), ("total_epochs", self.total_epochs)) if value]
         return "lora-metrics " + " ".join(fields)
 
 
@@ -68,6 +73,7 @@ class ProgressParser:
         self.on_steps_per_epoch = on_steps_per_epoch
         self.clock = clock
         self.epoch = epoch_offset
+        self.epochs: int | None = None
         self.steps_per_epoch: int | None = None
         self.last_step = -1  # the last step number this run's bar showed
         self._pending = ""
@@ -102,6 +108,8 @@ class ProgressParser:
         bar = _BAR.match(stripped)
         if bar:
             yield from self._progress(int(bar.group("step")), _LOSS.search(stripped), now)
+            if self._step is not None:
+                self._step.total_steps = int(bar.group("total"))
             return
         if not stripped:
             return
@@ -110,6 +118,7 @@ class ProgressParser:
         epoch = _EPOCH.match(stripped)
         if epoch:
             self.epoch = int(epoch.group("epoch"))
+            self.epochs = int(epoch.group("epochs"))
         override = _OVERRIDE.search(stripped)
         if override and int(override.group("epochs")) > 0:
             self.steps_per_epoch = int(override.group("steps")) // int(override.group("epochs"))
@@ -126,7 +135,7 @@ class ProgressParser:
             yield from self._flush()
             offset = self.epoch_offset * self.steps_per_epoch if self.steps_per_epoch else 0
             seconds = now - self._since if self._since is not None else None
-            self._step = _Step(step + offset, self.epoch, None, seconds)
+            self._step = _Step(step + offset, self.epoch, None, seconds, total_epochs=self.epochs)
             self.last_step = step
             self._since = now
         if self._step is not None and loss is not None:

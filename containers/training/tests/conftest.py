@@ -77,7 +77,7 @@ def opt_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OptMl:
     (root / "input" / "data" / "dataset").mkdir(parents=True)
     log = tmp_path / "kohya-runs.jsonl"
     monkeypatch.setenv("FAKE_KOHYA_LOG", str(log))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FAKE_KOHYA_DIE_AFTER_EPOCH", "FAKE_KOHYA_PARTIAL_NEXT", "FAKE_KOHYA_HANG", "FAKE_KOHYA_EXIT", "FAKE_KOHYA_PROCESSES", "FAKE_KOHYA_STEPS_PER_EPOCH"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FAKE_KOHYA_DIE_AFTER_EPOCH", "FAKE_KOHYA_PARTIAL_NEXT", "FAKE_KOHYA_HANG", "FAKE_KOHYA_EXIT", "FAKE_KOHYA_PROCESSES", "FAKE_KOHYA_STEPS_PER_EPOCH", "FAKE_KOHYA_BAD_SAMPLE"):
         monkeypatch.delenv(name, raising=False)
     return OptMl(paths, log)
 

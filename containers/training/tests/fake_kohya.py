@@ -9,7 +9,7 @@ FAKE_KOHYA_PROCESSES (default 1): kohya's count when all images have one size an
 regularization image, as in the tests that use it (what kohya counts with buckets is checked in
 test_kohya_dataset.py); FAKE_KOHYA_STEPS_PER_EPOCH overrides it. Environment variables make it fail
 the ways a spot job can: FAKE_KOHYA_DIE_AFTER_EPOCH, FAKE_KOHYA_PARTIAL_NEXT, FAKE_KOHYA_HANG,
-FAKE_KOHYA_EXIT. Every invocation is appended to FAKE_KOHYA_LOG."""
+FAKE_KOHYA_EXIT. With --sample_prompts it draws samples as kohya names them (draw_samples). Every invocation is appended to FAKE_KOHYA_LOG."""
 
 import argparse
 import json
@@ -31,6 +31,7 @@ VALUE_FLAGS = [
     "max_data_loader_n_workers", "output_name", "learning_rate", "unet_lr", "text_encoder_lr", "network_dim", "network_alpha",
     "mixed_precision", "optimizer_type", "lr_scheduler", "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size",
     "dataset_repeats", "clip_skip", "prior_loss_weight", "resume", "initial_epoch", "initial_step",
+    "sample_prompts", "sample_every_n_epochs", "sample_sampler",
 ]
 # The types and choices sd-scripts v0.10.1 declares for them (train_network.py, library/train_util.py);
 # optimizer_type is free text there, limited here to names its get_optimizer knows.
@@ -38,6 +39,7 @@ TYPES = {
     **{name: {"type": int} for name in (
         "max_train_epochs", "save_last_n_epochs", "save_last_n_epochs_state", "max_data_loader_n_workers", "network_dim",
         "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size", "dataset_repeats", "clip_skip", "initial_epoch", "initial_step",
+        "sample_every_n_epochs",
     )},
     **{name: {"type": float} for name in ("learning_rate", "unet_lr", "network_alpha", "prior_loss_weight")},
     "text_encoder_lr": {"type": float, "nargs": "*"},
@@ -45,10 +47,11 @@ TYPES = {
     "save_precision": {"choices": [None, "float", "fp16", "bf16"]},
     "save_model_as": {"choices": [None, "ckpt", "safetensors", "diffusers", "diffusers_safetensors"]},
     "optimizer_type": {"choices": ["AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "SGDNesterov", "SGDNesterov8bit", "Adafactor"]},
+    "sample_sampler": {"choices": ["ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++", "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a"]},
 }
 SWITCHES = [
     "save_state", "sdpa", "console_log_simple", "persistent_data_loader_workers", "network_train_unet_only", "cache_latents",
-    "cache_text_encoder_outputs", "gradient_checkpointing", "no_half_vae",
+    "cache_text_encoder_outputs", "gradient_checkpointing", "no_half_vae", "sample_at_first",
 ]
 
 
@@ -77,6 +80,25 @@ def save_state(folder: Path, epoch: int, fp16: bool, partial: bool = False, step
     if fp16:
         torch_zip(folder / "scaler.pt")
     torch_zip(folder / "random_states_0.pkl")
+
+
+def draw_samples(args: argparse.Namespace, epoch: int) -> None:
+    """As train_util.sample_images_common with a .json prompts file: one PNG per prompt, of its
+    width and height, named <output_name>_e<epoch>_<index>_<local time>_<seed>.png, in
+    <output_dir>/sample; its colour says the epoch and prompt. FAKE_KOHYA_BAD_SAMPLE=<epoch> cuts
+    that epoch's files short, as a spot interruption during image.save would."""
+    from PIL import Image
+
+    if epoch and (not args.sample_every_n_epochs or epoch % args.sample_every_n_epochs):
+        return
+    folder = Path(args.output_dir) / "sample"
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime())
+    for index, prompt in enumerate(json.loads(Path(args.sample_prompts).read_text(encoding="utf-8"))):
+        name = folder / f"{args.output_name}_e{epoch:06d}_{index:02d}_{stamp}_{prompt['seed']}.png"
+        Image.new("RGB", (prompt["width"], prompt["height"]), (epoch * 40 % 256, index * 80 % 256, 100)).save(name)
+        if os.environ.get("FAKE_KOHYA_BAD_SAMPLE") == str(epoch):
+            name.write_bytes(name.read_bytes()[:60])
 
 
 def steps_per_epoch(args: argparse.Namespace) -> int:
@@ -149,6 +171,8 @@ def main() -> int:
     bar_total, global_step, postfix = epochs * per_epoch, 0, ""
     draw = lambda: sys.stderr.write(f"\rsteps: {global_step * 100 // bar_total:3d}%|##  | {global_step}/{bar_total} [00:01<00:09,  1.25s/it{postfix}]")  # noqa: E731
     draw()
+    if args.sample_prompts and args.sample_at_first:
+        draw_samples(args, 0)
     for epoch in range(start, epochs):
         print(f"\nepoch {epoch + 1}/{epochs}\n", flush=True)
         for step in range(1, per_epoch + 1):
@@ -169,6 +193,8 @@ def main() -> int:
             old = out / f"{name}-{epoch + 1 - every * args.save_last_n_epochs_state:06d}-state"
             if old.exists():
                 shutil.rmtree(old)
+        if args.sample_prompts:
+            draw_samples(args, epoch + 1)
         if die_after and epoch + 1 == die_after:
             if os.environ.get("FAKE_KOHYA_PARTIAL_NEXT"):
                 save_state(out / f"{name}-{epoch + 2:06d}-state", epoch + 2, fp16, partial=True, steps_per_epoch=per_epoch)

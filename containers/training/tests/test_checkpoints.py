@@ -117,3 +117,20 @@ def test_temporaries_of_interrupted_writes_are_removed(tmp_path):
     (tmp_path / "training-complete.json.tmp").write_text("{")
     assert clean_finished(tmp_path, "lora") == ["training-complete.json.tmp", "lora-000001-state"]
     assert names(tmp_path) == []
+
+
+def test_the_samples_folder_survives_resume_planning_and_the_final_clean_up(tmp_path):
+    # kohya's samples (a folder named "sample", whatever the output name) outlive every state.
+    for epoch in (1, 2):
+        save_state(tmp_path / f"sample-{epoch:06d}-state", epoch, fp16=False)
+    (tmp_path / "sample-000002.safetensors").write_bytes(safetensors_bytes())
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "sample" / "sample_e000001_00_20260101000000_1234.png").write_bytes(b"png")
+    plan = plan_resume(tmp_path, "sample", fp16=False)
+    assert plan.state.epoch == 2 and "sample-000001-state (superseded by sample-000002-state)" in plan.removed
+    assert "sample" in names(tmp_path)
+    (tmp_path / "sample.safetensors").write_bytes(safetensors_bytes())
+    # Negative control: the states and the intermediate model go, the samples stay.
+    assert sorted(clean_finished(tmp_path, "sample")) == ["sample-000002-state", "sample-000002.safetensors"]
+    assert names(tmp_path) == ["sample", "sample.safetensors"]
+    assert names(tmp_path / "sample") == ["sample_e000001_00_20260101000000_1234.png"]

@@ -14,6 +14,7 @@ KOHYA_FLAGS = {
     "--network_train_unet_only", "--network_dim", "--network_alpha", "--mixed_precision", "--optimizer_type", "--lr_scheduler",
     "--lr_warmup_steps", "--save_every_n_epochs", "--cache_latents", "--cache_text_encoder_outputs", "--gradient_checkpointing",
     "--seed", "--resolution", "--train_batch_size", "--dataset_repeats", "--clip_skip", "--prior_loss_weight",
+    "--sample_every_n_epochs", "--sample_at_first", "--sample_sampler",
 }
 
 

@@ -12,6 +12,8 @@ from lora_trainer.command import FIXED_FLAGS, SCRIPTS, Launch, accelerate_argv
 from lora_trainer.hyperparameters import load_schema, parse_hyperparameters
 
 SCHEMA = load_schema()
+PROMPTS_FILE = Path("/tmp/lora-trainer/sample-prompts.json")
+SAMPLING_KEYS = ("sample_every_n_epochs", "sample_at_first", "sample_sampler")
 OPTIMIZERS = SCHEMA.specs["optimizer_type"].enum
 SCHEDULERS = SCHEMA.specs["lr_scheduler"].enum
 # Not the schema's defaults, and allowed together (SDXL text encoder caching needs U-Net-only training).
@@ -45,6 +47,10 @@ def cases():
                 values = {"model_type": model, "optimizer_type": optimizer, "lr_scheduler": scheduler, "lr_warmup_steps": warmup}
                 yield f"{model}-{optimizer}-{scheduler}", values, launch()
         state = Path("/opt/ml/checkpoints/lora-000004-state")
+        yield f"{model}-samples", {"model_type": model}, launch(sample_prompts=PROMPTS_FILE)
+        sampling = {"sample_every_n_epochs": "3", "sample_sampler": "dpmsolver++", "sample_at_first": "false"}
+        yield f"{model}-samples-non-defaults", {"model_type": model, **sampling}, launch(sample_prompts=PROMPTS_FILE, sample_every_n_epochs=3)
+        yield f"{model}-samples-resumed", {"model_type": model}, launch(sample_prompts=PROMPTS_FILE, resume_state=state, resume_epoch=4)
         yield f"{model}-resume-1-gpu", {"model_type": model}, launch(resume_state=state, resume_epoch=4)
         yield f"{model}-resume-4-gpus", {"model_type": model}, launch(gpus=4, cpus=48, resume_state=state, resume_epoch=4, steps_per_epoch=25)
 
@@ -87,8 +93,17 @@ def intended(values: dict, launch_: Launch) -> dict:
         "initial_epoch": launch_.resume_epoch + 1 if launch_.resume_state and launch_.gpus == 1 else None,
         "initial_step": launch_.resume_epoch * launch_.steps_per_epoch if launch_.resume_state and launch_.gpus > 1 else None,
     }
+    # kohya samples only with a prompts file: the sampling flags come with it or not at all, and
+    # the base model's row only on a fresh start.
+    sampling = launch_.sample_prompts is not None
+    expected.update(
+        sample_prompts=str(launch_.sample_prompts) if sampling else None,
+        sample_every_n_epochs=launch_.sample_every_n_epochs if sampling else None,
+        sample_sampler=str(values["sample_sampler"]) if sampling else "ddim",
+        sample_at_first=sampling and bool(values["sample_at_first"]) and launch_.resume_state is None,
+    )
     for name, spec in SCHEMA.specs.items():
-        if spec.flag is None or name in ("resolution", "max_train_epochs", "base_model"):
+        if spec.flag is None or name in ("resolution", "max_train_epochs", "base_model", *SAMPLING_KEYS):
             continue
         if spec.models and values["model_type"] not in spec.models:
             continue
@@ -165,3 +180,38 @@ def test_every_scheduler_is_one_kohya_can_build(sd_scripts):
     from diffusers.optimization import SchedulerType
 
     assert [name for name in SCHEDULERS if name not in {t.value for t in SchedulerType}] == []
+
+
+def test_kohya_reads_the_prompts_file_with_every_setting(sd_scripts, tmp_path):
+    """kohya's own loader (train_util.load_prompts, as sample_images_common reads a .json file) gets
+    each prompt with the keys sample_image_inference reads, none left to its defaults."""
+    from lora_trainer.sampling import SamplePrompt, write_prompts_file
+
+    prompts = [
+        SamplePrompt(0, "a photo of sks dog --n not an option", "blurry", 1234, 512, 768, 20, 7.0, "euler_a"),
+        SamplePrompt(1, "# not a comment", "", 1235, 512, 768, 20, 7.0, "euler_a"),
+    ]
+    loaded = sd_scripts.train_util.load_prompts(str(write_prompts_file(prompts, tmp_path / "sample-prompts.json")))
+    assert loaded == [
+        {"prompt": "a photo of sks dog --n not an option", "negative_prompt": "blurry", "seed": 1234, "width": 512, "height": 768,
+         "sample_steps": 20, "scale": 7.0, "sample_sampler": "euler_a", "enum": 0},
+        {"prompt": "# not a comment", "negative_prompt": "", "seed": 1235, "width": 512, "height": 768,
+         "sample_steps": 20, "scale": 7.0, "sample_sampler": "euler_a", "enum": 1},
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # diffusers' own, thousands
+def test_every_sampler_is_one_kohya_builds(sd_scripts):
+    samplers = SCHEMA.specs["sample_sampler"].enum
+    parser = sd_scripts.train_network.setup_parser()
+    # kohya's choices but three it cannot build here, shown failing: the LMS schedulers need scipy
+    # (not installed), and diffusers refuses kohya's dpmsolver (first-order DPM-Solver with final_sigmas_type zero).
+    assert set(parser._option_string_actions["--sample_sampler"].choices) - set(samplers) == {"lms", "k_lms", "dpmsolver"}
+    with pytest.raises(ImportError, match="scipy"):
+        sd_scripts.train_util.get_my_scheduler(sample_sampler="lms", v_parameterization=False)
+    with pytest.raises(ValueError, match="final_sigmas_type"):
+        sd_scripts.train_util.get_my_scheduler(sample_sampler="dpmsolver", v_parameterization=False)
+    for name in samplers:
+        # get_my_scheduler falls back to DDIM for a name it does not know: each must build its own.
+        scheduler = sd_scripts.train_util.get_my_scheduler(sample_sampler=name, v_parameterization=False)
+        assert name in ("ddim",) or type(scheduler).__name__ != "DDIMScheduler", name

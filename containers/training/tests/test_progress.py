@@ -46,8 +46,8 @@ def test_each_step_is_reported_with_its_own_loss_and_time():
     assert lines == [
         "override steps. steps for 4 epochs is / 指定エポックまでのステップ数: 400",
         "epoch 1/4",
-        "lora-metrics step=1 epoch=1 loss=0.5 seconds_per_step=2.000",
-        "lora-metrics step=2 epoch=1 loss=0.4 seconds_per_step=0.500",
+        "lora-metrics step=1 epoch=1 loss=0.5 seconds_per_step=2.000 total_steps=400 total_epochs=4",
+        "lora-metrics step=2 epoch=1 loss=0.4 seconds_per_step=0.500 total_steps=400 total_epochs=4",
         "saving checkpoint: /opt/ml/checkpoints/lora-000001.safetensors",
     ]
     assert parser.steps_per_epoch == 100
@@ -58,7 +58,7 @@ def test_the_last_step_is_reported_at_the_end_of_the_output():
     parser = ProgressParser(clock=clock)
     lines = list(parser.feed(bar(0)))
     clock.now += 1.0
-    assert lines + run(parser, [bar(1), bar(1, "0.3")]) == ["lora-metrics step=1 epoch=0 loss=0.3 seconds_per_step=1.000"]
+    assert lines + run(parser, [bar(1), bar(1, "0.3")]) == ["lora-metrics step=1 epoch=0 loss=0.3 seconds_per_step=1.000 total_steps=400"]
 
 
 def test_a_resumed_run_counts_steps_from_the_start_of_training():
@@ -67,7 +67,8 @@ def test_a_resumed_run_counts_steps_from_the_start_of_training():
     lines = list(parser.feed("override steps. steps for 4 epochs is / 指定エポックまでのステップ数: 400\nepoch 3/4\n" + bar(0)))
     clock.now += 0.4
     lines += run(parser, [bar(1), bar(1, "0.5")])
-    assert lines[-1] == "lora-metrics step=201 epoch=3 loss=0.5 seconds_per_step=0.400"
+    # The bar's total is max_train_steps on a resumed run too (train_network.py), so totals need no offset.
+    assert lines[-1] == "lora-metrics step=201 epoch=3 loss=0.5 seconds_per_step=0.400 total_steps=400 total_epochs=4"
 
 
 class ParserStream:
@@ -124,14 +125,21 @@ def test_a_real_tqdm_in_a_child_process_reaches_the_log_as_steps():
 
 
 def test_metric_definitions_parse_the_printed_lines():
-    line = "lora-metrics step=201 epoch=3 loss=0.0831 seconds_per_step=0.400"
+    line = "lora-metrics step=201 epoch=3 loss=0.0831 seconds_per_step=0.400 total_steps=400 total_epochs=4"
     found = {}
     for definition in metric_definitions():
         assert len(definition["Regex"]) <= 500 and 1 <= len(definition["Name"]) <= 255
         match = re.search(definition["Regex"], line)
         assert match, definition["Name"]
         found[definition["Name"]] = float(match.group(1))
-    assert found == {"train:loss": 0.0831, "train:step": 201, "train:epoch": 3, "train:seconds_per_step": 0.4}
+    assert found == {
+        "train:loss": 0.0831,
+        "train:step": 201,
+        "train:epoch": 3,
+        "train:seconds_per_step": 0.4,
+        "train:total_steps": 400,
+        "train:total_epochs": 4,
+    }
     # and nothing else kohya prints looks like a metric
     for other in ["epoch 3/4", "steps:   0%|  | 1/400 [00:01<05:00,  2.50it/s, avr_loss=0.5]", "loss=0.3 step=1"]:
         assert not any(re.search(d["Regex"], other) for d in metric_definitions())

@@ -5,8 +5,12 @@ One run serves most tests, to spend the CPU once: 2 images, batch 1, 3 epochs, s
 (with one, a step count and an epoch count would agree, and code confusing them would pass). The
 first attempt gets SIGTERM, as SageMaker sends it, once epoch 2 starts (the state of epoch 1 saved); the second
 attempt, on the same /opt/ml tree, resumes and finishes: it is also the "real run" whose LoRA and
-metadata are checked and served. A second, shorter run (1 image, 1 epoch) trains on the same weights
-given as one original-layout .safetensors file, as the workflow passes a base model from S3.
+metadata are checked and served. kohya's own sampling draws 2 prompts at 64 px in 2 steps before
+training and after each epoch (about 1 s an image), so the samples, their manifest and the contact
+sheet are checked across the resume too. A second, shorter run (1 image, 1 epoch, sampling off)
+trains on the same weights given as one original-layout .safetensors file, as the workflow passes a
+base model from S3. LORA_TEST_WRITE_DOCS_IMAGES=1 saves the resumed run's contact sheet as
+docs/images/contact-sheet.png.
 Needs the four LORA_TEST_* variables (see _environment)."""
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from safetensors import safe_open
 
 from conftest import skip_or_fail
 from lora_trainer.checkpoints import state_problem
+from lora_trainer.sampling import file_pattern
 from real_models import ensure_sd15, ensure_sd15_single_file
 
 TESTS = Path(__file__).resolve().parent
@@ -54,7 +59,15 @@ HYPERPARAMETERS = {
     "network_alpha": "4",
     "gradient_checkpointing": "false",  # at 64 px activations are small; recomputing them costs CPU
     "train_batch_size": "2",  # overridden by the dataset.toml's 1: the metadata must tell the effective one
+    "sample_prompts": "a photo of sks pokemon|a drawing of sks pokemon",
+    # 2 steps without classifier-free guidance (half the U-Net work), at the training resolution,
+    # 64 px (the dataset.toml's): a second or two an image on an idle CPU.
+    "sample_steps": "2",
+    "sample_cfg_scale": "1",
 }
+SAMPLE_PROMPTS = 2
+SAMPLE_SEEDS = (1234, 1235)  # the default sample_seed, + the prompt's index
+DOCS_IMAGE = TRAINING_ROOT.parents[1] / "docs" / "images" / "contact-sheet.png"
 DATASET_TOML = """[general]
 caption_extension = '.txt'
 [[datasets]]
@@ -71,7 +84,11 @@ FINISH_TIMEOUT = 600
 SERVE_TIMEOUT = 600
 
 # seconds_per_step is optional here so that a line without it fails an assertion that says so.
-METRIC = re.compile(r"^lora-metrics step=(?P<step>\d+) epoch=(?P<epoch>\d+) loss=(?P<loss>\S+)(?: seconds_per_step=(?P<seconds>\S+))?$")
+# The training's totals (progress.py) may follow; they are checked in test_progress.py.
+METRIC = re.compile(
+    r"^lora-metrics step=(?P<step>\d+) epoch=(?P<epoch>\d+) loss=(?P<loss>\S+)(?: seconds_per_step=(?P<seconds>\S+))?"
+    r"(?: total_steps=\d+)?(?: total_epochs=\d+)?$"
+)
 KOHYA_EPOCH = re.compile(rf"^epoch (\d+)/{EPOCHS}$")
 # train_network.py's count when --max_train_epochs sets the length: epochs x batches per epoch.
 KOHYA_OVERRIDE = re.compile(r"override steps\. steps for (?P<epochs>\d+) epochs is[^:]*: (?P<steps>\d+)")
@@ -234,6 +251,11 @@ class RealRun(TrainedModel):
     stopped: Attempt
     resumed: Attempt
     stopped_failure: str
+    stopped_samples: list[str]
+
+    @property
+    def samples(self) -> Path:
+        return self.opt_ml / "checkpoints" / "sample"
 
     def __repr__(self) -> str:  # short, for failure messages
         return f"RealRun({self.opt_ml})"
@@ -265,12 +287,12 @@ def base_model(environment: Environment) -> Path:
     return ensure_sd15(environment.cache, environment.python_training)
 
 
-def _opt_ml(root: Path, epochs: int, images: int, channel_entry: str, model: Path) -> Path:
+def _opt_ml(root: Path, epochs: int, images: int, channel_entry: str, model: Path, **extra: str) -> Path:
     """The /opt/ml tree of a job: hyperparameters, a dataset of `images` images, the model (a
     folder or a file) as the base_model channel's `channel_entry`."""
     opt_ml = root / "opt" / "ml"
     (opt_ml / "input" / "config").mkdir(parents=True)
-    hyperparameters = {**HYPERPARAMETERS, "max_train_epochs": str(epochs)}
+    hyperparameters = {**HYPERPARAMETERS, "max_train_epochs": str(epochs), **extra}
     (opt_ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     dataset = opt_ml / "input" / "data" / "dataset"
     dataset.mkdir(parents=True)
@@ -351,17 +373,19 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, environment: Environment,
         stopped.stop()
     failure = opt_ml / "output" / "failure"
     stopped_failure = failure.read_text(encoding="utf-8") if failure.is_file() else ""
+    sample = opt_ml / "checkpoints" / "sample"
+    stopped_samples = sorted(p.name for p in sample.iterdir()) if sample.is_dir() else []
 
     resumed = _start(root, opt_ml, base_model, environment, wrapper, "attempt2")
     _finish(resumed)
-    return RealRun(opt_ml, base_model, stopped, resumed, stopped_failure)
+    return RealRun(opt_ml, base_model, stopped, resumed, stopped_failure, stopped_samples)
 
 
 @pytest.fixture(scope="module")
 def single_file_run(tmp_path_factory: pytest.TempPathFactory, environment: Environment, base_model: Path) -> SingleFileRun:
     checkpoint = ensure_sd15_single_file(environment.cache, environment.python_training, environment.sd_scripts)
     root = tmp_path_factory.mktemp("real-single-file")
-    opt_ml = _opt_ml(root, SINGLE_FILE_EPOCHS, 1, BASE_FILE_NAME, checkpoint)
+    opt_ml = _opt_ml(root, SINGLE_FILE_EPOCHS, 1, BASE_FILE_NAME, checkpoint, sample_every_n_epochs="0")
     attempt = _start(root, opt_ml, base_model, environment, _accelerate_wrapper(root / "bin", environment), "single-file")
     _finish(attempt)
     return SingleFileRun(opt_ml, attempt)
@@ -533,3 +557,72 @@ def test_real_sd15_single_file_metadata_names_the_channel_file(single_file_run: 
     assert metadata["base_model"] == {"kind": "single file", "name": BASE_FILE_NAME}
     assert metadata["hyperparameters"]["base_model"] == BASE_FILE_NAME
     assert metadata["steps"] == SINGLE_FILE_EPOCHS  # 1 image at batch 1
+
+
+SAMPLING_STARTS = "generating sample images at step"
+# What kohya prints next once it has drawn an epoch's samples.
+AFTER_SAMPLING = re.compile(rf"^\s*epoch \d+/{EPOCHS}$|^saving checkpoint|^model saved|^lora-trainer: ")
+
+
+def _sampling_seconds(attempt: Attempt) -> float:
+    """The time kohya spent drawing samples in this attempt, as the test saw its output."""
+    total = 0.0
+    for index, line in enumerate(attempt.lines):
+        if SAMPLING_STARTS in line:
+            after = next((i for i in range(index + 1, len(attempt.lines)) if AFTER_SAMPLING.search(attempt.lines[i])), len(attempt.lines) - 1)
+            total += attempt.arrivals[after] - attempt.arrivals[index]
+    return total
+
+
+def test_real_sd15_kohya_draws_the_samples_of_every_epoch_once_across_the_resume(real_run: RealRun, pytestconfig: pytest.Config):
+    seconds = [_sampling_seconds(attempt) for attempt in (real_run.stopped, real_run.resumed)]
+    _report(pytestconfig, f"real training, kohya's sampling ({(EPOCHS + 1) * SAMPLE_PROMPTS} images): {' + '.join(f'{s:.1f}' for s in seconds)} s")
+    # The stopped attempt drew the base model's row and epoch 1 (before epoch 2 began); the resumed
+    # one epochs 2 and 3, without --sample_at_first (its weights are not the base model's).
+    assert "--sample_at_first" in real_run.stopped.command() and "--sample_at_first" not in real_run.resumed.command()
+    pattern = file_pattern(OUTPUT_NAME)
+    drawn = {(int(m["epoch"]), int(m["index"]), int(m["seed"])): name for name in real_run.stopped_samples if (m := pattern.match(name))}
+    assert sorted(drawn) == [(epoch, index, SAMPLE_SEEDS[index]) for epoch in (0, 1) for index in range(SAMPLE_PROMPTS)]
+    manifest = json.loads((real_run.samples / "samples.json").read_text(encoding="utf-8"))
+    images = manifest["images"]
+    assert [(i["epoch"], i["prompt_index"], i["step"]) for i in images] == [
+        (epoch, index, epoch * STEPS_PER_EPOCH) for epoch in range(EPOCHS + 1) for index in range(SAMPLE_PROMPTS)
+    ]
+    assert set(drawn.values()) <= {i["file"] for i in images}, "the stopped attempt's samples are not in the manifest"
+    assert [(p["prompt"], p["seed"], p["width"], p["height"], p["steps"]) for p in manifest["prompts"]] == [
+        (text, seed, 64, 64, 2) for text, seed in zip(HYPERPARAMETERS["sample_prompts"].split("|"), SAMPLE_SEEDS, strict=True)
+    ]
+    for image in images:
+        with PILImage.open(real_run.samples / image["file"]) as opened:
+            assert (opened.format, opened.size) == ("PNG", (64, 64)), image
+            # A flat image (kohya turns NaN latents into black) would show nothing of the training.
+            assert any(low != high for low, high in opened.getextrema()), f"{image['file']} is flat"
+
+
+def test_real_sd15_samples_show_the_training(real_run: RealRun):
+    # Same prompt, same seed: the base model's sample and the last epoch's differ only by the LoRA.
+    manifest = json.loads((real_run.samples / "samples.json").read_text(encoding="utf-8"))
+    files = {(i["epoch"], i["prompt_index"]): i["file"] for i in manifest["images"]}
+    first, last = (PILImage.open(real_run.samples / files[(epoch, 0)]).convert("L") for epoch in (0, EPOCHS))
+    difference = sum(abs(a - b) for a, b in zip(first.tobytes(), last.tobytes(), strict=True)) / (64 * 64)
+    assert difference > 0.5, f"epoch 0 and epoch {EPOCHS} draw the same image (mean difference {difference})"
+
+
+def test_real_sd15_contact_sheet_is_built_from_what_kohya_wrote(real_run: RealRun):
+    from lora_trainer.contact_sheet import GAP, HEADER_LINES, LINE_HEIGHT, MIN_CELL, ROW_LABEL_WIDTH
+
+    sheet_path = real_run.samples / "contact-sheet.png"
+    with PILImage.open(sheet_path) as sheet:
+        rows = EPOCHS + 1
+        assert sheet.size == (ROW_LABEL_WIDTH + SAMPLE_PROMPTS * (MIN_CELL + GAP) + GAP, HEADER_LINES * LINE_HEIGHT + GAP + rows * (MIN_CELL + GAP) + GAP)
+    # Also where SageMaker's output.tar.gz takes it, and not in the model.
+    assert (real_run.opt_ml / "output" / "data" / "sample" / "contact-sheet.png").read_bytes() == sheet_path.read_bytes()
+    assert "contact-sheet.png" not in [p.name for p in real_run.model.iterdir()]
+    if os.environ.get("LORA_TEST_WRITE_DOCS_IMAGES") == "1":
+        DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        DOCS_IMAGE.write_bytes(sheet_path.read_bytes())
+
+
+def test_real_sd15_sampling_off_passes_no_sampling_flag(single_file_run: SingleFileRun):
+    assert not [arg for arg in single_file_run.attempt.command() if arg.startswith("--sample")]
+    assert not (single_file_run.opt_ml / "checkpoints" / "sample").exists()
