@@ -4,10 +4,12 @@ import { toSageMakerHyperparameters, validateHyperparameters } from '../shared/h
 import { loraNameOf } from '../shared/lora-name';
 import { BASE_MODEL_CHANNEL, isS3BaseModel } from '../shared/models';
 import { fittedSlug, runName } from '../shared/names';
-import { checkDatasetToml, countImages, DATASET_TOML, folderFiles, type ListedObject, MAX_CONTROL_FILE_BYTES, newest, TRAIN_JSON } from './dataset';
+import { DATASET_TOML, folderFiles, type ListedObject, MAX_CONTROL_FILE_BYTES, newest, TRAIN_JSON } from './dataset';
 import { invalidDataset, invalidInput, listProblems } from './errors';
 import { combinationProblems, type DatasetLocation, parseExecutionInput, parseTrainJson, resolveOptions, type ResolvedOptions, type RunOptions } from './input';
+import { MAX_LISTED, preflight, type PreflightReport } from './preflight';
 import { hasInstanceStorage, tagValue } from './resources';
+import { s3DatasetFolder } from './s3-store';
 import { dedicatedServing, servingDecision, servingProblems, sharedServing } from './serving';
 
 /** The reads Prepare makes of the datasets bucket; an S3 client in the function, a fake in tests. */
@@ -16,6 +18,8 @@ export interface DatasetStore {
   list(bucket: string, prefix: string): Promise<ListedObject[]>;
   /** The object's text, at most `maxBytes + 1` bytes of it; undefined when it no longer exists. */
   read(bucket: string, key: string, maxBytes: number): Promise<string | undefined>;
+  /** The object's first `bytes` bytes (a ranged read); undefined when it no longer exists. */
+  head(bucket: string, key: string, bytes: number): Promise<Uint8Array | undefined>;
   /** Keys of multipart uploads begun under the prefix and not yet completed (a few suffice). */
   uploadsInProgress(bucket: string, prefix: string): Promise<string[]>;
 }
@@ -82,34 +86,23 @@ export async function prepare(event: PrepareEvent, deps: PrepareDependencies): P
   }
 
   const toml = files.get(DATASET_TOML);
-  let ownConfiguration = false;
-  if (toml && toml.size > 0) {
-    const where = `${dataset.uri}${DATASET_TOML}`;
-    if (toml.size > MAX_CONTROL_FILE_BYTES) {
-      throw invalidDataset(`${where} is ${toml.size} bytes, more than the ${MAX_CONTROL_FILE_BYTES} a dataset configuration may have; upload the kohya dataset configuration only.`);
-    }
-    const text = await store.read(settings.datasetsBucket, toml.key, MAX_CONTROL_FILE_BYTES);
-    if (text === undefined) return changedWhileReading(DATASET_TOML, settings);
-    const checked = checkDatasetToml(text);
-    if ('problem' in checked) {
-      throw invalidDataset(`${where}: ${checked.problem}. Fix it, or upload an empty ${DATASET_TOML} to use the default configuration.`);
-    }
-    ownConfiguration = !checked.empty;
+  if (toml && toml.size > MAX_CONTROL_FILE_BYTES) {
+    throw invalidDataset(`${dataset.uri}${DATASET_TOML} is ${toml.size} bytes, more than the ${MAX_CONTROL_FILE_BYTES} a dataset configuration may have; upload the kohya dataset configuration only.`);
   }
-  const count = countImages(files, ownConfiguration);
-  if (count.images === 0) {
-    const mixedCase = count.ignoredImages.length > 0 ? ` kohya does not train files with a mixed-case extension, such as ${count.ignoredImages.join(', ')}: rename them.` : '';
-    throw invalidDataset(
-      `${dataset.uri} has no images (.png, .jpg, .jpeg, .webp, .bmp, in lower or upper case) ${count.where} the folder, among its ${files.size} files.` +
-        `${mixedCase} Upload images with same-name .txt captions, then upload ${settings.triggerFileName} again.`,
-    );
+  // What the training container would refuse, found before any SageMaker call (preflight.ts).
+  const report = await preflight(s3DatasetFolder(store, settings.datasetsBucket, dataset.prefix, files), {
+    modelType: options.modelType.value,
+    hyperparameters: hyperparameters.ok ? hyperparameters.values : {},
+  });
+  if (report.vanished.length > 0) return changedWhileReading(report.vanished[0], settings);
+  if (report.problems.length > 0) {
+    throw invalidDataset(listProblems(`The dataset folder ${dataset.uri}`, report.problems, `Fix it, then upload ${settings.triggerFileName} again to start a new run.`));
   }
 
   return preparedRun({
     execution: execution.data,
     dataset,
-    images: count.images,
-    captions: count.captions,
+    report,
     options,
     hyperparameters: pickGiven(hyperparameters.ok ? hyperparameters.values : {}, options, outputName),
     settings,
@@ -212,8 +205,7 @@ function pickGiven(values: Readonly<Record<string, string | number | boolean | n
 interface RunParts {
   readonly execution: { readonly name: string; readonly startTime: string };
   readonly dataset: DatasetLocation;
-  readonly images: number;
-  readonly captions: number;
+  readonly report: PreflightReport;
   readonly options: ResolvedOptions;
   readonly hyperparameters: Record<string, string>;
   readonly settings: PrepareSettings;
@@ -245,7 +237,15 @@ function preparedRun(parts: RunParts): PreparedRun {
   return {
     settled: true,
     run,
-    dataset: { name: dataset.folder, uri: dataset.uri, images: parts.images, captions: parts.captions },
+    dataset: {
+      name: dataset.folder,
+      uri: dataset.uri,
+      images: parts.report.images,
+      captions: parts.report.captions,
+      skipped: parts.report.skipped.slice(0, MAX_LISTED),
+      skippedCount: parts.report.skipped.length,
+      notes: parts.report.notes.slice(0, 5),
+    },
     modelType: options.modelType.value,
     baseModel,
     lora: { name: loraNameOf(shortName) },

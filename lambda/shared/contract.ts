@@ -202,6 +202,12 @@ export interface PreparedRun {
     readonly uri: string;
     readonly images: number;
     readonly captions: number;
+    /** Files kohya will not train, each with why (the first 20; Prepare always sets it). */
+    readonly skipped?: readonly string[];
+    /** How many files are skipped in all (more than `skipped` lists when over 20). */
+    readonly skippedCount?: number;
+    /** What the pre-flight left to the training container, e.g. images past its bounds (at most 5). */
+    readonly notes?: readonly string[];
   };
   readonly modelType: 'sd15' | 'sdxl';
   readonly baseModel: string;

@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
@@ -12,10 +14,25 @@ const EXECUTION = { name: 'pokemon-0123456789abcdef', startTime: new Date().toIS
 
 const describeWithMoto = motoAvailable() ? describe : describe.skip;
 
+const FIXTURES = path.join(__dirname, '..', 'fixtures', 'datasets');
+/** A real 64x64 PNG: Prepare reads the header of every image. */
+const PNG = fs.readFileSync(path.join(FIXTURES, 'clean', 'a.png'));
+const JPEG = fs.readFileSync(path.join(FIXTURES, 'clean', 'b.jpg'));
+const CASES = fs.readdirSync(FIXTURES).filter((name) => fs.existsSync(path.join(FIXTURES, name, 'case.json'))).sort();
+
+/** The files of a fixture folder but its case.json, relative to it. */
+function fixtureFiles(root: string): string[] {
+  return fs
+    .readdirSync(root, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/'))
+    .filter((file) => file !== 'case.json');
+}
+
 describeWithMoto('Prepare against moto, through the real S3 client', () => {
   let moto: MotoServer;
   let s3: S3Client;
-  const put = (key: string, body: string) => s3.send(new PutObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: key, Body: body }));
+  const put = (key: string, body: string | Uint8Array) => s3.send(new PutObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: key, Body: body }));
 
   beforeAll(async () => {
     moto = await startMoto();
@@ -34,9 +51,9 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
   afterEach(() => jest.restoreAllMocks());
 
   test('prepares a run from an uploaded folder, its dataset.toml and its train.json', async () => {
-    await put('datasets/pokemon/0001.png', 'not decoded here');
+    await put('datasets/pokemon/0001.png', PNG);
     await put('datasets/pokemon/0001.txt', 'a pikachu');
-    await put('datasets/pokemon/0002.JPG', 'not decoded here');
+    await put('datasets/pokemon/0002.JPG', JPEG);
     await put('datasets/pokemon/0002.txt', 'a raichu');
     await put('datasets/pokemon/notes.md', 'ignored');
     await put('datasets/pokemon/dataset.toml', "[general]\ncaption_extension = '.txt'\n[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = '.'\n");
@@ -49,7 +66,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     expect(result).toMatchObject({
       settled: true,
       run: expect.stringMatching(/^lora-pokemon-\d{14}-[0-9a-f]{6}$/),
-      dataset: { name: 'pokemon', uri: 's3://lora-datasets/datasets/pokemon/', images: 2, captions: 2 },
+      dataset: { name: 'pokemon', uri: 's3://lora-datasets/datasets/pokemon/', images: 2, captions: 2, skipped: ['notes.md: not an image kohya trains, nor the caption of one'], skippedCount: 1 },
       modelType: 'sd15',
       baseModel: DEFAULT_BASE_MODELS.sd15,
       training: {
@@ -67,7 +84,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
   });
 
   test('in a shared deployment, the same folder is served by the shared endpoint, nothing of its own to deploy', async () => {
-    await put('datasets/pokemon/0001.png', 'not decoded here');
+    await put('datasets/pokemon/0001.png', PNG);
     await put('datasets/pokemon/0001.txt', 'a pikachu');
     const shared = { endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' };
     const handler = createHandler({ s3, settings: { ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'shared', shared } } });
@@ -81,7 +98,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     const handler = createHandler({ s3, settings: SETTINGS });
     await expect(handler({ request: { dataset: 'broken' }, execution: EXECUTION })).rejects.toMatchObject({
       name: 'InvalidDataset',
-      message: expect.stringContaining('s3://lora-datasets/datasets/broken/dataset.toml: it is not valid TOML'),
+      message: expect.stringContaining('The dataset folder s3://lora-datasets/datasets/broken/ has 1 problem: dataset.toml: it is not valid TOML'),
     });
     await expect(handler({ request: { dataset: 'missing' }, execution: EXECUTION })).rejects.toMatchObject({
       name: 'InvalidDataset',
@@ -108,6 +125,40 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     await s3.send(new CreateMultipartUploadCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/big/b.png' }));
     const handler = createHandler({ s3, settings: SETTINGS });
     expect(await handler({ request: { dataset: 'big' }, execution: EXECUTION })).toMatchObject({ settled: false, reason: expect.stringContaining('datasets/big/b.png still being uploaded') });
+  });
+
+  test.each(CASES)('the fixture %s: Prepare reaches the outcome the training container reaches, reading by ranges', async (name) => {
+    const spec = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'case.json'), 'utf8'));
+    const root = path.join(FIXTURES, spec.sameFilesAs ?? name);
+    const folder = name.replace(/[^a-z0-9-]/g, '-');
+    for (const file of fixtureFiles(root)) await put(`datasets/${folder}/${file}`, fs.readFileSync(path.join(root, file)));
+    if (Object.keys(spec.hyperparameters).length > 0) await put(`datasets/${folder}/train.json`, JSON.stringify({ hyperparameters: spec.hyperparameters }));
+    const handler = createHandler({ s3, settings: { ...SETTINGS, modelType: spec.modelType } });
+    const outcome = await handler({ request: { dataset: folder }, execution: EXECUTION }).then(
+      (result) => ({ result }),
+      (error: Error) => ({ error }),
+    );
+    if (spec.expected.outcome === 'ok') {
+      if (!('result' in outcome) || !outcome.result.settled) throw new Error(`expected a prepared run, got ${JSON.stringify(outcome)}`);
+      const { dataset } = outcome.result;
+      expect({ images: dataset.images, captions: dataset.captions, skipped: dataset.skipped?.map((entry) => entry.split(': ')[0]) }).toEqual({
+        images: spec.expected.images,
+        captions: spec.expected.captions,
+        skipped: spec.expected.skipped,
+      });
+    } else {
+      if (!('error' in outcome)) throw new Error(`expected a refusal, got ${JSON.stringify(outcome.result)}`);
+      expect(outcome.error.name).toBe('InvalidDataset');
+      for (const mention of [...spec.expected.mentions, ...spec.expected.files]) expect(outcome.error.message).toContain(mention);
+    }
+  });
+
+  test('a range past the end of a short object gives the whole object, as the header reads expect', async () => {
+    await put('datasets/short/a.png', PNG);
+    const object = await s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-4095' }));
+    expect((await object.Body?.transformToByteArray())?.length).toBe(PNG.length);
+    const first = await s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-32' }));
+    expect(Buffer.from((await first.Body?.transformToByteArray()) ?? [])).toEqual(PNG.subarray(0, 33));
   });
 
   test('an S3 error that is not a refusal propagates with its own name', async () => {

@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, NoSuchKey, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
@@ -22,14 +23,15 @@ const TAG_VALUE = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]{0,256}$/u;
 const s3 = mockClient(S3Client);
 
 interface FakeFile {
-  readonly body?: string;
+  readonly body?: string | Buffer;
   /** Seconds since it last changed (default: long settled). */
   readonly age?: number;
   /** Listed size, when it should differ from the body's. */
   readonly size?: number;
 }
 
-const PNG: FakeFile = { body: 'png' };
+/** A real 64x64 PNG: Prepare reads each image's header. */
+const PNG: FakeFile = { body: fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'datasets', 'clean', 'a.png')) };
 const CAPTION: FakeFile = { body: 'a pikachu' };
 const BASIC: Record<string, FakeFile> = { 'a.png': PNG, 'a.txt': CAPTION, 'b.JPG': PNG, 'b.txt': CAPTION, 'dataset.toml': { body: '' } };
 
@@ -52,11 +54,14 @@ function folder(files: Record<string, FakeFile>, options: { name?: string; pageS
       NextContinuationToken: next < listed.length ? String(next) : undefined,
     };
   });
-  s3.on(GetObjectCommand).callsFake((input: { Key?: string }) => {
+  s3.on(GetObjectCommand).callsFake((input: { Key?: string; Range?: string }) => {
     const path = (input.Key ?? '').slice(prefix.length);
     const file = files[path];
     if (!input.Key?.startsWith(prefix) || !file) throw new NoSuchKey({ message: 'The specified key does not exist.', $metadata: {} });
-    return { Body: { transformToString: async () => file.body ?? '' } };
+    // Prepare reads every object by a range from its start, as S3 serves it.
+    const last = /^bytes=0-(\d+)$/.exec(input.Range ?? '');
+    const body = Buffer.from(file.body ?? '').subarray(0, last ? Number(last[1]) + 1 : undefined);
+    return { Body: { transformToString: async () => body.toString('utf8'), transformToByteArray: async () => new Uint8Array(body) } };
   });
 }
 
@@ -179,7 +184,9 @@ describe('an execution input that alone is wrong fails with InvalidInput before 
     folder(BASIC);
     const forms = ['pokemon', 's3://lora-datasets/datasets/pokemon/', 's3://lora-datasets/datasets/pokemon'];
     const uris = await Promise.all(forms.map(async (dataset) => (await prepared({ dataset })).dataset));
-    for (const uri of uris) expect(uri).toEqual({ name: 'pokemon', uri: 's3://lora-datasets/datasets/pokemon/', images: 2, captions: 2 });
+    for (const uri of uris) {
+      expect(uri).toEqual({ name: 'pokemon', uri: 's3://lora-datasets/datasets/pokemon/', images: 2, captions: 2, skipped: [], skippedCount: 0, notes: [] });
+    }
     expect(s3).toHaveReceivedCommandWith(ListObjectsV2Command, { Bucket: 'lora-datasets', Prefix: 'datasets/pokemon/' });
   });
 });
@@ -499,9 +506,9 @@ describe('the dataset folder', () => {
     folder({ 'a.Png': PNG, 'a.txt': CAPTION, 'b.gif': PNG, 'dataset.toml': { body: '' } });
     const error = await failure({ dataset: 'pokemon' });
     expect(error.name).toBe('InvalidDataset');
-    expect(error.message).toContain('s3://lora-datasets/datasets/pokemon/ has no images (.png, .jpg, .jpeg, .webp, .bmp, in lower or upper case)');
-    expect(error.message).toContain('among its 4 files');
+    expect(error.message).toContain('The dataset folder s3://lora-datasets/datasets/pokemon/ has 1 problem: the dataset folder has no images (.png, .jpg, .jpeg, .webp, .bmp, in lower or upper case)');
     expect(error.message).toContain('such as a.Png: rename them');
+    expect(error.message).toContain('then upload dataset.toml again to start a new run');
   });
 
   test('without a configuration of its own, images count where the generated one looks: top level and first-level subfolders', async () => {
@@ -509,22 +516,57 @@ describe('the dataset folder', () => {
       'a.png': PNG,
       'a.txt': CAPTION,
       '10_pikachu/b.webp': PNG,
-      '10_pikachu/b.txt': { body: '' },
       'style/c.BMP': PNG,
       'style/deeper/d.png': PNG,
       '0_skipped/e.png': PNG,
       '.hidden/f.png': PNG,
       '.g.png': PNG,
       'dataset.toml': { body: '# defaults\n' },
+      'train.json': { body: '{"hyperparameters": {"allow_missing_captions": true}}' },
     });
     const run = await prepared({ dataset: 'pokemon' });
-    // An empty caption is no caption, as the container reads it.
-    expect(run.dataset).toMatchObject({ images: 3, captions: 1 });
+    // b.webp's caption is its folder's class tokens; c.BMP has none, which allow_missing_captions lets through.
+    expect(run.dataset).toMatchObject({ images: 3, captions: 2, skippedCount: 4 });
+    expect(run.dataset.skipped).toEqual([
+      '.g.png: a hidden file, kohya ignores it',
+      '.hidden/f.png: in a hidden folder, which the configuration does not train',
+      '0_skipped/e.png: in a folder or subset of 0 repeats, which kohya skips',
+      'style/deeper/d.png: not in a folder the dataset configuration trains',
+    ]);
+  });
+
+  test('an empty caption file is refused, as kohya refuses it; the pre-flight reads images and captions by ranges', async () => {
+    folder({ ...BASIC, 'b.txt': { body: '' } });
+    const error = await failure({ dataset: 'pokemon' });
+    expect(error.name).toBe('InvalidDataset');
+    expect(error.message).toContain('1 caption file(s) are empty, which kohya refuses: b.txt');
+    expect(s3).toHaveReceivedCommandWith(GetObjectCommand, { Key: 'datasets/pokemon/a.png', Range: 'bytes=0-4095' });
+    expect(s3).toHaveReceivedCommandWith(GetObjectCommand, { Key: 'datasets/pokemon/a.txt', Range: 'bytes=0-4095' });
+    // The empty object is not read: S3 refuses any range of it.
+    expect(s3).not.toHaveReceivedCommandWith(GetObjectCommand, { Key: 'datasets/pokemon/b.txt' });
+  });
+
+  test('an image that does not decode is refused before any SageMaker call; skipped files are listed, at most 20', async () => {
+    const strays = Object.fromEntries(Array.from({ length: 25 }, (_, i) => [`notes/${String(i).padStart(2, '0')}.md`, CAPTION]));
+    folder({ ...BASIC, ...strays });
+    const run = await prepared({ dataset: 'pokemon' });
+    expect(run.dataset.skippedCount).toBe(25);
+    expect(run.dataset.skipped).toHaveLength(20);
+    expect(run.dataset.skipped?.[0]).toBe('notes/00.md: not an image kohya trains, nor the caption of one');
+    folder({ ...BASIC, 'b.JPG': { body: 'not an image' } });
+    const error = await failure({ dataset: 'pokemon' });
+    expect(error.message).toContain("1 image(s) cannot be decoded: b.JPG (its content is not a PNG, JPEG, WEBP, BMP or GIF image)");
+  });
+
+  test('an image deleted between listing and reading: wait, as for any change', async () => {
+    folder(BASIC);
+    s3.on(GetObjectCommand, { Key: 'datasets/pokemon/a.png' }).rejects(new NoSuchKey({ message: 'gone', $metadata: {} }));
+    expect(await call({ dataset: 'pokemon' })).toEqual({ settled: false, waitSeconds: 60, reason: 'a.png was deleted or replaced while it was being read' });
   });
 
   test('a nested image alone is not trained by the generated configuration', async () => {
     folder({ 'style/deeper/d.png': PNG, 'dataset.toml': { body: '' } });
-    expect((await failure({ dataset: 'pokemon' })).message).toContain('at the top of or in a first-level subfolder of the folder');
+    expect((await failure({ dataset: 'pokemon' })).message).toContain('at its top level or in its first-level subfolders');
   });
 
   test('with a dataset.toml of its own, images count anywhere in the folder', async () => {
@@ -533,22 +575,22 @@ describe('the dataset folder', () => {
   });
 
   test('is listed page by page', async () => {
-    folder({ 'x1.txt': CAPTION, 'x2.txt': CAPTION, 'x3.txt': CAPTION, 'dataset.toml': { body: '' }, 'z.png': PNG }, { pageSize: 2 });
+    folder({ 'x1.txt': CAPTION, 'x2.txt': CAPTION, 'z.txt': CAPTION, 'dataset.toml': { body: '' }, 'z.png': PNG }, { pageSize: 2 });
     expect((await prepared({ dataset: 'pokemon' })).dataset.images).toBe(1);
     expect(s3).toHaveReceivedCommandTimes(ListObjectsV2Command, 3);
   });
 
   test.each([
-    ['a syntax error', 'a = 1\nb = = 2\n', 'it is not valid TOML: invalid value at line 2, column 5'],
-    ['datasets that are not tables', 'datasets = 1\n', '"datasets" must be an array of tables ([[datasets]])'],
-    ['subsets that are not tables', '[[datasets]]\nsubsets = ["images"]\n', '"subsets" of datasets[0] must be an array of tables'],
-    ['general that is not a table', 'general = "x"\n', '"general" must be a table'],
-  ])('with a dataset.toml with %s fails with InvalidDataset', async (_, body, expected) => {
+    ['a syntax error', 'a = 1\nb = = 2\n', 'it is not valid TOML: invalid value at line 2, column 5; an empty dataset.toml uses the default configuration'],
+    ['datasets that are not tables', 'datasets = 1\n', 'it has no [[datasets]] table; add one with a [[datasets.subsets]] image_dir, or leave the file empty'],
+    ['subsets that are not tables', '[[datasets]]\nsubsets = ["images"]\n', 'datasets[0].subsets[0] must be a table'],
+    ['general that is not a table', 'general = "x"\n', 'general must be a table'],
+    ['an image_dir outside the folder', "[[datasets]]\n[[datasets.subsets]]\nimage_dir = '../../../etc'\n", "datasets[0].subsets[0].image_dir '../../../etc' leads outside the dataset folder"],
+  ])('with a dataset.toml with %s fails with InvalidDataset, in the training container\'s words', async (_, body, expected) => {
     folder({ ...BASIC, 'dataset.toml': { body } });
     const error = await failure({ dataset: 'pokemon' });
     expect(error.name).toBe('InvalidDataset');
-    expect(error.message).toContain(`s3://lora-datasets/datasets/pokemon/dataset.toml: ${expected}`);
-    expect(error.message).toContain('or upload an empty dataset.toml to use the default configuration');
+    expect(error.message).toContain(`The dataset folder s3://lora-datasets/datasets/pokemon/ has 1 problem: dataset.toml: ${expected}`);
   });
 
   test('with a dataset.toml over 1 MB fails with InvalidDataset without reading it', async () => {
@@ -562,7 +604,7 @@ describe('the dataset folder', () => {
 
 describe('settling', () => {
   test('a folder changed less than settleSeconds ago: wait the rest', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 12 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 12 }, 'c.txt': CAPTION });
     const result = (await call({ dataset: 'pokemon' })) as UnsettledRun;
     expect(result).toEqual({
       settled: false,
@@ -574,21 +616,21 @@ describe('settling', () => {
   });
 
   test('a change this very second: wait a whole settle period; at settleSeconds, settled', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 0 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 0 }, 'c.txt': CAPTION });
     expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: false, waitSeconds: 60 });
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 60 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 60 }, 'c.txt': CAPTION });
     expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: true });
   });
 
   test('the wait is at least one second', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 59.7 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 59.7 }, 'c.txt': CAPTION });
     expect(await call({ dataset: 'pokemon' }, { ...SETTINGS, maxSettleWaitSeconds: 1000 })).toMatchObject({ settled: false, waitSeconds: 1 });
   });
 
   test('the waits are long enough that waiting maxSettleWaitSeconds stays far under Step Functions\' 25,000 history events', async () => {
     // About 9 events a pass (Wait, Lambda task, Choice): at most 2000 passes.
     const settings = { ...SETTINGS, settleSeconds: 1, maxSettleWaitSeconds: 10_800 };
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 0.5 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 0.5 }, 'c.txt': CAPTION });
     const changing = (await call({ dataset: 'pokemon' }, settings)) as UnsettledRun;
     s3.on(ListMultipartUploadsCommand).resolves({ Uploads: [{ Key: 'datasets/pokemon/big.png', UploadId: 'u1' }] });
     const uploading = (await call({ dataset: 'pokemon' }, settings)) as UnsettledRun;
@@ -599,7 +641,7 @@ describe('settling', () => {
   });
 
   test('a folder still changing maxSettleWaitSeconds after the start fails with InvalidDataset', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 5 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 5 }, 'c.txt': CAPTION });
     const error = await failure({ dataset: 'pokemon' }, { ...SETTINGS, maxSettleWaitSeconds: 100 });
     expect(error.name).toBe('InvalidDataset');
     expect(error.message).toContain('s3://lora-datasets/datasets/pokemon/ is still changing after 120 s (datasets/pokemon/c.png changed 5 s ago)');
@@ -609,12 +651,12 @@ describe('settling', () => {
   });
 
   test('a bad execution input fails at once while the folder is still changing', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 1 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 1 }, 'c.txt': CAPTION });
     expect((await failure({ dataset: 'pokemon', training: { spot: 'no' } })).name).toBe('InvalidInput');
   });
 
   test('train.json is part of the upload: read only once the folder has settled, so a fixed one arriving late counts', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: 1 }, 'train.json': { body: '{"training": {"spot": "no"}}' } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: 1 }, 'c.txt': CAPTION, 'train.json': { body: '{"training": {"spot": "no"}}' } });
     expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: false });
     expect(s3).not.toHaveReceivedCommand(GetObjectCommand);
     // Control: settled, the same train.json is refused.
@@ -638,7 +680,7 @@ describe('settling', () => {
   });
 
   test('settleSeconds 0: settled at once, even with a clock behind S3\'s', async () => {
-    folder({ ...BASIC, 'c.png': { body: 'png', age: -0.8 } });
+    folder({ ...BASIC, 'c.png': { ...PNG, age: -0.8 }, 'c.txt': CAPTION });
     expect(await call({ dataset: 'pokemon' }, { ...SETTINGS, settleSeconds: 0 })).toMatchObject({ settled: true });
     // Control: with a settle period, the same folder waits.
     expect(await call({ dataset: 'pokemon' })).toMatchObject({ settled: false, waitSeconds: 60 });

@@ -272,7 +272,11 @@ def stage_jsonl(jsonl: Path, image_dir: Path, staged: Path, channel: Path) -> tu
     staged.mkdir(parents=True, exist_ok=True)
     base = jsonl.parent.resolve()
     captions: dict[Path, str] = {}
-    for number, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = jsonl.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:  # else a bare traceback ends the paid job
+        raise DatasetError(f"{jsonl.name} is not UTF-8 text ({error}); save it as UTF-8.") from error
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{jsonl.name} line {number}"

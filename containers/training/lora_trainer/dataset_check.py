@@ -160,7 +160,8 @@ def _scan_subset(
     ext = _setting("caption_extension", subset, dataset, general, CAPTION_EXTENSION)
     if not isinstance(ext, str) or not ext.startswith("."):
         raise DatasetError(f"{TOML_NAME}: caption_extension must start with a dot, like '.txt', not {ext!r}.")
-    class_tokens = subset.get("class_tokens")
+    # kohya ascends class_tokens from [[datasets]] and [general] like any subset setting (config_util.py).
+    class_tokens = _setting("class_tokens", subset, dataset, general, None)
     wildcard = bool(_setting("enable_wildcard", subset, dataset, general, False))
     repeats = int(_setting("num_repeats", subset, dataset, general, options.num_repeats))
     images = images_in(image_dir) if repeats >= 1 else []  # kohya skips a subset without repeats
