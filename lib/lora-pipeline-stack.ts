@@ -6,12 +6,15 @@ import { type PipelineConfig } from './config';
 import { DatasetTrigger } from './dataset-trigger';
 import { LoraRegistry } from './lora-registry';
 import { LoraWorkflow } from './lora-workflow';
+import { PipelineAlarms } from './pipeline-alarms';
+import { PipelineDashboard } from './pipeline-dashboard';
 import { PipelineStorage } from './pipeline-storage';
 import { RunNotifications } from './run-notifications';
 import { RunStatus } from './run-status';
 import { ServingContainer } from './serving-container';
 import { SharedEndpoint } from './shared-endpoint';
 import { TrainingContainer } from './training-container';
+import { PIPELINE_ENV } from '../lambda/report/run-metrics';
 
 /** A run whose dataset folder is still changing this long after it started fails rather than waits on. */
 const MAX_SETTLE_WAIT_SECONDS = 3 * 3600;
@@ -35,6 +38,8 @@ export class LoraPipelineStack extends Stack {
   public readonly workflow: LoraWorkflow;
   public readonly trigger: DatasetTrigger;
   public readonly status: RunStatus;
+  public readonly dashboard: PipelineDashboard;
+  public readonly alarms: PipelineAlarms;
 
   constructor(scope: Construct, id: string, props: LoraPipelineStackProps) {
     super(scope, id, props);
@@ -122,6 +127,16 @@ export class LoraPipelineStack extends Stack {
       stateMachine: this.workflow.stateMachine,
       registry: this.registry.table,
       namePrefix: config.namePrefix,
+      artifacts: this.workflow,
+    });
+
+    this.dashboard = this.createDashboard(config, sharedEndpoint);
+    this.alarms = new PipelineAlarms(this, 'Alarms', {
+      alarmNamePrefix: this.stackName,
+      stateMachine: this.workflow.stateMachine,
+      topic: this.notifications.topic,
+      topicKey: this.storage.key,
+      sharedInferenceComponentName: sharedEndpoint?.inferenceComponentName,
     });
 
     new CfnOutput(this, 'DatasetsBucketName', {
@@ -172,5 +187,45 @@ export class LoraPipelineStack extends Stack {
         description: 'The shared endpoint\'s inference component; a request names its LoRA in the body, e.g. {"prompt": "...", "lora": "pokemon"}',
       });
     }
+    this.cliOutputs(config);
   }
+
+  /** The dashboard; Report writes the run metrics it graphs under this stack's name. */
+  private createDashboard(config: PipelineConfig, sharedEndpoint: SharedEndpoint | undefined): PipelineDashboard {
+    this.workflow.reportFunction.function.addEnvironment(PIPELINE_ENV, this.stackName);
+    return new PipelineDashboard(this, 'Dashboard', {
+      namePrefix: config.namePrefix,
+      pipeline: this.stackName,
+      stateMachine: this.workflow.stateMachine,
+      sharedEndpoint: sharedEndpoint && {
+        endpointName: sharedEndpoint.endpointName,
+        inferenceComponentName: sharedEndpoint.inferenceComponentName,
+        variantName: variantOf(sharedEndpoint),
+        serverMetricsNamespace: sharedEndpoint.metricsNamespace,
+        modelType: config.modelType,
+        minInstances: config.endpoint.minInstances,
+        maxInstances: config.endpoint.maxInstances,
+      },
+    });
+  }
+
+  /** The deploy-time settings the command-line tool reads (contract D), so it needs no flags for them. */
+  private cliOutputs(config: PipelineConfig): void {
+    const outputs: Record<string, { value: string; description: string }> = {
+      DatasetPrefix: { value: config.datasetPrefix, description: 'Key prefix of the dataset folders in the datasets bucket' },
+      TriggerFileName: { value: config.triggerFileName, description: 'The file whose upload, last, starts a run of its folder' },
+      ModelType: { value: config.modelType, description: 'The deploy-time model family (sd15 or sdxl)' },
+      EndpointMode: { value: config.endpoint.mode, description: 'shared: one endpoint serves every LoRA; dedicated: one endpoint per dataset' },
+      NamePrefix: { value: config.namePrefix, description: 'First part of every training job, model, endpoint config and endpoint name' },
+      DashboardName: { value: this.dashboard.dashboardName, description: 'The CloudWatch dashboard of runs, endpoints and the LoRA cache' },
+    };
+    for (const [id, output] of Object.entries(outputs)) new CfnOutput(this, id, output);
+  }
+}
+
+/** The production variant the shared inference component is placed on (its endpoint's metrics' VariantName). */
+function variantOf(sharedEndpoint: SharedEndpoint): string {
+  const variant = sharedEndpoint.inferenceComponent.variantName;
+  if (variant === undefined) throw new Error(`${sharedEndpoint.node.path}: the inference component names no production variant`);
+  return variant;
 }

@@ -60,8 +60,10 @@ export class LoraWorkflow extends Construct {
   public readonly reportFunction: PipelineFunction;
   /** Registers, promotes, rejects and (for operators) retires LoRA versions; in both modes. */
   public readonly registryFunction: PipelineFunction;
-  /** Tries a new version on the shared endpoint; only with a shared endpoint. */
-  public readonly checkFunction?: PipelineFunction;
+  /** The smoke test: tries a new version on the shared endpoint, or a dedicated run's endpoint; in both modes. */
+  public readonly checkFunction: PipelineFunction;
+  /** Copies the samples a training job rendered next to its model. */
+  public readonly samplesFunction: PipelineFunction;
 
   private readonly props: LoraWorkflowProps;
 
@@ -98,10 +100,13 @@ export class LoraWorkflow extends Construct {
     this.reportFunction = new PipelineFunction(this, 'Report', {
       ...functionDefaults,
       name: 'report',
-      description: "Turns a run's end into its notification, its output, or its error and cause",
+      description: "Turns a run's end into its notification (with links to its samples and smoke images), its output, or its error and cause",
     });
+    // Its links are presigned with its own role: they work only if the role may read the objects.
+    this.grantArtifactLinks(this.reportFunction.role);
     this.registryFunction = this.createRegistryFunction(functionDefaults);
-    if (sharedEndpoint) this.checkFunction = this.createCheckFunction(functionDefaults, sharedEndpoint);
+    this.samplesFunction = this.createSamplesFunction(functionDefaults);
+    this.checkFunction = this.createCheckFunction(functionDefaults, namePrefix, sharedEndpoint);
 
     const sagemakerArn = (resource: string) => stack.formatArn({ service: 'sagemaker', resource, resourceName: `${namePrefix}-*` });
     const arns = {
@@ -113,11 +118,13 @@ export class LoraWorkflow extends Construct {
     const definition = runDefinition(this, {
       prepare: this.prepareFunction.function,
       report: this.reportFunction.function,
+      samples: this.samplesFunction.function,
+      check: this.checkFunction.function,
       topic,
       storage,
       training,
       serving,
-      shared: this.checkFunction && { registry: this.registryFunction.function, check: this.checkFunction.function },
+      shared: sharedEndpoint && { registry: this.registryFunction.function },
     });
 
     this.logGroup = new LogGroup(this, 'Logs', {
@@ -211,21 +218,44 @@ export class LoraWorkflow extends Construct {
     return fn;
   }
 
-  private createCheckFunction(defaults: Pick<PipelineFunctionProps, 'logRetention' | 'removalPolicy'>, sharedEndpoint: SharedEndpointRef): PipelineFunction {
+  private createCheckFunction(defaults: Pick<PipelineFunctionProps, 'logRetention' | 'removalPolicy'>, namePrefix: string, sharedEndpoint?: SharedEndpointRef): PipelineFunction {
+    const { storage, training } = this.props;
     const fn = new PipelineFunction(this, 'LoraCheck', {
       ...defaults,
       name: 'lora-check',
-      description: 'Tries a new LoRA version on the shared endpoint with one small request before it is made current',
-      // One 2-step generation at the smallest size; SageMaker's own limit for an invocation is 60 s.
-      timeout: Duration.seconds(90),
+      description: 'Smoke-tests a LoRA: the same request without and with it, on the shared endpoint before it is made current, or on a dedicated endpoint',
+      environment: { ARTIFACTS_BUCKET: storage.artifactsBucket.bucketName, MODELS_PREFIX: training.outputPrefix, DATA_KEY_ARN: storage.key.keyArn },
+      // Two generations (SageMaker's limit for each is 60 s), then two PNG decodes and an encode.
+      timeout: Duration.seconds(180),
+      memorySize: 1024,
     });
-    this.grantInvokeShared(fn.role, sharedEndpoint);
+    this.grantInvoke(fn.role, namePrefix, sharedEndpoint);
+    this.grantSmokeWrites(fn.role);
+    return fn;
+  }
+
+  private createSamplesFunction(defaults: Pick<PipelineFunctionProps, 'logRetention' | 'removalPolicy'>): PipelineFunction {
+    const { storage, training } = this.props;
+    const fn = new PipelineFunction(this, 'Samples', {
+      ...defaults,
+      name: 'samples',
+      description: "Publishes the sample images in a training job's output.tar.gz to models/<job>/samples/, next to its model",
+      environment: {
+        ARTIFACTS_BUCKET: storage.artifactsBucket.bucketName,
+        MODELS_PREFIX: training.outputPrefix,
+        DATA_KEY_ARN: storage.key.keyArn,
+      },
+      // Streams at most 512 MB of samples out of the archive, 4 PUTs of at most 32 MB each in flight.
+      timeout: Duration.seconds(300),
+      memorySize: 512,
+    });
+    this.grantSampleCopies(fn.role);
     return fn;
   }
 
   /** The functions the state machine invokes. */
   private invokedFunctions(): PipelineFunction[] {
-    return [this.prepareFunction, this.reportFunction, ...(this.checkFunction ? [this.registryFunction, this.checkFunction] : [])];
+    return [this.prepareFunction, this.reportFunction, this.samplesFunction, this.checkFunction, ...(this.props.sharedEndpoint ? [this.registryFunction] : [])];
   }
 
   /**
@@ -279,17 +309,93 @@ export class LoraWorkflow extends Construct {
   }
 
   /**
-   * The check function invokes the shared endpoint's inference component and nothing else.
-   * InvokeEndpoint is authorized on the endpoint (required) and on the inference component named
-   * in the request (optional resource type, Service Authorization Reference): both exact ARNs.
+   * The check function invokes the shared endpoint's inference component and the runs' dedicated
+   * endpoints, nothing else. InvokeEndpoint is authorized on the endpoint (required) and on the
+   * inference component named in the request (optional resource type, Service Authorization
+   * Reference): the shared ones by their exact ARNs, the dedicated ones by the run-name prefix.
    */
-  private grantInvokeShared(role: iam.IRole, sharedEndpoint: SharedEndpointRef): void {
+  private grantInvoke(role: iam.IRole, namePrefix: string, sharedEndpoint?: SharedEndpointRef): void {
+    if (sharedEndpoint) {
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'InvokeTheSharedEndpoint',
+          actions: ['sagemaker:InvokeEndpoint'],
+          resources: [sharedEndpoint.endpointArn, sharedEndpoint.inferenceComponentArn],
+        }),
+      );
+    }
+    const dedicated = Stack.of(this).formatArn({ service: 'sagemaker', resource: 'endpoint', resourceName: `${namePrefix}-*` });
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'InvokeDedicatedEndpoints', actions: ['sagemaker:InvokeEndpoint'], resources: [dedicated] }));
+    Validations.of(role.node.findChild('DefaultPolicy')).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, dedicated)}]`,
+      reason: "A dedicated run's endpoint is named per dataset, under the stack's prefix; the smoke test invokes only those endpoints (it can create, change or delete none).",
+    });
+  }
+
+  /** The pipeline key, through S3 only, for `actions`. */
+  private keyThroughS3(role: iam.IRole, sid: string, actions: string[]): void {
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
-        sid: 'InvokeTheSharedEndpoint',
-        actions: ['sagemaker:InvokeEndpoint'],
-        resources: [sharedEndpoint.endpointArn, sharedEndpoint.inferenceComponentArn],
+        sid,
+        actions,
+        resources: [this.props.storage.key.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
       }),
+    );
+  }
+
+  /** The smoke images, `models/<job>/smoke/*`: written (single PUTs, SSE-KMS), never read, listed or deleted. */
+  private grantSmokeWrites(role: iam.IRole): void {
+    const smoke = this.props.storage.artifactsBucket.arnForObjects(`${this.props.training.outputPrefix}*/smoke/*`);
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteSmokeImages', actions: ['s3:PutObject'], resources: [smoke] }));
+    this.keyThroughS3(role, 'EncryptSmokeImagesThroughS3', ['kms:GenerateDataKey']);
+    Validations.of(role.node.findChild('DefaultPolicy')).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, smoke)}]`,
+      reason: `The smoke test writes without-lora.png, with-lora.png and side-by-side.png under ${this.props.training.outputPrefix}<job>/smoke/; job names are chosen per run.`,
+    });
+  }
+
+  /**
+   * The samples function checks for and reads `models/<job>/output/output.tar.gz` (ListBucket limited
+   * to that exact prefix, so a missing archive is "no samples", not AccessDenied) and writes
+   * `models/<job>/samples/*`, with the key through S3; nothing else of the bucket.
+   */
+  private grantSampleCopies(role: iam.IRole): void {
+    const { storage, training } = this.props;
+    const source = `${training.outputPrefix}*/output/output.tar.gz`;
+    const sourceObjects = storage.artifactsBucket.arnForObjects(source);
+    const targetObjects = storage.artifactsBucket.arnForObjects(`${training.outputPrefix}*/samples/*`);
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'FindOutputArchive', actions: ['s3:ListBucket'], resources: [storage.artifactsBucket.bucketArn], conditions: { StringLike: { 's3:prefix': [source] } } }),
+    );
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadOutputArchive', actions: ['s3:GetObject'], resources: [sourceObjects] }));
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteSamples', actions: ['s3:PutObject'], resources: [targetObjects] }));
+    this.keyThroughS3(role, 'ReadAndWriteWithTheDataKeyThroughS3', ['kms:Decrypt', 'kms:GenerateDataKey']);
+    Validations.of(role.node.findChild('DefaultPolicy')).acknowledge(
+      {
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, sourceObjects)}]`,
+        reason: `The samples function reads each training job's ${training.outputPrefix}<job>/output/output.tar.gz, where its samples are; job names are chosen per run.`,
+      },
+      {
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, targetObjects)}]`,
+        reason: `The samples function writes them under ${training.outputPrefix}<job>/samples/; job names are chosen per run.`,
+      },
+    );
+  }
+
+  /**
+   * A role that presigns links to a run's samples and smoke images (Report, the status function):
+   * signing is local, but a link works only if the signer may GetObject it, with the key through S3.
+   */
+  public grantArtifactLinks(role: iam.IRole): void {
+    const objects = ['samples', 'smoke'].map((folder) => this.props.storage.artifactsBucket.arnForObjects(`${this.props.training.outputPrefix}*/${folder}/*`));
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadSamplesAndSmokeImages', actions: ['s3:GetObject'], resources: objects }));
+    this.keyThroughS3(role, 'DecryptSamplesAndSmokeImagesThroughS3', ['kms:Decrypt']);
+    Validations.of(role.node.findChild('DefaultPolicy')).acknowledge(
+      ...objects.map((arn) => ({
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, arn)}]`,
+        reason: "The role presigns short-lived links to a run's samples and smoke images under <job>/; job names are chosen per run.",
+      })),
     );
   }
 
@@ -318,7 +424,7 @@ export class LoraWorkflow extends Construct {
     );
   }
 
-  /** Prepare lists and reads the dataset folders (and their train.json), nothing else. */
+  /** Prepare lists and reads the dataset folders (train.json, dataset.toml, the first bytes of images and captions), nothing else. */
   private grantDatasetRead(role: iam.IRole, datasetPrefix: string): void {
     const { datasetsBucket, key } = this.props.storage;
     role.addToPrincipalPolicy(
@@ -345,7 +451,7 @@ export class LoraWorkflow extends Construct {
     );
     Validations.of(role.node.findChild('DefaultPolicy')).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, objects)}]`,
-      reason: `Prepare reads the dataset.toml and train.json of any dataset folder under ${datasetPrefix}; folder names are chosen by the uploaders.`,
+      reason: `Prepare reads the dataset.toml, train.json, captions and image headers (ranged reads) of any dataset folder under ${datasetPrefix}; folder names are chosen by the uploaders.`,
     });
   }
 }

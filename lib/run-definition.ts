@@ -8,8 +8,10 @@ import { tryLora } from './run-stages/check-lora';
 import { deployDedicated } from './run-stages/deploy-dedicated';
 import { failAndCleanUp } from './run-stages/fail-and-clean-up';
 import { prepareAndSettle } from './run-stages/prepare-and-settle';
+import { publishSamples } from './run-stages/publish-samples';
 import { makeLoraCurrent, registerLora } from './run-stages/register-lora';
 import { reportSuccess } from './run-stages/report-success';
+import { smokeTestEndpoint } from './run-stages/smoke-test';
 import { train } from './run-stages/train';
 import type { ServingContainer } from './serving-container';
 import type { TrainingContainer } from './training-container';
@@ -23,16 +25,18 @@ export interface RunDefinitionProps {
   readonly prepare: lambda.IFunction;
   /** The Report function (lambda/report). */
   readonly report: lambda.IFunction;
+  /** The samples function (lambda/samples): publishes what training rendered. */
+  readonly samples: lambda.IFunction;
+  /** The lora-check function (lambda/lora-check): the smoke test, in both modes. */
+  readonly check: lambda.IFunction;
   readonly topic: sns.ITopic;
   readonly storage: PipelineStorage;
   readonly training: TrainingContainer;
   readonly serving: ServingContainer;
-  /** In a deployment with a shared endpoint: the functions of its runs' stages. */
+  /** In a deployment with a shared endpoint: the function of its runs' stages. */
   readonly shared?: {
     /** The registry function (lambda/registry). */
     readonly registry: lambda.IFunction;
-    /** The lora-check function (lambda/lora-check). */
-    readonly check: lambda.IFunction;
   };
 }
 
@@ -45,14 +49,14 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
   const { shared } = props;
   const failure = failAndCleanUp(scope, props.report, props.topic, shared?.registry);
   const succeed = reportSuccess(scope, props.report, props.topic);
-  let serve = deployDedicated(scope, props.serving, failure, succeed);
+  let serve = deployDedicated(scope, props.serving, failure, smokeTestEndpoint(scope, props.check, failure, succeed));
   if (shared) {
     const promote = makeLoraCurrent(scope, shared.registry, failure, succeed);
-    const check = tryLora(scope, shared.check, failure, promote);
+    const check = tryLora(scope, props.check, failure, promote);
     const register = registerLora(scope, shared.registry, failure, check);
     // Prepare decides per run: a run of another base model or family than the shared endpoint's is dedicated.
     serve = new sfn.Choice(scope, STATES.servingMode).when(sfn.Condition.stringEquals('$.run.serving.mode', 'shared'), register).otherwise(serve);
   }
-  const trained = train(scope, props.storage, props.training, failure, serve);
+  const trained = train(scope, props.storage, props.training, failure, publishSamples(scope, props.samples, serve));
   return prepareAndSettle(scope, props.prepare, failure, trained);
 }

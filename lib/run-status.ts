@@ -16,6 +16,8 @@ export interface RunStatusProps {
   readonly registry: dynamodb.ITable;
   /** First part of every run and endpoint name (the workflow's resources). */
   readonly namePrefix: string;
+  /** Grants the reads the function's links to samples and smoke images need (lib/lora-workflow.ts). */
+  readonly artifacts: { grantArtifactLinks(role: iam.IRole): void };
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy: RemovalPolicy;
 }
@@ -23,7 +25,8 @@ export interface RunStatusProps {
 /**
  * The status function: "where is my run?" for one execution, a dataset's latest runs, or the latest
  * runs. It only reads: the workflow's executions and history, the runs' training jobs and endpoints,
- * and the registry's items of the versions shared runs registered.
+ * the registry's items of the versions shared runs registered, and (through the links it signs)
+ * the runs' samples and smoke images.
  */
 export class RunStatus extends Construct {
   public readonly status: PipelineFunction;
@@ -58,6 +61,8 @@ export class RunStatus extends Construct {
       this.status.role.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions, resources }));
     }
     LoraRegistry.grantReadOnly(props.registry, this.status.role);
+    // Its presigned links work only if its role may read what they point to.
+    props.artifacts.grantArtifactLinks(this.status.role);
     Validations.of(this.status.role.node.findChild('DefaultPolicy')).acknowledge(
       {
         id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, executions)}]`,

@@ -43,6 +43,7 @@ function expectBundledFunctionsLoad(outdir: string, template: { Resources: Recor
     'WorkflowPrepareFunction',
     'WorkflowRegistryFunction',
     'WorkflowReportFunction',
+    'WorkflowSamplesFunction',
   ]);
   for (const [id, resource] of functions) {
     const bundle = path.join(outdir, resource.Metadata['aws:asset:path'], 'index.js');

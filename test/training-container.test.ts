@@ -92,7 +92,14 @@ describe('TrainingContainer', () => {
   test('the workflow gets the schema, the metric definitions and the channel names', () => {
     const { stack } = synthPipeline();
     expect(Object.keys(stack.training.hyperparameterSchema.hyperparameters)).toContain('max_train_steps');
-    expect(stack.training.metricDefinitions.map((d) => d.Name)).toEqual(['train:loss', 'train:step', 'train:epoch', 'train:seconds_per_step']);
+    expect(stack.training.metricDefinitions.map((d) => d.Name)).toEqual([
+      'train:loss',
+      'train:step',
+      'train:epoch',
+      'train:seconds_per_step',
+      'train:total_steps',
+      'train:total_epochs',
+    ]);
     expect([stack.training.checkpointsPrefix, stack.training.outputPrefix]).toEqual(['checkpoints/', 'models/']);
     expect(stack.resolve(stack.training.imageUri)).toMatchObject({ 'Fn::Sub': expect.stringContaining('.dkr.ecr.') });
   });

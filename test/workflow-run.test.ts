@@ -1,6 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import * as sagemaker from '@aws-sdk/client-sagemaker';
 import { InvokeEndpointCommand, ModelError, ModelNotReadyException, SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import * as sns from '@aws-sdk/client-sns';
@@ -9,7 +9,9 @@ import { gzipSync } from 'node:zlib';
 import { mockClient } from 'aws-sdk-client-mock';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { STATES, type PrepareSettings } from '../lambda/shared/contract';
-import { handler as checkHandler } from '../lambda/lora-check/index';
+import { createHandler as createCheckHandler, storageFromEnvironment as smokeStorage } from '../lambda/lora-check/index';
+import { encodePng } from '../lambda/lora-check/png';
+import { createHandler as createSamplesHandler, storageFromEnvironment as sampleStorage } from '../lambda/samples/index';
 import { createHandler } from '../lambda/prepare/handler';
 import { parseSettings } from '../lambda/prepare/settings';
 import { kickoff, settingsFromEnvironment } from '../lambda/kickoff/kickoff';
@@ -45,7 +47,15 @@ function deployed(config: Record<string, unknown> = {}) {
   const settings: PrepareSettings = parseSettings(environment(stack.workflow.prepareFunction.function).SETTINGS);
   const registryEnvironment = environment(stack.workflow.registryFunction.function);
   const table = resources[stack.getLogicalId(stack.registry.table.node.defaultChild as never)].Properties;
-  return { definition, settings, kickoffEnvironment: environment(stack.trigger.kickoff.function), registryEnvironment, table };
+  return {
+    definition,
+    settings,
+    kickoffEnvironment: environment(stack.trigger.kickoff.function),
+    registryEnvironment,
+    checkEnvironment: environment(stack.workflow.checkFunction.function),
+    samplesEnvironment: environment(stack.workflow.samplesFunction.function),
+    table,
+  };
 }
 
 const dedicated = deployed({ 'endpoint.mode': 'dedicated' });
@@ -59,7 +69,17 @@ const withS3BaseModel = deployed({ 'endpoint.mode': 'dedicated', baseModel: S3_B
 const shared = deployed();
 const { LORA_REGISTRY_TABLE: registryTable, LORA_BUCKET: artifactsBucket, MODELS_PREFIX: modelsPrefix, LORA_PREFIX: lorasPrefix } = shared.registryEnvironment;
 
-const PNG = Buffer.from('89504e470d0a1a0a0000000d4948445200000001000000010806000000', 'hex');
+/** A whole 64 × 64 PNG: Prepare's pre-flight reads each image's header, and refuses one smaller than a bucket step. */
+const PNG = encodePng({ width: 64, height: 64, channels: 3, data: new Uint8Array(64 * 64 * 3) });
+
+/** A generated image as the server sends it: 16 × 16 RGB at `level` (plus a gradient), as base64 PNG. */
+const generated = (level: number) => {
+  const data = new Uint8Array(16 * 16 * 3).map((_, i) => Math.min(255, level + (i % 48)));
+  return encodePng({ width: 16, height: 16, channels: 3, data }).toString('base64');
+};
+/** The base model's image, and the LoRA's: far apart, as a LoRA at its trained scale makes them. */
+const BASE_LEVEL = 60;
+const LORA_LEVEL = 140;
 
 const describeWithMoto = motoAvailable() ? describe : describe.skip;
 
@@ -80,11 +100,17 @@ describeWithMoto('the workflow, run locally against moto', () => {
   let published: Array<{ Subject?: string; Message?: string }>;
   /** The shared endpoint, as the check function's SageMaker Runtime client reaches it. */
   const runtime = mockClient(SageMakerRuntimeClient);
+  const runtimeClient = new SageMakerRuntimeClient({ region: 'us-east-1', maxAttempts: 1 });
+  /** What a dedicated endpoint's fused LoRA gives (BASE_LEVEL: a LoRA that does nothing). */
+  let dedicatedLoraLevel: number;
+  /** Report presigns links with the default credentials: test ones, restored afterwards. */
+  const savedEnvironment = { ...process.env };
 
   beforeAll(async () => {
     // The functions log a JSON line per decision; the assertions below say what matters.
     jest.spyOn(console, 'log').mockImplementation(() => undefined);
     jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing', AWS_REGION: 'us-east-1' });
     moto = await startMoto();
     s3 = new S3Client(moto.clientConfig);
     sm = new sagemaker.SageMakerClient(moto.clientConfig);
@@ -96,10 +122,21 @@ describeWithMoto('the workflow, run locally against moto', () => {
     for (const client of [s3, sm, snsClient, dynamodb]) client?.destroy();
     runtime.restore();
     await moto?.stop();
+    for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION']) {
+      if (savedEnvironment[name] === undefined) delete process.env[name];
+      else process.env[name] = savedEnvironment[name];
+    }
   });
   beforeEach(async () => {
     await moto.reset();
     runtime.reset();
+    // A dedicated endpoint: its fused LoRA at the default scale, the base model at lora_scale 0.
+    dedicatedLoraLevel = LORA_LEVEL;
+    runtime.on(InvokeEndpointCommand).callsFake((input: { Body: Uint8Array }) => {
+      const request = JSON.parse(Buffer.from(input.Body).toString('utf8')) as Record<string, unknown>;
+      const image = generated(request.lora_scale === 0 ? BASE_LEVEL : dedicatedLoraLevel);
+      return { Body: Buffer.from(JSON.stringify({ images: [image], seed: request.seed })), ContentType: 'application/json' };
+    });
     published = [];
     await s3.send(new CreateBucketCommand({ Bucket: settings.datasetsBucket }));
     await s3.send(new CreateBucketCommand({ Bucket: artifactsBucket }));
@@ -143,13 +180,17 @@ describeWithMoto('the workflow, run locally against moto', () => {
     const prepare = createHandler({ s3, settings, now });
     // The registry function's own code against moto's DynamoDB and S3, as the stack configures it.
     const registryFunction = createRegistryHandler({ s3, table: registry, storage: { bucket: artifactsBucket, modelsPrefix, lorasPrefix } });
+    const pipeline = options.pipeline ?? dedicated;
+    const checkFunction = createCheckHandler({ runtime: runtimeClient, s3, storage: smokeStorage(pipeline.checkEnvironment) });
+    const samplesFunction = createSamplesHandler(s3, sampleStorage(pipeline.samplesEnvironment));
     const handlers = integrationHandlers(definition, {
       services: { sagemaker: options.service ?? sagemakerService(), sns: { client: snsClient, commands: sns, errorPrefix: 'SNS' } },
       lambdas: {
         WorkflowPrepareFunction: (payload) => prepare(payload as never),
         WorkflowReportFunction: (payload) => reportHandler(payload as never),
         WorkflowRegistryFunction: (payload) => registryFunction(payload),
-        WorkflowLoraCheckFunction: (payload) => checkHandler(payload),
+        WorkflowLoraCheckFunction: (payload) => checkFunction(payload),
+        WorkflowSamplesFunction: (payload) => samplesFunction(payload),
       },
     });
     for (const state of [STATES.notifySuccess, STATES.notifyFailure]) {
@@ -186,7 +227,7 @@ describeWithMoto('the workflow, run locally against moto', () => {
     const runName = String(output.run);
     expect(runName).toMatch(/^lora-pokemon-[0-9]{14}-[0-9a-f]{6}$/);
     expect(output).toMatchObject({ dataset: 'pokemon', trainingJobName: runName, endpointName: 'lora-pokemon' });
-    expect(Object.keys(output).sort()).toEqual(['billableSeconds', 'dataset', 'endpointName', 'invokeCommand', 'modelArtifact', 'run', 'servingMode', 'spotSavingsPercent', 'trainingJobName', 'trainingSeconds']);
+    expect(Object.keys(output).sort()).toEqual(['billableSeconds', 'dataset', 'endpointName', 'invokeCommand', 'modelArtifact', 'run', 'samples', 'servingMode', 'smoke', 'spotSavingsPercent', 'trainingJobName', 'trainingSeconds']);
     expect(output.servingMode).toBe('dedicated');
 
     const job = await sm.send(new sagemaker.DescribeTrainingJobCommand({ TrainingJobName: runName }));
@@ -212,6 +253,156 @@ describeWithMoto('the workflow, run locally against moto', () => {
     expect(config.KmsKeyId).toBeUndefined();
 
     expect(published).toEqual([expect.objectContaining({ Subject: `LoRA run ${runName} is in service` })]);
+  });
+
+  /**
+   * Train LoRA, and the samples the job rendered: the container copies its sample/ folder to
+   * /opt/ml/output/data, which SageMaker uploads as output.tar.gz beside model.tar.gz (moto writes neither).
+   */
+  const rendersSamples =
+    (files: Record<string, string | Buffer>): ((handler: TaskHandler) => TaskHandler) =>
+    (handler) =>
+    async (request) => {
+      const job = (await handler(request)) as { TrainingJobName: string };
+      const entries = Object.entries(files).map(([name, body]) => ({ path: `sample/${name}`, body: Buffer.from(body) }));
+      const archive = gzipSync(tarArchive([{ path: 'sample/', type: '5' }, ...entries]));
+      await s3.send(new PutObjectCommand({ Bucket: artifactsBucket, Key: `models/${job.TrainingJobName}/output/output.tar.gz`, Body: archive }));
+      return job as never;
+    };
+  const SAMPLES = {
+    'pokemon_e000001_00_20250101120000.png': PNG,
+    'samples.json': JSON.stringify({ prompts: [{ index: 0, prompt: 'a green pokemon with a menacing face', seed: 1234 }], images: [], contact_sheet: 'contact-sheet.png' }),
+    'contact-sheet.png': PNG,
+  };
+  const keysUnder = async (prefix: string) => ((await s3.send(new ListObjectsV2Command({ Bucket: artifactsBucket, Prefix: prefix }))).Contents ?? []).map((o) => o.Key!.slice(prefix.length)).sort();
+  const dedicatedRequests = () => runtime.commandCalls(InvokeEndpointCommand).map((c) => JSON.parse(Buffer.from(c.args[0].input.Body as Uint8Array).toString('utf8')) as Record<string, unknown>);
+
+  describe('samples and the smoke test, dedicated', () => {
+    test('samples published next to the model, the endpoint smoke-tested with the first sample prompt, both in the output, links in the notification', async () => {
+      await pokemon();
+      const result = await run({ dataset: 'pokemon' }, { wrap: { [STATES.train]: rendersSamples(SAMPLES) } });
+      expect(result.error).toBeUndefined();
+      expect(result.visited).toEqual(expect.arrayContaining([STATES.publishSamples, STATES.smokeTest]));
+      expect(result.visited.indexOf(STATES.smokeTest)).toBeGreaterThan(result.visited.lastIndexOf(STATES.endpointReady));
+      const output = result.output as Record<string, any>;
+      const job = String(output.trainingJobName);
+      expect(await keysUnder(`models/${job}/samples/`)).toEqual(['contact-sheet.png', 'pokemon_e000001_00_20250101120000.png', 'samples.json']);
+      expect(await keysUnder(`models/${job}/smoke/`)).toEqual(['side-by-side.png', 'with-lora.png', 'without-lora.png']);
+      expect(output.samples).toEqual({ count: 3, location: `s3://${artifactsBucket}/models/${job}/samples/`, contactSheet: `s3://${artifactsBucket}/models/${job}/samples/contact-sheet.png` });
+      expect(output.smoke).toEqual({ meanAbsoluteDifference: LORA_LEVEL - BASE_LEVEL, changedPixelShare: 1, minMeanAbsoluteDifference: 2, location: `s3://${artifactsBucket}/models/${job}/smoke/` });
+      // The dedicated endpoint: its LoRA at the default scale, then at 0, with the samples' first prompt.
+      expect(dedicatedRequests().map((r) => [r.prompt, r.lora_scale])).toEqual([
+        ['a green pokemon with a menacing face', undefined],
+        ['a green pokemon with a menacing face', 0],
+      ]);
+      const message = String(published[0].Message);
+      expect(message).toContain('Smoke test passed');
+      for (const file of ['samples/samples.json', 'samples/contact-sheet.png', 'smoke/without-lora.png', 'smoke/with-lora.png', 'smoke/side-by-side.png']) {
+        expect(message).toMatch(new RegExp(`https://[^ ]*models/${job}/${file}\\?[^ ]*X-Amz-Signature=`));
+      }
+    });
+
+    test('sampling off: nothing copied, "none" in the output, the run succeeds', async () => {
+      await pokemon();
+      const result = await run({ dataset: 'pokemon' });
+      expect(result.status).toBe('SUCCEEDED');
+      expect((result.output as Record<string, any>).samples).toEqual({ count: 0, note: expect.stringContaining('rendered no samples') });
+      expect(await keysUnder('models/')).toEqual(expect.not.arrayContaining([expect.stringContaining('samples/')]));
+      // The default prompt, without samples.
+      expect(dedicatedRequests()[0].prompt).toBe('a detailed photograph');
+    });
+
+    test('a samples function that keeps failing: retried, then the run goes on and succeeds without samples, saying so', async () => {
+      await pokemon();
+      const broken: (handler: TaskHandler) => TaskHandler = () => () => {
+        throw taskError('AccessDenied', 'User is not authorized to perform: s3:ListBucket');
+      };
+      const result = await run({ dataset: 'pokemon' }, { wrap: { [STATES.publishSamples]: broken } });
+      expect(result.status).toBe('SUCCEEDED');
+      expect(result.retries[STATES.publishSamples]).toBe(3);
+      expect((result.output as Record<string, any>).samples.note).toContain('Publishing the samples failed (AccessDenied): User is not authorized');
+    });
+
+    test('a LoRA with no effect on a new endpoint: SmokeTestFailed, its images kept, the endpoint, config and model deleted', async () => {
+      await pokemon();
+      dedicatedLoraLevel = BASE_LEVEL;
+      const result = await run({ dataset: 'pokemon' });
+      expect(result).toMatchObject({ status: 'FAILED', error: 'SmokeTestFailed' });
+      expect(result.cause).toContain('The LoRA had no effect');
+      expect(result.cause).toContain('which this run created, is deleted by the clean-up');
+      expect(result.retries[STATES.smokeTest]).toBeUndefined();
+      expect(result.visited).toEqual(expect.arrayContaining([STATES.smokeTestFailed, STATES.deleteFailedEndpoint, STATES.deleteEndpointConfig, STATES.deleteModel, STATES.notifyFailure]));
+      const left = await list();
+      expect({ models: left.models, configs: left.configs, endpoints: left.endpoints }).toEqual({ models: [], configs: [], endpoints: [] });
+      const job = left.jobs[0].TrainingJobName!;
+      expect(await keysUnder(`models/${job}/smoke/`)).toEqual(['side-by-side.png', 'with-lora.png', 'without-lora.png']);
+      expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('SmokeTestFailed') })]);
+    });
+
+    test('a LoRA with no effect on an updated endpoint: SmokeTestFailed; the endpoint is updated back to the previous config, this run\'s model and config kept', async () => {
+      await pokemon();
+      const first = await run({ dataset: 'pokemon' }, { name: 'first' });
+      const previous = String((first.output as Record<string, unknown>).run);
+      dedicatedLoraLevel = BASE_LEVEL;
+      const updates: JsonValue[] = [];
+      const record: (handler: TaskHandler) => TaskHandler = (handler) => (request) => {
+        updates.push(request);
+        return handler(request);
+      };
+      published = [];
+      const second = await run({ dataset: 'pokemon' }, { name: 'second', wrap: { [STATES.rollBackEndpoint]: record } });
+      expect(second).toMatchObject({ status: 'FAILED', error: 'SmokeTestFailed' });
+      const failed = String((await list()).configs.map((c) => c.EndpointConfigName).find((name) => name !== previous));
+      expect(updates).toEqual([{ EndpointName: 'lora-pokemon', EndpointConfigName: previous }]);
+      expect(second.cause).toContain(`rolls it back to endpoint config ${previous}`);
+      expect(second.visited).toEqual(expect.arrayContaining([STATES.smokeTestFailed, STATES.reportFailure, STATES.rollBackEndpoint, STATES.notifyFailure]));
+      for (const state of [STATES.deleteFailedEndpoint, STATES.deleteEndpointConfig, STATES.deleteModel, STATES.rollBackFailed]) expect(second.visited).not.toContain(state);
+      const endpoint = await sm.send(new sagemaker.DescribeEndpointCommand({ EndpointName: 'lora-pokemon' }));
+      expect(endpoint.EndpointConfigName).toBe(previous);
+      const left = await list();
+      // Kept while the endpoint moves off them; the Cause says how to delete them.
+      expect(left.configs.map((c) => c.EndpointConfigName).sort()).toEqual([previous, failed].sort());
+      expect(left.models.length).toBe(2);
+      expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('SmokeTestFailed'), Message: expect.stringContaining(`To be rolled back by the clean-up: endpoint lora-pokemon, to endpoint config ${previous}`) })]);
+    });
+
+    test('a roll-back SageMaker refuses (the previous config is gone): retried, then the run still fails with SmokeTestFailed and notifies, saying so first', async () => {
+      await pokemon();
+      const first = await run({ dataset: 'pokemon' }, { name: 'first' });
+      const previous = String((first.output as Record<string, unknown>).run);
+      await sm.send(new sagemaker.DeleteEndpointConfigCommand({ EndpointConfigName: previous }));
+      dedicatedLoraLevel = BASE_LEVEL;
+      published = [];
+      const second = await run({ dataset: 'pokemon' }, { name: 'second' });
+      expect(second).toMatchObject({ status: 'FAILED', error: 'SmokeTestFailed' });
+      expect(second.cause).toContain(`aws sagemaker update-endpoint --endpoint-name lora-pokemon --endpoint-config-name ${previous}`);
+      expect(second.retries[STATES.rollBackEndpoint]).toBeGreaterThan(0);
+      expect(second.visited).toEqual(expect.arrayContaining([STATES.rollBackEndpoint, STATES.rollBackFailed, STATES.notifyFailure, STATES.failed]));
+      expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('SmokeTestFailed'), Message: expect.stringMatching(/^THE ROLL-BACK FAILED: .*Could not find endpoint configuration/) })]);
+      expect((published[0] as unknown as { Message: string }).Message).toContain('The LoRA had no effect');
+      // The endpoint still serves this run's config: nothing was deleted under it.
+      const endpoint = await sm.send(new sagemaker.DescribeEndpointCommand({ EndpointName: 'lora-pokemon' }));
+      expect(endpoint.EndpointConfigName).not.toBe(previous);
+      expect((await list()).endpoints.length).toBe(1);
+    });
+
+    test('a busy endpoint is retried (EndpointBusy), then the smoke test passes; an endpoint error fails it, not retried', async () => {
+      await pokemon();
+      let busy = 2;
+      runtime.on(InvokeEndpointCommand).callsFake((input: { Body: Uint8Array }) => {
+        if (busy-- > 0) throw new ModelError({ message: 'Received server error (503)', $metadata: {}, OriginalStatusCode: 503, OriginalMessage: '{"error": "busy"}' });
+        const request = JSON.parse(Buffer.from(input.Body).toString('utf8')) as Record<string, unknown>;
+        return { Body: Buffer.from(JSON.stringify({ images: [generated(request.lora_scale === 0 ? BASE_LEVEL : LORA_LEVEL)] })) };
+      });
+      const passed = await run({ dataset: 'pokemon' }, { name: 'first' });
+      expect(passed.status).toBe('SUCCEEDED');
+      expect(passed.retries[STATES.smokeTest]).toBe(2);
+      runtime.on(InvokeEndpointCommand).rejects(new ModelError({ message: 'x', $metadata: {}, OriginalStatusCode: 500, OriginalMessage: '{"error": "CUDA error: an illegal memory access"}' }));
+      const failed = await run({ dataset: 'pokemon' }, { name: 'second' });
+      expect(failed).toMatchObject({ status: 'FAILED', error: 'SmokeTestFailed' });
+      expect(failed.cause).toContain('the server answered 500: CUDA error');
+      expect(failed.retries[STATES.smokeTest]).toBeUndefined();
+    });
   });
 
   test('an upload through the kickoff: its execution input and name run the workflow, for a folder name S3 had to encode', async () => {
@@ -501,18 +692,25 @@ describeWithMoto('the workflow, run locally against moto', () => {
     const item = async (name: string, version: number) =>
       (await DynamoDBDocumentClient.from(dynamodb).send(new GetCommand({ TableName: registryTable, Key: { name, version }, ConsistentRead: true }))).Item;
 
-    /** The shared server's answer to a check: it used the version named, and only it. */
-    const served = (request: Record<string, unknown>) => {
-      const [name, version] = String(request.lora).split('@');
-      return { loras: [{ name, version: Number(version), scale: 1, sha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' }], images: ['/9j/'] };
-    };
+    /**
+     * The shared server's answer: with the version named, it used it, and only it, and its image is
+     * the LoRA's (`loraLevel`); without a LoRA, it used none, and its image is the base model's.
+     */
+    const servedAt =
+      (loraLevel: number) =>
+      (request: Record<string, unknown>): Record<string, unknown> => {
+        if (request.lora === undefined) return { loras: [], images: [generated(BASE_LEVEL)] };
+        const [name, version] = String(request.lora).split('@');
+        return { loras: [{ name, version: Number(version), scale: 1, sha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' }], images: [generated(loraLevel)] };
+      };
+    const served = servedAt(LORA_LEVEL);
 
     /** The shared endpoint answers with `answer` (or throws what it returns as an Error). */
     function sharedEndpoint(answer: (request: Record<string, unknown>) => Record<string, unknown> | Error = served) {
       runtime.on(InvokeEndpointCommand).callsFake(async (input: { EndpointName: string; InferenceComponentName?: string; Body: Uint8Array }) => {
         const request = JSON.parse(Buffer.from(input.Body).toString('utf8')) as Record<string, unknown>;
         const [name, version] = String(request.lora).split('@');
-        const status = (await item(name, Number(version)))?.status as string | undefined;
+        const status = request.lora === undefined ? undefined : ((await item(name, Number(version)))?.status as string | undefined);
         asked.push({ request, endpoint: input.EndpointName, component: input.InferenceComponentName, status });
         const answered = answer(request);
         if (answered instanceof Error) throw answered;
@@ -554,8 +752,13 @@ describeWithMoto('the workflow, run locally against moto', () => {
       expect({ models: left.models, configs: left.configs, endpoints: left.endpoints }).toEqual({ models: [], configs: [], endpoints: [] });
 
       const runName = String((result.output as Record<string, unknown>).run);
-      // The check named this version, on the shared endpoint's component, while it was still pending.
-      expect(asked).toEqual([{ request: expect.objectContaining({ lora: 'pokemon@1' }), endpoint: endpointName, component: endpointName, status: 'pending' }]);
+      // The check named this version, on the shared endpoint's component, while it was still pending;
+      // then the smoke test's same request without a LoRA.
+      expect(asked).toEqual([
+        { request: expect.objectContaining({ lora: 'pokemon@1', seed: 1234, output_format: 'png' }), endpoint: endpointName, component: endpointName, status: 'pending' },
+        { request: expect.not.objectContaining({ lora: expect.anything() }), endpoint: endpointName, component: endpointName, status: undefined },
+      ]);
+      expect(asked[1].request).toEqual({ ...asked[0].request, lora: undefined });
       const version = await item('pokemon', 1);
       expect(version).toMatchObject({ status: 'ready', modelType: 'sd15', run: runName, trainingJob: runName, s3Uri: `s3://${artifactsBucket}/loras/pokemon/1.safetensors` });
       // The copy the server reads is the trained file, byte for byte, as the item's hash says.
@@ -575,9 +778,32 @@ describeWithMoto('the workflow, run locally against moto', () => {
       const first = await runShared({ name: 'first' });
       const second = await runShared({ name: 'second' });
       expect([first.status, second.status]).toEqual(['SUCCEEDED', 'SUCCEEDED']);
-      expect(asked.map((a) => a.request.lora)).toEqual(['pokemon@1', 'pokemon@2']);
+      expect(asked.map((a) => a.request.lora)).toEqual(['pokemon@1', undefined, 'pokemon@2', undefined]);
       expect(await item('pokemon', 0)).toMatchObject({ latest: 2, current: 2 });
       expect(await item('pokemon', 1)).toMatchObject({ status: 'ready' });
+    });
+
+    test('a new version with no effect: SmokeTestFailed, never retried; it is marked failed, the previous version stays current, and the images are kept', async () => {
+      await pokemon();
+      sharedEndpoint();
+      const first = await runShared({ name: 'first' });
+      expect(first.status).toBe('SUCCEEDED');
+      sharedEndpoint(servedAt(BASE_LEVEL));
+      published = [];
+      const second = await runShared({ name: 'second' });
+      expect(second).toMatchObject({ status: 'FAILED', error: 'SmokeTestFailed' });
+      expect(second.cause).toContain('The LoRA had no effect: LoRA pokemon@2 on the shared endpoint lora-shared-sd15');
+      expect(second.cause).toContain("pokemon@2 will be marked failed by the clean-up that follows this report and was not made current; the name's current version is unchanged.");
+      expect(second.retries[STATES.tryLora]).toBeUndefined();
+      expect(second.visited).toEqual(expect.arrayContaining([STATES.smokeTestFailed, STATES.reportFailure, STATES.rejectLora, STATES.notifyFailure]));
+      expect(second.visited).not.toContain(STATES.loraCheckFailed);
+      expect(second.visited).not.toContain(STATES.makeLoraCurrent);
+      expect(await item('pokemon', 2)).toMatchObject({ status: 'failed', failure: expect.stringContaining('The LoRA had no effect') });
+      expect(await item('pokemon', 1)).toMatchObject({ status: 'ready' });
+      expect(await item('pokemon', 0)).toMatchObject({ latest: 2, current: 1 });
+      const job = (await list()).jobs.map((j) => j.TrainingJobName!).find((name) => name !== String((first.output as Record<string, unknown>).trainingJobName))!;
+      expect(await keysUnder(`models/${job}/smoke/`)).toEqual(['side-by-side.png', 'with-lora.png', 'without-lora.png']);
+      expect(published).toEqual([expect.objectContaining({ Subject: expect.stringContaining('SmokeTestFailed') })]);
     });
 
     test('a check the endpoint fails: LoraCheckFailed with what it answered, the version marked failed and never current', async () => {
@@ -642,9 +868,13 @@ describeWithMoto('the workflow, run locally against moto', () => {
 
     test('a run on another base model than the shared endpoint\'s gets an endpoint of its own, and its output says why', async () => {
       await pokemon();
-      sharedEndpoint();
+      // Its own endpoint answers the smoke test (the default, dedicated server), never the shared one.
       const result = await run({ dataset: 'pokemon', baseModel: 'runwayml/stable-diffusion-v1-5' }, { pipeline: shared });
       expect(result.error).toBeUndefined();
+      expect(runtime.commandCalls(InvokeEndpointCommand).map((c) => [c.args[0].input.EndpointName, c.args[0].input.InferenceComponentName])).toEqual([
+        ['lora-pokemon', undefined],
+        ['lora-pokemon', undefined],
+      ]);
       expect(result.visited).toEqual(expect.arrayContaining([STATES.servingMode, STATES.createModel, STATES.createEndpoint]));
       expect(result.visited).not.toContain(STATES.registerLora);
       expect(result.output).toMatchObject({ servingMode: 'dedicated', endpointName: 'lora-pokemon', dedicatedBecause: expect.stringContaining('baseModel') });

@@ -3,7 +3,7 @@ import { Match } from 'aws-cdk-lib/assertions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { parseRegistryEvent } from '../lambda/registry/event';
-import { LORA_ERRORS, LORA_REFUSALS, STATES } from '../lambda/shared/contract';
+import { LORA_ERRORS, LORA_REFUSALS, PHASE_OF_STATE, STATES } from '../lambda/shared/contract';
 import { CLAIM_LEASE_MS } from '../lambda/registry/register';
 import { ENDPOINT_POLL_LIMIT, ENDPOINT_POLL_SECONDS, WARMING_RETRY } from '../lib/run-definition';
 import { REGISTRY_BUSY_RETRY } from '../lib/run-stages/register-lora';
@@ -82,7 +82,7 @@ describe('the state machine', () => {
     const patience = (r: { IntervalSeconds: number; BackoffRate: number; MaxAttempts: number }) =>
       Array.from({ length: r.MaxAttempts }, (_, i) => r.IntervalSeconds * r.BackoffRate ** i).reduce((a, b) => a + b, 0);
     const sagemakerTasks = Object.entries(definition.States).filter(([, state]) => /:sagemaker:/.test((state as any).Resource ?? ''));
-    expect(sagemakerTasks.length).toBe(13);
+    expect(sagemakerTasks.length).toBe(14);
     for (const [name, state] of sagemakerTasks) {
       const [first, ...rest] = retriers(name);
       const generic = (state as any).Resource.includes(':aws-sdk:') ? 'SageMaker.SageMakerException' : 'SageMaker.AmazonSageMakerException';
@@ -126,22 +126,72 @@ describe('the state machine', () => {
       STATES.registrationFailed,
       STATES.loraCheckFailed,
       STATES.promotionFailed,
+      STATES.smokeTestFailed,
       STATES.endpointFound,
       STATES.reportFailurePlainly,
       STATES.reportSuccessPlainly,
       STATES.checkEndpoint,
     ];
-    const ends = [STATES.succeeded, STATES.failed, STATES.notifyFailure, STATES.deleteEndpointConfig, STATES.deleteModel];
-    for (const [name, next] of catches) expect([name, [...failureStates, ...ends].includes(next)]).toEqual([name, true]);
+    const ends = [STATES.succeeded, STATES.failed, STATES.notifyFailure, STATES.deleteEndpointConfig, STATES.deleteModel, STATES.rollBackFailed];
+    // Publish samples alone goes on after a failure: the run serves its LoRA without samples.
+    const goesOn = catches.filter(([name]) => name === STATES.publishSamples);
+    expect(goesOn).toEqual([[STATES.publishSamples, STATES.servingMode]]);
+    for (const [name, next] of catches.filter(([n]) => n !== STATES.publishSamples)) expect([name, [...failureStates, ...ends].includes(next)]).toEqual([name, true]);
     const recorded = [STATES.preparationFailed, STATES.trainingFailed, STATES.deploymentFailed, STATES.endpointFailed, STATES.endpointNotInService, STATES.endpointTimedOut];
-    for (const name of [...recorded, STATES.registrationFailed, STATES.loraCheckFailed, STATES.promotionFailed]) {
+    for (const name of [...recorded, STATES.registrationFailed, STATES.loraCheckFailed, STATES.promotionFailed, STATES.smokeTestFailed]) {
       expect([name, (definition.States[name] as any).Next]).toEqual([name, STATES.reportFailure]);
     }
-    expect(Object.fromEntries([STATES.registrationFailed, STATES.loraCheckFailed, STATES.promotionFailed].map((name) => [name, (definition.States[name] as any).Parameters.stage]))).toEqual({
+    expect(Object.fromEntries([STATES.registrationFailed, STATES.loraCheckFailed, STATES.promotionFailed, STATES.smokeTestFailed].map((name) => [name, (definition.States[name] as any).Parameters.stage]))).toEqual({
       [STATES.registrationFailed]: 'register',
       [STATES.loraCheckFailed]: 'check',
       [STATES.promotionFailed]: 'promote',
+      [STATES.smokeTestFailed]: 'smoke',
     });
+  });
+
+  test('every state of the definition is named in STATES and has a phase, so the status function can place a run in it', () => {
+    const phaseOf = (name: string) => (Object.prototype.hasOwnProperty.call(PHASE_OF_STATE, name) ? PHASE_OF_STATE[name as keyof typeof PHASE_OF_STATE] : undefined);
+    const names = Object.keys(definition.States);
+    expect(names.filter((name) => phaseOf(name) === undefined)).toEqual([]);
+    expect([STATES.rollBackEndpoint, STATES.rollBackFailed].map(phaseOf)).toEqual(['FAILED', 'FAILED']);
+    // Control: a state the contract does not name has none.
+    expect(phaseOf('A state added later')).toBeUndefined();
+  });
+
+  test('a failed smoke test on an updated endpoint rolls it back to the previous config, retried, best effort, the failure still notified', () => {
+    const rollBack = definition.States[STATES.rollBackEndpoint] as any;
+    expect(rollBack).toMatchObject({
+      Type: 'Task',
+      Resource: 'arn:aws:states:::sagemaker:updateEndpoint',
+      Parameters: { 'EndpointName.$': '$.report.cleanup.rollBack.EndpointName', 'EndpointConfigName.$': '$.report.cleanup.rollBack.EndpointConfigName' },
+      ResultPath: null,
+      Next: STATES.notifyFailure,
+      Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.cleanupError', Next: STATES.rollBackFailed }],
+    });
+    // Quota, then throttling and internal errors: the optimized integration's generic name, a minute at most.
+    expect(rollBack.Retry.map((r: any) => r.ErrorEquals)).toEqual([['SageMaker.ResourceLimitExceededException'], ['SageMaker.AmazonSageMakerException']]);
+    expect(rollBack.Retry[1]).toEqual({ ErrorEquals: ['SageMaker.AmazonSageMakerException'], IntervalSeconds: 10, BackoffRate: 2, MaxAttempts: 3, JitterStrategy: 'FULL' });
+    // Nothing of this run is deleted after a roll-back: the endpoint is still moving off its config.
+    expect([...reachable(definition.States, STATES.rollBackEndpoint)].filter((name) => /:delete/.test((definition.States[name] as any).Resource ?? ''))).toEqual([]);
+    // A failed roll-back keeps Report's subject, Error and Cause, puts the failure first in the message, and notifies.
+    expect(definition.States[STATES.rollBackFailed]).toMatchObject({
+      Type: 'Pass',
+      ResultPath: '$.report',
+      Parameters: { 'subject.$': '$.report.subject', 'error.$': '$.report.error', 'cause.$': '$.report.cause', 'message.$': expect.stringMatching(/^States\.Format\('THE ROLL-BACK FAILED: .*States\.JsonToString\(\$\.cleanupError\), \$\.report\.message\)$/) },
+      Next: STATES.notifyFailure,
+    });
+    expect(reachable(definition.States, STATES.rollBackFailed).has(STATES.failed)).toBe(true);
+  });
+
+  test('the state machine may roll a run\'s endpoint back to a previous run\'s config, with no grant beyond the prefix', () => {
+    const update = allowing(workflowRole.statements, 'sagemaker:UpdateEndpoint');
+    const allowed = update.filter((s) => (s as { Effect?: string }).Effect !== 'Deny');
+    const arn = (kind: string, name: string) => `arn:aws:sagemaker:us-east-1:123456789012:${kind}/${name}`;
+    expect(allows(allowed, 'sagemaker:UpdateEndpoint', arn('endpoint', 'lora-pokemon'))).toBe(true);
+    expect(allows(allowed, 'sagemaker:UpdateEndpoint', arn('endpoint-config', 'lora-pokemon-20241231000000-abcdef'))).toBe(true);
+    // Negative controls: another team's endpoint or config is not covered.
+    expect(allows(allowed, 'sagemaker:UpdateEndpoint', arn('endpoint', 'other-team'))).toBe(false);
+    expect(allows(allowed, 'sagemaker:UpdateEndpoint', arn('endpoint-config', 'other-team-1'))).toBe(false);
   });
 });
 
@@ -217,6 +267,7 @@ describe('the functions', () => {
       expect.stringMatching(/^WorkflowPrepareFunction/),
       expect.stringMatching(/^WorkflowRegistryFunction/),
       expect.stringMatching(/^WorkflowReportFunction/),
+      expect.stringMatching(/^WorkflowSamplesFunction/),
     ]);
     for (const fn of Object.values(functions) as any[]) {
       expect(fn.Properties).toMatchObject({ Architectures: ['arm64'], TracingConfig: { Mode: 'Active' }, LoggingConfig: { LogGroup: { Ref: expect.any(String) } } });
@@ -254,7 +305,7 @@ describe('the functions', () => {
     expect(resolved(s3[2].Resource)).toMatch(/\/datasets\/\*"$/);
   });
 
-  test('the status function only reads executions, jobs, endpoints and the registry', () => {
+  test('the status function only reads executions, jobs, endpoints, the registry, and (for its links) samples and smoke images', () => {
     const { statements } = roleStatements(stack, template, stack.status.status.role);
     const actions = statements.flatMap(actionsOf).filter((a) => !a.startsWith('logs:') && !a.startsWith('xray:'));
     expect(actions.sort()).toEqual([
@@ -262,6 +313,8 @@ describe('the functions', () => {
       'dynamodb:GetItem',
       'dynamodb:Query',
       'kms:Decrypt',
+      'kms:Decrypt',
+      's3:GetObject',
       'sagemaker:DescribeEndpoint',
       'sagemaker:DescribeTrainingJob',
       'states:DescribeExecution',
@@ -278,6 +331,8 @@ describe('the functions', () => {
     expect(status.filter((s) => actionsOf(s).some((a) => /^(dynamodb|kms):/.test(a))).map((s) => [actionsOf(s).sort(), s.Resource, s.Condition])).toEqual([
       [['dynamodb:BatchGetItem', 'dynamodb:GetItem', 'dynamodb:Query'], tableArn, undefined],
       [['kms:Decrypt'], keyArn, { StringEquals: { 'kms:ViaService': 'dynamodb.us-east-1.amazonaws.com' } }],
+      // Its links to samples and smoke images.
+      [['kms:Decrypt'], keyArn, { StringEquals: { 'kms:ViaService': 's3.us-east-1.amazonaws.com' } }],
     ]);
     const environment = template.toJSON().Resources[stack.getLogicalId(stack.status.status.function.node.defaultChild as never)].Properties.Environment.Variables;
     expect(JSON.parse(resolved(environment.LORA_REGISTRY_TABLE))).toBe(JSON.parse(resolved(stack.resolve(stack.registry.table.tableName))));
@@ -297,8 +352,9 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
   const invoked = (name: string) => states[name].Resource;
   const functionArn = (fn: { node: { defaultChild?: unknown } }) => `arn:aws:lambda:us-east-1:123456789012:function:${stack.getLogicalId(fn.node.defaultChild as never)}`;
 
-  test('after training, Serving mode? sends a shared run to Register LoRA and any other to the dedicated deployment', () => {
-    expect(states[STATES.train].Next).toBe(STATES.servingMode);
+  test('after training and Publish samples, Serving mode? sends a shared run to Register LoRA and any other to the dedicated deployment', () => {
+    expect(states[STATES.train].Next).toBe(STATES.publishSamples);
+    expect(states[STATES.publishSamples].Next).toBe(STATES.servingMode);
     expect(states[STATES.servingMode]).toEqual({
       Type: 'Choice',
       Choices: [{ Variable: '$.run.serving.mode', StringEquals: 'shared', Next: STATES.registerLora }],
@@ -353,10 +409,12 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
   ];
   const OWN_PASSING = Object.values(LORA_ERRORS).filter((name) => !LORA_REFUSALS.includes(name));
 
-  test.each([STATES.registerLora, STATES.makeLoraCurrent, STATES.rejectLora, STATES.tryLora])('%s: every error but a refusal is retried; a refusal never', (state) => {
+  test.each([STATES.registerLora, STATES.makeLoraCurrent, STATES.rejectLora, STATES.tryLora, STATES.smokeTest])('%s: every error but a refusal is retried; a refusal never', (state) => {
     const retried = [...OWN_PASSING, ...PASSING].filter((error) => attempts(state, error) === 0);
     expect(retried).toEqual([]);
     expect(LORA_REFUSALS.filter((error) => attempts(state, error) > 0)).toEqual([]);
+    // The smoke test's verdict is among the refusals: the same images would come again.
+    expect(attempts(state, LORA_ERRORS.smokeTestFailed)).toBe(0);
     // Control: the refusals are among the names States.ALL would catch, so their own retrier must come first.
     expect((states[state].Retry as Retrier[]).some((r) => r.ErrorEquals.includes('States.ALL'))).toBe(true);
   });
@@ -370,20 +428,60 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
     const { interval, backoffRate, maxDelay, maxAttempts } = REGISTRY_BUSY_RETRY;
     const waits = Array.from({ length: maxAttempts }, (_, i) => Math.min(interval.toSeconds() * backoffRate ** i, maxDelay.toSeconds()));
     expect(waits.reduce((sum, w) => sum + w, 0) * 1000).toBeGreaterThan(CLAIM_LEASE_MS);
-    expect(states[STATES.tryLora].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATES.loraCheckFailed }]);
+    // The smoke test's verdict is caught first, into its own stage; anything else is the check's.
+    expect(states[STATES.tryLora].Catch).toEqual([
+      { ErrorEquals: ['SmokeTestFailed'], ResultPath: '$.error', Next: STATES.smokeTestFailed },
+      { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATES.loraCheckFailed },
+    ]);
+  });
+
+  test('the smoke test: Try LoRA and Smoke test the endpoint send the check function the run\'s job and samples; a dedicated run is smoke-tested once in service, then reported', () => {
+    const smokeFields = { 'modelType.$': '$.run.modelType', 'trainingJobName.$': '$.run.training.jobName', 'samples.$': '$.samples' };
+    expect(states[STATES.tryLora].Parameters).toEqual({
+      mode: 'shared',
+      'endpointName.$': '$.run.serving.endpointName',
+      'inferenceComponentName.$': '$.run.serving.inferenceComponentName',
+      lora: { 'name.$': '$.lora.name', 'version.$': '$.lora.version' },
+      ...smokeFields,
+    });
+    expect(states[STATES.smokeTest]).toMatchObject({ Parameters: { mode: 'dedicated', 'endpointName.$': '$.run.serving.endpointName', ...smokeFields }, ResultPath: '$.smoke', Next: STATES.reportSuccess });
+    expect(invoked(STATES.smokeTest)).toBe(functionArn(stack.workflow.checkFunction.function));
+    const inService = states[STATES.endpointReady].Choices[0];
+    expect(inService.Next).toBe(STATES.smokeTest);
+    expect(states[STATES.smokeTest].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATES.smokeTestFailed }]);
+    // Up to 12 minutes of back-off (15 s doubling, each wait capped at 2 min), as the README says.
+    expect(retrierFor(STATES.smokeTest, 'EndpointBusy')).toEqual({ ErrorEquals: ['EndpointBusy'], IntervalSeconds: 15, BackoffRate: 2, MaxDelaySeconds: 120, MaxAttempts: 8, JitterStrategy: 'FULL' });
+    expect(states[STATES.reportSuccess].Parameters).toMatchObject({ 'samples.$': '$.samples', 'smoke.$': '$.smoke' });
+    expect(states[STATES.readInput].Parameters).toMatchObject({ samples: null, smoke: null });
+  });
+
+  test('Publish samples: the samples function with the job name, retried on anything, and any failure recorded at $.samples as the run goes on', () => {
+    expect(states[STATES.publishSamples]).toMatchObject({ Parameters: { 'trainingJobName.$': '$.run.training.jobName' }, ResultPath: '$.samples' });
+    expect(invoked(STATES.publishSamples)).toBe(functionArn(stack.workflow.samplesFunction.function));
+    expect(attempts(STATES.publishSamples, 'SlowDown')).toBe(3);
+    expect(states[STATES.publishSamples].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.samples', Next: STATES.servingMode }]);
   });
 
   test('no state a shared run can reach creates or changes a SageMaker model, endpoint config or endpoint', () => {
     const deploying = (from: string) => [...reachable(states, from)].filter((name) => DEPLOYING.test(states[name].Resource ?? ''));
-    expect(deploying(STATES.registerLora)).toEqual([]);
+    // Roll the endpoint back is reached through the clean-up shared by both modes, and only when
+    // Report gives a rollBack, which it gives a dedicated run only (test/lambda/report-artifacts.test.ts).
+    expect(deploying(STATES.registerLora)).toEqual([STATES.rollBackEndpoint]);
     // Control: the dedicated branch of the same Choice does reach them.
-    expect(deploying(STATES.createModel).sort()).toEqual([STATES.createEndpoint, STATES.createEndpointConfig, STATES.createModel, STATES.replaceEndpoint, STATES.updateEndpoint].sort());
+    expect(deploying(STATES.createModel).sort()).toEqual([STATES.createEndpoint, STATES.createEndpointConfig, STATES.createModel, STATES.replaceEndpoint, STATES.rollBackEndpoint, STATES.updateEndpoint].sort());
   });
 
   test('a failed run whose LoRA the server refused marks the version failed, best effort, before notifying; clean-ups of dedicated runs are unchanged', () => {
     // Only after the server refused the LoRA (LoraCheckFailed), whatever Report answers.
     expect(states[STATES.cleanUp].Choices).toEqual([
-      { And: [{ Variable: '$.report.cleanup.loraVersion', IsPresent: true }, { Variable: '$.failure.error.Error', StringEquals: 'LoraCheckFailed' }], Next: STATES.rejectLora },
+      {
+        And: [
+          { Variable: '$.report.cleanup.loraVersion', IsPresent: true },
+          { Or: [{ Variable: '$.failure.error.Error', StringEquals: 'LoraCheckFailed' }, { Variable: '$.failure.error.Error', StringEquals: 'SmokeTestFailed' }] },
+        ],
+        Next: STATES.rejectLora,
+      },
+      { Variable: '$.report.cleanup.rollBack', IsPresent: true, Next: STATES.rollBackEndpoint },
       { Variable: '$.report.cleanup.endpointName', IsPresent: true, Next: STATES.deleteFailedEndpoint },
       { Variable: '$.report.cleanup.endpointConfigName', IsPresent: true, Next: STATES.deleteEndpointConfig },
     ]);
@@ -398,12 +496,12 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
 describe('the registry and check functions: least privilege', () => {
   const otherActions = (statements: PolicyStatement[]) => statements.flatMap(actionsOf).filter((a) => !a.startsWith('logs:') && !a.startsWith('xray:'));
 
-  test('the state machine may invoke its four functions and no other', () => {
+  test('the state machine may invoke its five functions and no other', () => {
     const invoke = allowing(workflowRole.statements, 'lambda:InvokeFunction');
     const arns = new Set(invoke.flatMap((s) => [s.Resource].flat() as string[]).map((arn) => arn.replace(/:\*$/, '')));
     const fn = (f: { function: { node: { defaultChild?: unknown } } }) => `arn:aws:lambda:us-east-1:123456789012:function:${stack.getLogicalId(f.function.node.defaultChild as never)}`;
     const { workflow } = stack;
-    expect([...arns].sort()).toEqual([workflow.prepareFunction, workflow.reportFunction, workflow.registryFunction, workflow.checkFunction!].map(fn).sort());
+    expect([...arns].sort()).toEqual([workflow.prepareFunction, workflow.reportFunction, workflow.registryFunction, workflow.checkFunction, workflow.samplesFunction].map(fn).sort());
   });
 
   test('the registry function reads and writes the table\'s items (never deletes or scans), with its key through DynamoDB only', () => {
@@ -455,11 +553,69 @@ describe('the registry and check functions: least privilege', () => {
     expect(parseRegistryEvent(payload)).toEqual({ action: 'retire', name: 'pokemon', version: 3 });
   });
 
-  test('the check function may invoke the shared endpoint\'s inference component, and nothing else', () => {
-    const { statements } = roleStatements(stack, template, stack.workflow.checkFunction!.role);
-    expect(otherActions(statements)).toEqual(['sagemaker:InvokeEndpoint']);
-    const [invoke] = allowing(statements, 'sagemaker:InvokeEndpoint');
-    expect([invoke.Resource].flat().sort()).toEqual([SHARED_ENDPOINT_ARN, SHARED_COMPONENT_ARN].sort());
+  test('the check function may invoke the shared endpoint\'s inference component and the runs\' endpoints, and write smoke images, nothing else', () => {
+    const { statements } = roleStatements(stack, template, stack.workflow.checkFunction.role);
+    expect(otherActions(statements).sort()).toEqual(['kms:GenerateDataKey', 's3:PutObject', 'sagemaker:InvokeEndpoint', 'sagemaker:InvokeEndpoint']);
+    const invoke = allowing(statements, 'sagemaker:InvokeEndpoint');
+    expect(invoke.flatMap((s) => [s.Resource].flat()).sort()).toEqual([SHARED_ENDPOINT_ARN, SHARED_COMPONENT_ARN, 'arn:aws:sagemaker:us-east-1:123456789012:endpoint/lora-*'].sort());
+    const plain = statements.map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)) }));
+    const bucket = resolved(stack.resolve(stack.storage.artifactsBucket.bucketName)).replace(/"/g, '');
+    const object = (key: string) => `arn:aws:s3:::${bucket}/${key}`;
+    expect(allows(plain, 's3:PutObject', object('models/run-1/smoke/with-lora.png'))).toBe(true);
+    // Negative controls: not the model, not the samples, not the checkpoints; no reads, no deletes; no other endpoint.
+    expect(allows(plain, 's3:PutObject', object('models/run-1/output/model.tar.gz'))).toBe(false);
+    expect(allows(plain, 's3:PutObject', object('models/run-1/samples/contact-sheet.png'))).toBe(false);
+    expect(allows(plain, 's3:PutObject', object('checkpoints/run-1/smoke/x.png'))).toBe(false);
+    expect(allows(plain, 's3:GetObject', object('models/run-1/smoke/with-lora.png'))).toBe(false);
+    expect(allows(plain, 's3:DeleteObject', object('models/run-1/smoke/with-lora.png'))).toBe(false);
+    expect(allows(plain, 'sagemaker:InvokeEndpoint', 'arn:aws:sagemaker:us-east-1:123456789012:endpoint/lora-pokemon')).toBe(true);
+    expect(allows(plain, 'sagemaker:InvokeEndpoint', 'arn:aws:sagemaker:us-east-1:123456789012:endpoint/other-team')).toBe(false);
+    // The runs' grant is on endpoints only: an inference component, even one named like a run's endpoint, only the shared one.
+    expect(allows(plain, 'sagemaker:InvokeEndpoint', SHARED_COMPONENT_ARN)).toBe(true);
+    for (const component of ['inference-component/lora-pokemon', 'inference-component/lora-shared-sd15-other', 'inference-component/other-team']) {
+      expect([component, allows(plain, 'sagemaker:InvokeEndpoint', `arn:aws:sagemaker:us-east-1:123456789012:${component}`)]).toEqual([component, false]);
+    }
+    const kms = plain.filter((s) => actionsOf(s).some((a) => a.startsWith('kms:')));
+    expect(kms.map((s) => [actionsOf(s), resolved(s.Condition)])).toEqual([[['kms:GenerateDataKey'], '{"StringEquals":{"kms:ViaService":"s3.us-east-1.amazonaws.com"}}']]);
+  });
+
+  test('the samples function finds and reads models/<job>/output/output.tar.gz only, writes models/<job>/samples/, nothing else', () => {
+    const { statements } = roleStatements(stack, template, stack.workflow.samplesFunction.role);
+    expect(otherActions(statements).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
+    const plain = statements.map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)), Condition: s.Condition && JSON.parse(resolved(s.Condition)) }));
+    const bucket = resolved(stack.resolve(stack.storage.artifactsBucket.bucketName)).replace(/"/g, '');
+    const object = (key: string) => `arn:aws:s3:::${bucket}/${key}`;
+    // Listing only to tell a missing archive from a denied one: the prefix is the archive's exact key.
+    expect(allowing(statements, 's3:ListBucket').map((s) => [s.Resource, s.Condition])).toEqual([[`arn:aws:s3:::${bucket}`, { StringLike: { 's3:prefix': ['models/*/output/output.tar.gz'] } }]]);
+    expect(allows(plain, 's3:GetObject', object('models/run-1/output/output.tar.gz'))).toBe(true);
+    expect(allows(plain, 's3:PutObject', object('models/run-1/samples/contact-sheet.png'))).toBe(true);
+    // Negative controls: not the model, not the checkpoints (no longer read), no writes to the output, no deletes.
+    expect(allows(plain, 's3:GetObject', object('models/run-1/output/model.tar.gz'))).toBe(false);
+    expect(allows(plain, 's3:GetObject', object('checkpoints/run-1/sample/contact-sheet.png'))).toBe(false);
+    expect(allows(plain, 's3:GetObject', object('checkpoints/run-1/last-state/model.safetensors'))).toBe(false);
+    expect(allows(plain, 's3:GetObject', object('models/run-1/samples/contact-sheet.png'))).toBe(false);
+    expect(allows(plain, 's3:PutObject', object('models/run-1/output/output.tar.gz'))).toBe(false);
+    expect(allows(plain, 's3:PutObject', object('models/run-1/smoke/x.png'))).toBe(false);
+    expect(allows(plain, 's3:PutObject', object('checkpoints/run-1/sample/x.png'))).toBe(false);
+    expect(allows(plain, 's3:DeleteObject', object('models/run-1/samples/x.png'))).toBe(false);
+    const kms = plain.filter((s) => actionsOf(s).some((a) => a.startsWith('kms:')));
+    expect(kms.map((s) => [actionsOf(s).sort(), s.Condition])).toEqual([[['kms:Decrypt', 'kms:GenerateDataKey'], { StringEquals: { 'kms:ViaService': 's3.us-east-1.amazonaws.com' } }]]);
+    const environment = JSON.parse(resolved(template.toJSON().Resources[stack.getLogicalId(stack.workflow.samplesFunction.function.node.defaultChild as never)].Properties.Environment.Variables));
+    expect(environment).toMatchObject({ ARTIFACTS_BUCKET: bucket, MODELS_PREFIX: 'models/', DATA_KEY_ARN: expect.stringMatching(/^arn:aws:kms:/) });
+    expect(environment).not.toHaveProperty('CHECKPOINTS_PREFIX');
+  });
+
+  test.each([
+    ['Report', () => stack.workflow.reportFunction.role],
+    ['status', () => stack.status.status.role],
+  ])('the %s function may read the samples and smoke images its links point to, and no other object', (_, role) => {
+    const plain = roleStatements(stack, template, role()).statements.map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)) }));
+    const bucket = resolved(stack.resolve(stack.storage.artifactsBucket.bucketName)).replace(/"/g, '');
+    const object = (key: string) => `arn:aws:s3:::${bucket}/${key}`;
+    for (const key of ['models/run-1/samples/samples.json', 'models/run-1/samples/contact-sheet.png', 'models/run-1/smoke/side-by-side.png']) expect([key, allows(plain, 's3:GetObject', object(key))]).toEqual([key, true]);
+    // Negative controls: the model, the checkpoints, the datasets; no writes.
+    for (const key of ['models/run-1/output/model.tar.gz', 'checkpoints/run-1/sample/x.png', 'loras/pokemon/1.safetensors']) expect([key, allows(plain, 's3:GetObject', object(key))]).toEqual([key, false]);
+    expect(allows(plain, 's3:PutObject', object('models/run-1/smoke/side-by-side.png'))).toBe(false);
   });
 
   test('a shared endpoint given in dedicated mode, or none in shared mode, is refused at synth, naming the mistake', () => {
@@ -492,9 +648,11 @@ describe('the registry and check functions: least privilege', () => {
   test('a dedicated deployment has no check function and no shared states; its registry function stays for operators (control)', () => {
     const other = synthPipeline({ 'endpoint.mode': 'dedicated' });
     const states = extractDefinition(other.template).States as Record<string, any>;
-    expect(other.stack.workflow.checkFunction).toBeUndefined();
     for (const name of [STATES.servingMode, STATES.registerLora, STATES.tryLora, STATES.makeLoraCurrent, STATES.rejectLora, STATES.loraCheckFailed]) expect(states[name]).toBeUndefined();
-    expect(states[STATES.train].Next).toBe(STATES.createModel);
+    expect(states[STATES.publishSamples].Next).toBe(STATES.createModel);
+    // The check function stays for the smoke test, with no grant on a shared endpoint.
+    const check = roleStatements(other.stack, other.template, other.stack.workflow.checkFunction.role).statements;
+    expect(JSON.stringify(check)).not.toContain('inference-component');
     const otherRole = roleStatements(other.stack, other.template, other.stack.workflow.stateMachine.role).statements;
     expect(otherRole.filter((s) => (s as { Effect?: string }).Effect === 'Deny')).toEqual([]);
     expect(JSON.stringify(otherRole)).not.toContain(other.stack.getLogicalId(other.stack.workflow.registryFunction.function.node.defaultChild as never));

@@ -5,10 +5,10 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ModelType } from '../shared/models';
 import { headerLength, parseHeader } from '../shared/safetensors';
-import { ByteReader } from './byte-reader';
+import { ByteReader } from '../shared/byte-reader';
 import { loraFileInvalid, registryConflict } from './errors';
 import { inspectLora, type LoraFacts } from './lora-header';
-import { type TarEntry, tarEntries } from './tar';
+import { type TarEntry, tarEntries } from '../shared/tar';
 import type { S3Object } from './training-output';
 
 /**

@@ -1,9 +1,13 @@
 import { LORA_ERRORS, PREPARE_ERRORS, type FailureStage, type PreparedRun, type ReportEvent, type ReportResult, type RunCleanup, type RunSummary } from '../shared/contract';
+import { datasetCheck, datasetCheckLines } from '../shared/dataset-check';
 import { loraRef } from '../shared/lora-name';
 import { datasetFolder, isRecord, nonEmptyString, parseJson, preparedRun } from '../shared/run-info';
 import { isoTime, summarizeTraining, trainingLogsUrl } from '../shared/training-summary';
+import type { ArtifactLink } from '../shared/artifact-links';
+import { artifactLines, linkLines, MAX_MESSAGE_BYTES, samplesSummary, smokeSummary } from './artifacts';
 import { checkCause, checkError, loraCleanup, promoteCause, registerCause } from './lora-stages';
 import { servingOf } from './serving-summary';
+import { smokeCause, smokeCleanup } from './smoke-stage';
 
 /**
  * The last step of every run: its end as a notification, and as the execution's output (success)
@@ -21,6 +25,10 @@ export interface ReportOptions {
   readonly now: Date;
   /** The region the workflow runs in, for the training logs link when the job's ARN is unknown. */
   readonly region?: string;
+  /** Presigned links to the run's samples and smoke images, for the success notification. */
+  readonly links?: readonly ArtifactLink[];
+  /** How long the links are valid. */
+  readonly linkSeconds?: number;
 }
 
 const STAGE_ACTIVITY: Record<FailureStage, string> = {
@@ -32,6 +40,7 @@ const STAGE_ACTIVITY: Record<FailureStage, string> = {
   register: 'registering the LoRA',
   check: 'trying the LoRA on the shared endpoint',
   promote: 'making the LoRA current',
+  smoke: 'smoke-testing the LoRA on its endpoint',
 };
 
 const STAGE_ERROR: Record<Exclude<FailureStage, 'prepare'>, string> = {
@@ -42,6 +51,7 @@ const STAGE_ERROR: Record<Exclude<FailureStage, 'prepare'>, string> = {
   register: 'RegistrationFailed',
   check: 'LoraCheckFailed',
   promote: 'PromotionFailed',
+  smoke: LORA_ERRORS.smokeTestFailed,
 };
 
 /**
@@ -212,6 +222,7 @@ const CAUSE_OF_STAGE: Record<FailureStage, (context: FailureContext) => string> 
   register: (context) => registerCause(loraFailure(context)),
   check: (context) => checkCause(loraFailure(context)),
   promote: (context) => promoteCause(loraFailure(context)),
+  smoke: (context) => smokeCause(loraFailure(context)),
 };
 
 function loraFailure(context: FailureContext): Parameters<typeof registerCause>[0] {
@@ -266,8 +277,12 @@ function reportFailure(event: Record<string, unknown>, options: ReportOptions): 
     `Caught error: ${errorName}`,
   ];
   if (logsUrl !== undefined) lines.push(`Training logs: ${logsUrl}`);
+  // Files Prepare found the training would skip: after the fact, still the likely answer to "why is it off?".
+  lines.push(...withBlank(datasetCheckLines(datasetCheck(run))));
   if (cleanup?.loraVersion !== undefined) {
     lines.push(`To be marked failed in the registry by the clean-up: ${loraRef(cleanup.loraVersion.name, cleanup.loraVersion.version)}`);
+  } else if (cleanup?.rollBack !== undefined) {
+    lines.push(`To be rolled back by the clean-up: endpoint ${cleanup.rollBack.EndpointName}, to endpoint config ${cleanup.rollBack.EndpointConfigName}`);
   } else if (cleanup !== undefined) {
     const names = [cleanup.modelName, cleanup.endpointConfigName, cleanup.endpointName].filter((name) => name !== undefined);
     lines.push(`Cleaned up: ${names.join(', ')}`);
@@ -277,7 +292,23 @@ function reportFailure(event: Record<string, unknown>, options: ReportOptions): 
   return { subject, message: lines.join('\n'), error, cause, ...(cleanup !== undefined ? { cleanup } : {}) };
 }
 
-function reportSuccess(event: Record<string, unknown>): ReportResult {
+/** A section of lines after a blank one, or nothing. */
+const withBlank = (lines: string[]): string[] => (lines.length > 0 ? ['', ...lines] : []);
+
+/** The smoke test's answer: a dedicated run's `smoke`, or the one in a shared run's `check`. */
+function smokeOf(event: Record<string, unknown>): unknown {
+  return isRecord(event.smoke) ? event.smoke : isRecord(event.check) ? event.check.smoke : undefined;
+}
+
+/** The message, with the links section when it fits under SNS's limit; else without it, saying where to get them. */
+function withLinks(head: string[], tail: string[], options: ReportOptions): string {
+  const links = linkLines(options.links ?? [], options.linkSeconds ?? 3600);
+  const full = [...head, ...(links.length > 0 ? ['', ...links] : []), ...tail].join('\n');
+  if (links.length === 0 || Buffer.byteLength(full, 'utf8') <= MAX_MESSAGE_BYTES) return full;
+  return [...head, '', 'Links to the samples and smoke images: ask the status function (they did not fit in this message).', ...tail].join('\n');
+}
+
+function reportSuccess(event: Record<string, unknown>, options: ReportOptions): ReportResult {
   const execution = executionOf(event);
   const run = preparedRun(event.run);
   const training = summarizeTraining(event.training);
@@ -294,27 +325,31 @@ function reportSuccess(event: Record<string, unknown>): ReportResult {
     spotSavingsPercent: training.spotSavingsPercent,
     ...serving.summary,
   };
+  // SageMaker puts output.tar.gz (/opt/ml/output/data, where the samples are) beside model.tar.gz.
+  const outputArchive = /^s3:\/\/[^/]+\/.*\/model\.tar\.gz$/.test(summary.modelArtifact) ? summary.modelArtifact.replace(/model\.tar\.gz$/, 'output.tar.gz') : undefined;
+  const samples = samplesSummary(event.samples, outputArchive);
+  const smoke = smokeSummary(smokeOf(event));
+  const withArtifacts: RunSummary = { ...summary, ...(samples !== undefined ? { samples } : {}), ...(smoke !== undefined ? { smoke } : {}) };
   const savings = summary.spotSavingsPercent > 0 ? `, ${summary.spotSavingsPercent}% saved by managed spot` : '';
-  const message = [
+  const artifacts = artifactLines(samples, smoke);
+  const head = [
     ...serving.lines,
     '',
     `Dataset: ${summary.dataset}`,
     `Execution: ${execution.name} (started ${execution.startTime})`,
     `Training job: ${summary.trainingJobName} (${summary.trainingSeconds} s of training, ${summary.billableSeconds} s billed${savings})`,
     `Model artifact: ${summary.modelArtifact}`,
-    '',
-    'Generate an image:',
-    `  ${summary.invokeCommand}`,
-    '',
-    JSON.stringify(summary, null, 2),
-  ].join('\n');
-  return { subject: snsSubject(serving.subject), message, summary };
+    ...(artifacts.length > 0 ? ['', ...artifacts] : []),
+    ...withBlank(datasetCheckLines(datasetCheck(run))),
+  ];
+  const tail = ['', 'Generate an image:', `  ${summary.invokeCommand}`, '', JSON.stringify(withArtifacts, null, 2)];
+  return { subject: snsSubject(serving.subject), message: withLinks(head, tail, options), summary: withArtifacts };
 }
 
 export function report(event: ReportEvent, options: ReportOptions): ReportResult {
   const received: unknown = event;
   const record = isRecord(received) ? received : {};
-  return record.outcome === 'succeeded' ? reportSuccess(record) : reportFailure(record, options);
+  return record.outcome === 'succeeded' ? reportSuccess(record, options) : reportFailure(record, options);
 }
 
 /** Endpoint states in which the run's model and config serve nothing, so they may go. */
@@ -330,6 +365,7 @@ const ENDPOINT_GONE_WRONG = ['Failed', 'OutOfService', 'Deleting'];
 function cleanupOf(stage: FailureStage, errorName: string, run: PreparedRun | undefined, state: Record<string, unknown>): RunCleanup | undefined {
   // A shared run whose LoRA the server refused: its version is marked failed (never for a fault of the endpoint or registry).
   if (stage === 'check') return loraCleanup(errorName, state);
+  if (stage === 'smoke') return smokeCleanup(run, state);
   if ((stage !== 'endpoint' && stage !== 'model') || run === undefined || run.serving.mode !== 'dedicated') return undefined;
   const resources = { modelName: run.serving.modelName, endpointConfigName: run.serving.endpointConfigName };
   const deployment = isRecord(state.deployment) ? state.deployment : undefined;

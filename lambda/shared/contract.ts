@@ -13,6 +13,7 @@ export const STATES = {
   settled: 'Dataset settled?',
   waitForUpload: 'Wait for the upload to settle',
   train: 'Train LoRA',
+  publishSamples: 'Publish samples',
   servingMode: 'Serving mode?',
   registerLora: 'Register LoRA',
   tryLora: 'Try LoRA on the shared endpoint',
@@ -31,6 +32,7 @@ export const STATES = {
   describeEndpoint: 'Describe endpoint',
   endpointReady: 'Endpoint in service?',
   countPoll: 'Count endpoint poll',
+  smokeTest: 'Smoke test the endpoint',
   reportSuccess: 'Report success',
   reportSuccessPlainly: 'Report success without details',
   notifySuccess: 'Notify success',
@@ -44,12 +46,15 @@ export const STATES = {
   registrationFailed: 'Registration failed',
   loraCheckFailed: 'LoRA check failed',
   promotionFailed: 'Promotion failed',
+  smokeTestFailed: 'Smoke test failed',
   reportFailure: 'Report failure',
   reportFailurePlainly: 'Report failure without details',
   cleanUp: 'Clean up?',
   deleteFailedEndpoint: 'Delete failed endpoint',
   deleteEndpointConfig: 'Delete endpoint config',
   deleteModel: 'Delete model',
+  rollBackEndpoint: 'Roll the endpoint back',
+  rollBackFailed: 'Roll-back failed',
   rejectLora: 'Mark LoRA version failed',
   notifyFailure: 'Notify failure',
   failed: 'Failed',
@@ -67,6 +72,8 @@ export const PHASE_OF_STATE: Readonly<Record<StateName, Phase>> = {
   [STATES.settled]: 'VALIDATING',
   [STATES.waitForUpload]: 'WAITING_FOR_UPLOAD',
   [STATES.train]: 'TRAINING',
+  // Copying what the training job rendered: part of its outcome, a few seconds.
+  [STATES.publishSamples]: 'TRAINING',
   [STATES.servingMode]: 'DEPLOYING',
   [STATES.registerLora]: 'DEPLOYING',
   [STATES.tryLora]: 'DEPLOYING',
@@ -85,6 +92,7 @@ export const PHASE_OF_STATE: Readonly<Record<StateName, Phase>> = {
   [STATES.describeEndpoint]: 'DEPLOYING',
   [STATES.endpointReady]: 'DEPLOYING',
   [STATES.countPoll]: 'DEPLOYING',
+  [STATES.smokeTest]: 'DEPLOYING',
   [STATES.reportSuccess]: 'DEPLOYING',
   [STATES.reportSuccessPlainly]: 'DEPLOYING',
   [STATES.notifySuccess]: 'DEPLOYING',
@@ -99,12 +107,15 @@ export const PHASE_OF_STATE: Readonly<Record<StateName, Phase>> = {
   [STATES.registrationFailed]: 'FAILED',
   [STATES.loraCheckFailed]: 'FAILED',
   [STATES.promotionFailed]: 'FAILED',
+  [STATES.smokeTestFailed]: 'FAILED',
   [STATES.reportFailure]: 'FAILED',
   [STATES.reportFailurePlainly]: 'FAILED',
   [STATES.cleanUp]: 'FAILED',
   [STATES.deleteFailedEndpoint]: 'FAILED',
   [STATES.deleteEndpointConfig]: 'FAILED',
   [STATES.deleteModel]: 'FAILED',
+  [STATES.rollBackEndpoint]: 'FAILED',
+  [STATES.rollBackFailed]: 'FAILED',
   [STATES.rejectLora]: 'FAILED',
   [STATES.notifyFailure]: 'FAILED',
   [STATES.failed]: 'FAILED',
@@ -285,7 +296,7 @@ export const PREPARE_ERRORS = {
 } as const;
 
 /** Where in the run a failure happened; chosen by the Catch that caught it. */
-export type FailureStage = 'prepare' | 'training' | 'model' | 'endpoint' | 'endpoint-timeout' | 'register' | 'check' | 'promote';
+export type FailureStage = 'prepare' | 'training' | 'model' | 'endpoint' | 'endpoint-timeout' | 'register' | 'check' | 'promote' | 'smoke';
 
 /** A LoRA version: `name@version`. */
 export interface LoraVersionRef {
@@ -346,15 +357,54 @@ export interface LoraRetirement extends LoraVersionRef {
 
 export type RegistryResult = RegisteredLora | LoraPromotion | LoraRejection | LoraRetirement;
 
-/** What the workflow passes to the lora-check function. */
-export interface LoraCheckEvent {
+/**
+ * What the workflow passes to the lora-check function: try a shared run's new version on the
+ * shared endpoint (Try LoRA), or smoke-test a dedicated run's endpoint once in service.
+ */
+export type LoraCheckEvent = SharedCheckEvent | DedicatedSmokeEvent;
+
+/** What both kinds of check share: where the smoke images go, and the prompt the samples suggest. */
+interface SmokeEventFields {
   readonly endpointName: string;
-  readonly inferenceComponentName: string;
-  readonly lora: LoraVersionRef;
   readonly modelType: 'sd15' | 'sdxl';
+  /** The run's training job: the smoke images go to `models/<job>/smoke/`. */
+  readonly trainingJobName: string;
+  /** Publish samples' answer (`$.samples`): null, PublishedSamples, or the error that stopped it. Its prompt, if any, is the smoke test's. */
+  readonly samples?: unknown;
 }
 
-/** The lora-check function's answer, `$.check`: the one request served with this version. */
+export interface SharedCheckEvent extends SmokeEventFields {
+  readonly mode: 'shared';
+  readonly inferenceComponentName: string;
+  readonly lora: LoraVersionRef;
+}
+
+export interface DedicatedSmokeEvent extends SmokeEventFields {
+  readonly mode: 'dedicated';
+}
+
+/** The smoke test's outcome: the same prompt and seed without and with the LoRA, and how far apart the two images are. */
+export interface SmokeResult {
+  readonly bucket: string;
+  /** Keys of `without-lora.png`, `with-lora.png` and `side-by-side.png` under `models/<job>/smoke/`. */
+  readonly withoutLora: string;
+  readonly withLora: string;
+  readonly sideBySide: string;
+  readonly prompt: string;
+  readonly seed: number;
+  readonly width: number;
+  readonly height: number;
+  readonly steps: number;
+  /** Mean absolute difference per RGB channel, 0–255. */
+  readonly meanAbsoluteDifference: number;
+  /** Share (0–1) of pixels with a channel differing by more than the pixel tolerance. */
+  readonly changedPixelShare: number;
+  /** The threshold: a smaller mean difference means the LoRA had no effect (SmokeTestFailed). */
+  readonly minMeanAbsoluteDifference: number;
+  readonly milliseconds: number;
+}
+
+/** The lora-check function's answer in shared mode, `$.check`: the version served, and the smoke test made with it. */
 export interface LoraCheckResult {
   readonly endpointName: string;
   readonly inferenceComponentName: string;
@@ -362,6 +412,28 @@ export interface LoraCheckResult {
   readonly lora: string;
   readonly sha256?: string;
   readonly milliseconds: number;
+  readonly smoke: SmokeResult;
+}
+
+/** What the workflow passes to the samples function after training. */
+export interface PublishSamplesEvent {
+  readonly trainingJobName: string;
+}
+
+/** The samples function's answer, `$.samples`: what it wrote from the `sample/` folder of `models/<job>/output/output.tar.gz` to `models/<job>/samples/`. */
+export interface PublishedSamples {
+  readonly bucket: string;
+  /** `models/<job>/samples/` */
+  readonly prefix: string;
+  /** Files written; 0 when the job rendered none (sampling off: no output.tar.gz, or no `sample/` in it). */
+  readonly count: number;
+  /** Keys of the copies of `samples.json` and the contact sheet, when the job wrote them. */
+  readonly samplesJson?: string;
+  readonly contactSheet?: string;
+  /** Sample files left in the archive beyond the function's bounds (count, bytes, per-file size). */
+  readonly omitted: number;
+  /** The first sample prompt, from samples.json: the smoke test's prompt. */
+  readonly prompt?: string;
 }
 
 /** The registry function's timeout: a registration's claim on its execution lasts longer (lambda/registry/register.ts). */
@@ -387,6 +459,13 @@ export const LORA_ERRORS = {
   sharedEndpointUnavailable: 'SharedEndpointUnavailable',
   /** The shared server refused the LoRA itself (400, 404, 410, 422): the version is rejected; the Cause says what it answered. */
   loraCheckFailed: 'LoraCheckFailed',
+  /**
+   * The smoke test: the same prompt and seed without and with the LoRA gave the same image (the LoRA
+   * had no effect), or a dedicated endpoint failed to answer them. Never retried.
+   */
+  smokeTestFailed: 'SmokeTestFailed',
+  /** A dedicated endpoint answered the smoke test 429, 503 or 504, or was not ready: the state retries. */
+  endpointBusy: 'EndpointBusy',
 } as const;
 
 /** The errors that say what is wrong with a request or a LoRA: never retried (the same call would be refused again). */
@@ -396,6 +475,7 @@ export const LORA_REFUSALS: readonly string[] = [
   LORA_ERRORS.loraNotFound,
   LORA_ERRORS.invalidRegistryEvent,
   LORA_ERRORS.loraCheckFailed,
+  LORA_ERRORS.smokeTestFailed,
 ];
 
 /** What the workflow passes to Report at the end of a run. */
@@ -413,8 +493,12 @@ export type ReportEvent =
       readonly lora?: RegisteredLora | null;
       /** Whether the version became current (shared runs). */
       readonly promotion?: LoraPromotion | null;
-      /** The check request's answer (shared runs). */
+      /** The check request's answer (shared runs), with its smoke test. */
       readonly check?: LoraCheckResult | null;
+      /** Publish samples' answer, or the error that stopped it (`{Error, Cause}`): the run goes on without samples. */
+      readonly samples?: PublishedSamples | { readonly Error: string; readonly Cause?: string } | null;
+      /** The dedicated endpoint's smoke test (dedicated runs; a shared run's is in `check`). */
+      readonly smoke?: SmokeResult | null;
     }
   | {
       readonly outcome: 'failed';
@@ -457,11 +541,34 @@ export interface RunSummary {
   readonly invokeCommand: string;
   /** A run of a shared deployment served by an endpoint of its own: why. */
   readonly dedicatedBecause?: string;
+  /** The training samples copied next to the model, or why there are none. */
+  readonly samples?: SamplesSummary;
+  /** The smoke test that proved the LoRA changes the image. */
+  readonly smoke?: SmokeSummary;
+}
+
+/** Where a run's samples are: `count` objects under `location` (0 when sampling was off, or with `note` when publishing failed). */
+export interface SamplesSummary {
+  readonly count: number;
+  /** `s3://bucket/models/<job>/samples/` */
+  readonly location?: string;
+  readonly contactSheet?: string;
+  readonly note?: string;
+}
+
+/** A smoke test's numbers and where its three images are. */
+export interface SmokeSummary {
+  readonly meanAbsoluteDifference: number;
+  readonly changedPixelShare: number;
+  readonly minMeanAbsoluteDifference: number;
+  /** `s3://bucket/models/<job>/smoke/` */
+  readonly location: string;
 }
 
 /**
  * What a failed run leaves to clean up: a dedicated run's model and endpoint config (and the
- * endpoint it created), or a shared run's registered version, which is marked failed.
+ * endpoint it created), a shared run's registered version, which is marked failed, or (a failed
+ * smoke test on an endpoint this run updated) the endpoint to update back to its previous config.
  */
 export type RunCleanup =
   | {
@@ -470,12 +577,22 @@ export type RunCleanup =
       /** Set when this run created the endpoint (it failed as new), so it is deleted too. */
       readonly endpointName?: string;
       readonly loraVersion?: undefined;
+      readonly rollBack?: undefined;
     }
   | {
       readonly modelName?: undefined;
       readonly endpointConfigName?: undefined;
       readonly endpointName?: undefined;
       readonly loraVersion: LoraVersionRef;
+      readonly rollBack?: undefined;
+    }
+  | {
+      readonly modelName?: undefined;
+      readonly endpointConfigName?: undefined;
+      readonly endpointName?: undefined;
+      readonly loraVersion?: undefined;
+      /** UpdateEndpoint's request: the endpoint, and the config it served before this run. */
+      readonly rollBack: { readonly EndpointName: string; readonly EndpointConfigName: string };
     };
 
 /** What Report returns: the notification, and the execution's output or its Error and Cause. */
@@ -491,8 +608,10 @@ export interface ReportResult {
   /** On failure, the Fail state's Cause: what failed and why (every problem of a refused input; at most 4000 characters). */
   readonly cause?: string;
   /**
-   * On a failed deployment (stage `model` or `endpoint`): what this run created, to delete; on a
-   * shared run that failed after registering (stage `check` or `promote`): the version to mark failed.
+   * On a failed deployment (stage `model` or `endpoint`, or `smoke` for an endpoint this run
+   * created): what this run created, to delete; on a shared run the server refused (stage `check`)
+   * or whose smoke test failed (stage `smoke`): the version to mark failed; on a dedicated run's
+   * failed smoke test after an update: the endpoint and the config to update it back to.
    */
   readonly cleanup?: RunCleanup;
 }

@@ -6,7 +6,11 @@ import {
   ListExecutionsCommand,
   type SFNClient,
 } from '@aws-sdk/client-sfn';
-import { PHASE_OF_STATE, type Phase, type PreparedRun, STATES, type StateName } from '../shared/contract';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { samplesSummary, smokeSummary } from '../report/artifacts';
+import { type ArtifactName, LINK_SECONDS, presign, runArtifacts } from '../shared/artifact-links';
+import { PHASE_OF_STATE, type Phase, type PreparedRun, type SamplesSummary, type SmokeSummary, STATES, type StateName } from '../shared/contract';
+import { type DatasetCheck, datasetCheck } from '../shared/dataset-check';
 import { log } from '../shared/log';
 import { loraRef } from '../shared/lora-name';
 import { datasetFolder, isRecord, nonEmptyString, parseJson, preparedRun } from '../shared/run-info';
@@ -112,6 +116,16 @@ export interface RunStatus {
   readonly dedicatedBecause?: string;
   readonly lora?: RunLora;
   readonly endpoint?: EndpointStatus;
+  /** Files of the dataset the training skips (the first 20, with why), their count, and Prepare's notes; only when there are any. */
+  readonly datasetCheck?: DatasetCheck;
+  /** The samples the training rendered, once Publish samples ran. */
+  readonly samples?: SamplesSummary;
+  /** The smoke test that passed (a failed one is in `cause`, which names its images' folder). */
+  readonly smoke?: SmokeSummary;
+  /** Presigned GET links to samples.json, the contact sheet and the smoke images, made at the time of asking. */
+  readonly links?: Partial<Record<ArtifactName, string>>;
+  /** When the links stop working at the latest (sooner if the function's credentials expire first). */
+  readonly linksExpireAt?: string;
   readonly error?: string;
   readonly cause?: string;
 }
@@ -128,6 +142,10 @@ export interface StatusContext {
   readonly sagemaker: SageMakerClient;
   /** The LoRA registry, read for the versions shared runs registered. */
   readonly registry: RegistryReader;
+  /** Signs the links (locally, no call); without it, no links. */
+  readonly s3?: S3Client;
+  /** The clock the links' expiry is read from. */
+  readonly now?: () => number;
 }
 
 /** `arn:<partition>:states:<region>:<account>:execution:<state machine>:` for this state machine. */
@@ -189,6 +207,10 @@ interface HistoryFindings {
   readonly registered?: unknown;
   /** The Make LoRA current state's result (`.promotion` of its output). */
   readonly promotion?: unknown;
+  /** Publish samples' answer, or the error it recorded (`.samples`). */
+  readonly samples?: unknown;
+  /** The smoke test's result: `.smoke` of Smoke test the endpoint, or `.check.smoke` of Try LoRA. */
+  readonly smoke?: unknown;
 }
 
 /** The result a state put at `key` of its output, from its exit event; undefined for an exit with a caught error. */
@@ -207,6 +229,8 @@ async function readHistory(context: StatusContext, executionArn: string, needCur
   let prepared: unknown;
   let registered: unknown;
   let promotion: unknown;
+  let samples: unknown;
+  let smoke: unknown;
   let preparedFound = false;
   let nextToken: string | undefined;
   for (let page = 0; page < MAX_HISTORY_PAGES; page++) {
@@ -219,6 +243,9 @@ async function readHistory(context: StatusContext, executionArn: string, needCur
       const exited = event.type?.endsWith('StateExited') ? event.stateExitedEventDetails : undefined;
       if (registered === undefined && exited?.name === STATES.registerLora) registered = stateResult(exited.output, 'lora');
       if (promotion === undefined && exited?.name === STATES.makeLoraCurrent) promotion = stateResult(exited.output, 'promotion');
+      if (samples === undefined && exited?.name === STATES.publishSamples) samples = stateResult(exited.output, 'samples');
+      if (smoke === undefined && exited?.name === STATES.smokeTest) smoke = stateResult(exited.output, 'smoke');
+      if (smoke === undefined && exited?.name === STATES.tryLora) smoke = (stateResult(exited.output, 'check') as { smoke?: unknown } | undefined)?.smoke;
       if (!preparedFound && event.type?.endsWith('StateExited') && event.stateExitedEventDetails?.name === STATES.prepare) {
         preparedFound = true;
         const output = parseJson(event.stateExitedEventDetails.output);
@@ -226,12 +253,12 @@ async function readHistory(context: StatusContext, executionArn: string, needCur
         // that answer is stale, not where the run is.
         prepared = isRecord(output) && !('error' in output) ? output.run : undefined;
       }
-      if (preparedFound && (currentState !== undefined || !needCurrentState)) return { currentState, prepared, registered, promotion };
+      if (preparedFound && (currentState !== undefined || !needCurrentState)) return { currentState, prepared, registered, promotion, samples, smoke };
     }
     nextToken = history.nextToken;
     if (nextToken === undefined) break;
   }
-  return { currentState, prepared, registered, promotion };
+  return { currentState, prepared, registered, promotion, samples, smoke };
 }
 
 function errorText(error: unknown): { name: string; message: string } {
@@ -329,6 +356,20 @@ async function withRegistryState(context: StatusContext, lora: RunLora | undefin
   return { ...lora, ...(await registryState(context.registry, lora.name, lora.version)) };
 }
 
+/** Fresh links to what the history names; none when signing fails (the rest of the answer stands). */
+async function artifactLinks(context: StatusContext, history: HistoryFindings): Promise<Pick<RunStatus, 'links' | 'linksExpireAt'>> {
+  const artifacts = runArtifacts(history.samples, history.smoke);
+  if (context.s3 === undefined || artifacts.length === 0) return {};
+  try {
+    const links = await presign(context.s3, artifacts);
+    const expires = new Date((context.now ?? Date.now)() + LINK_SECONDS * 1000).toISOString();
+    return { links: Object.fromEntries(links.map((link) => [link.name, link.url])), linksExpireAt: expires };
+  } catch (error) {
+    log('WARN', 'Links not signed', { error: errorText(error).name });
+    return {};
+  }
+}
+
 function inputDataset(description: DescribeExecutionCommandOutput): string | undefined {
   const input = parseJson(description.input);
   return isRecord(input) ? datasetFolder(input.dataset) : undefined;
@@ -343,6 +384,9 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
   const [training, endpoint, lora] =
     run !== undefined ? await Promise.all([trainingStatus(context, run), endpointStatus(context, run), withRegistryState(context, loraStatus(run, history))]) : [];
   const currentState = running ? history.currentState : undefined;
+  const samples = samplesSummary(history.samples, undefined);
+  const smoke = smokeSummary(history.smoke);
+  const checked = datasetCheck(run);
   return {
     executionArn,
     executionName: description.name ?? executionArn.split(':').pop() ?? '',
@@ -359,6 +403,10 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
     dedicatedBecause: run?.serving.mode === 'dedicated' ? run.serving.dedicatedBecause : undefined,
     lora,
     endpoint,
+    ...(checked !== undefined ? { datasetCheck: checked } : {}),
+    ...(samples !== undefined ? { samples } : {}),
+    ...(smoke !== undefined ? { smoke } : {}),
+    ...(await artifactLinks(context, history)),
     error: description.error,
     cause: description.cause,
   };

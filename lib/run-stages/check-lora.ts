@@ -19,12 +19,16 @@ export const WARMING_RETRY = { interval: Duration.seconds(60), maxAttempts: 20 }
  */
 export const BUSY_RETRY = { interval: Duration.seconds(15), backoffRate: 2, maxDelay: Duration.minutes(2), maxAttempts: 8, jitterStrategy: sfn.JitterType.FULL } as const;
 
+/** What both smoke tests tell the check function besides the endpoint: where the images go, and the samples' prompt. */
+export const SMOKE_FIELDS = { 'modelType.$': '$.run.modelType', 'trainingJobName.$': '$.run.training.jobName', 'samples.$': '$.samples' } as const;
+
 /**
- * Try LoRA on the shared endpoint: one small request naming the new version (`name@version`),
- * which the server must fetch, verify and generate with; its answer at `$.check`; then `next`.
- * Warming and busy answers are retried; the server's refusal of the LoRA (LoraCheckFailed) is not.
- * Whatever still fails fails the run at stage 'check', before the version is made current; only a
- * refusal has the clean-up mark it failed.
+ * Try LoRA on the shared endpoint: the smoke test's request naming the new version (`name@version`),
+ * which the server must fetch, verify and generate with, then the same request without a LoRA; its
+ * answer at `$.check`; then `next`. Warming and busy answers are retried; the server's refusal of the
+ * LoRA (LoraCheckFailed) and identical images (SmokeTestFailed) are not. Whatever still fails fails
+ * the run before the version is made current: SmokeTestFailed at stage 'smoke', anything else at
+ * stage 'check'; a refusal and a failed smoke test have the clean-up mark the version failed.
  */
 export function tryLora(scope: Construct, check: lambda.IFunction, failure: FailurePath, next: sfn.IChainable): sfn.State {
   const tryIt = invokeFunction(
@@ -32,14 +36,17 @@ export function tryLora(scope: Construct, check: lambda.IFunction, failure: Fail
     STATES.tryLora,
     check,
     {
+      mode: 'shared',
       'endpointName.$': '$.run.serving.endpointName',
       'inferenceComponentName.$': '$.run.serving.inferenceComponentName',
       lora: { 'name.$': '$.lora.name', 'version.$': '$.lora.version' },
-      'modelType.$': '$.run.modelType',
+      ...SMOKE_FIELDS,
     },
     '$.check',
   );
   retryLoraTask(tryIt, { errors: [LORA_ERRORS.sharedEndpointWarming], ...WARMING_RETRY, backoffRate: 1 }, { errors: [LORA_ERRORS.sharedEndpointBusy], ...BUSY_RETRY });
+  // Catchers are tried in order: the smoke test's verdict first, then everything else.
+  tryIt.addCatch(failure.caught(STATES.smokeTestFailed), { errors: [LORA_ERRORS.smokeTestFailed], resultPath: '$.error' });
   catchInto(tryIt, failure.caught(STATES.loraCheckFailed));
   tryIt.next(next);
   return tryIt;

@@ -23,12 +23,12 @@ const ENDPOINT_FIELDS = { 'EndpointName.$': '$.run.serving.endpointName', 'Endpo
 /**
  * A dedicated run's deployment: its model (the LoRA fused at start-up) and endpoint config, then
  * the dataset's endpoint created, updated, or replaced when it failed before, until it serves this
- * run's config; then `succeed`.
+ * run's config; then `next` (the smoke test).
  */
-export function deployDedicated(scope: Construct, serving: ServingContainer, failure: FailurePath, succeed: sfn.IChainable): sfn.State {
+export function deployDedicated(scope: Construct, serving: ServingContainer, failure: FailurePath, next: sfn.IChainable): sfn.State {
   const endpointFailed = failure.caught(STATES.endpointFailed);
   const deploymentFailed = failure.caught(STATES.deploymentFailed);
-  const waitForEndpoint = waitUntilInService(scope, failure, endpointFailed, succeed);
+  const waitForEndpoint = waitUntilInService(scope, failure, endpointFailed, next);
 
   const createModel = sagemakerTask(scope, STATES.createModel, 'aws-sdk:sagemaker:createModel', {
     Parameters: {
@@ -105,7 +105,8 @@ function createOrUpdateEndpoint(scope: Construct, endpointFailed: sfn.State, nex
 
   const findEndpoint = sagemakerTask(scope, STATES.findEndpoint, 'aws-sdk:sagemaker:describeEndpoint', {
     Parameters: { 'EndpointName.$': '$.run.serving.endpointName' },
-    ResultSelector: { 'status.$': '$.EndpointStatus' },
+    // The config it serves: the one to go back to should this run's smoke test fail.
+    ResultSelector: { 'status.$': '$.EndpointStatus', 'endpointConfigName.$': '$.EndpointConfigName' },
     ResultPath: '$.existing',
   });
   // A missing endpoint is a SageMakerException too, so its retries are brief: a few seconds.
@@ -126,8 +127,8 @@ function createOrUpdateEndpoint(scope: Construct, endpointFailed: sfn.State, nex
   return findEndpoint;
 }
 
-/** Waits, then polls the endpoint until it serves this run's config (`succeed`), has failed, or the poll limit is reached. */
-function waitUntilInService(scope: Construct, failure: FailurePath, endpointFailed: sfn.State, succeed: sfn.IChainable): sfn.State {
+/** Waits, then polls the endpoint until it serves this run's config (`next`), has failed, or the poll limit is reached. */
+function waitUntilInService(scope: Construct, failure: FailurePath, endpointFailed: sfn.State, next: sfn.IChainable): sfn.State {
   const endpointNotInService = failure.found(STATES.endpointNotInService, 'endpoint', {
     Error: 'EndpointFailed',
     Cause: "The endpoint did not reach InService with this run's endpoint config.",
@@ -149,7 +150,7 @@ function waitUntilInService(scope: Construct, failure: FailurePath, endpointFail
   catchInto(describeEndpoint, endpointFailed);
   const inService = sfn.Condition.stringEquals('$.endpoint.EndpointStatus', 'InService');
   const endpointReady = new sfn.Choice(scope, STATES.endpointReady)
-    .when(sfn.Condition.and(inService, sfn.Condition.stringEqualsJsonPath('$.endpoint.EndpointConfigName', '$.run.serving.endpointConfigName')), succeed)
+    .when(sfn.Condition.and(inService, sfn.Condition.stringEqualsJsonPath('$.endpoint.EndpointConfigName', '$.run.serving.endpointConfigName')), next)
     // In service on another config: the update failed and SageMaker rolled it back.
     .when(
       sfn.Condition.or(inService, ...['Failed', 'UpdateRollbackFailed', 'OutOfService', 'Deleting'].map((s) => sfn.Condition.stringEquals('$.endpoint.EndpointStatus', s))),

@@ -13,6 +13,8 @@ const CAUGHT = {
   [STATES.trainingFailed]: 'training',
   [STATES.deploymentFailed]: 'model',
   [STATES.endpointFailed]: 'endpoint',
+  // Either mode's smoke test: a dedicated endpoint's, or the shared check's verdict.
+  [STATES.smokeTestFailed]: 'smoke',
 } as const satisfies Record<string, FailureStage>;
 
 /** Likewise for the stages of a run served by the shared endpoint. */
@@ -81,8 +83,10 @@ export function failAndCleanUp(scope: Construct, report: lambda.IFunction, topic
 }
 
 /**
- * Deletes what Report says this run created and left serving nothing (a dedicated run), or marks
- * the version it registered failed when the shared server refused it (a shared run), then notifies.
+ * Deletes what Report says this run created and left serving nothing (a dedicated run; after a
+ * failed smoke test, the endpoint it created too), rolls back the endpoint a dedicated run updated
+ * when it failed the smoke test, or marks the version it registered failed when the shared server
+ * refused it or it failed the smoke test (a shared run), then notifies.
  */
 function cleanUp(scope: Construct, notifyFailure: sfn.State, registry?: lambda.IFunction): sfn.Choice {
   const deleteModel = sagemakerTask(scope, STATES.deleteModel, 'aws-sdk:sagemaker:deleteModel', {
@@ -109,17 +113,51 @@ function cleanUp(scope: Construct, notifyFailure: sfn.State, registry?: lambda.I
     state.next(next);
   }
   const choice = new sfn.Choice(scope, STATES.cleanUp);
-  // Only the server's refusal of the LoRA rejects it; a fault of the endpoint or registry leaves it
-  // pending, whatever Report answers.
-  const refused = sfn.Condition.and(sfn.Condition.isPresent('$.report.cleanup.loraVersion'), sfn.Condition.stringEquals('$.failure.error.Error', LORA_ERRORS.loraCheckFailed));
+  // Only the server's refusal of the LoRA, or a smoke test showing it does nothing, rejects it; a
+  // fault of the endpoint or registry leaves it pending, whatever Report answers.
+  const refused = sfn.Condition.and(
+    sfn.Condition.isPresent('$.report.cleanup.loraVersion'),
+    sfn.Condition.or(...[LORA_ERRORS.loraCheckFailed, LORA_ERRORS.smokeTestFailed].map((error) => sfn.Condition.stringEquals('$.failure.error.Error', error))),
+  );
   if (registry) choice.when(refused, rejectLora(scope, registry, notifyFailure));
+  // A dedicated run's failed smoke test on an endpoint it updated (Report gives a shared run no
+  // rollBack): back to the config the endpoint served before.
   return choice
+    .when(sfn.Condition.isPresent('$.report.cleanup.rollBack'), rollBackEndpoint(scope, notifyFailure))
     .when(sfn.Condition.isPresent('$.report.cleanup.endpointName'), deleteFailedEndpoint)
     .when(sfn.Condition.isPresent('$.report.cleanup.endpointConfigName'), deleteEndpointConfig)
     .otherwise(notifyFailure);
 }
 
-/** Mark LoRA version failed (after LoraCheckFailed only): the server then refuses it by its version too. Best effort, as every clean-up. */
+/**
+ * Updates the endpoint back to the config it served before this run (Report names both). This
+ * run's model and config stay: SageMaker says not to delete a config while an update is under way.
+ * Best effort: a failed call is added to the notification, which still goes out.
+ */
+function rollBackEndpoint(scope: Construct, notifyFailure: sfn.State): sfn.State {
+  const rollBack = sagemakerTask(scope, STATES.rollBackEndpoint, 'sagemaker:updateEndpoint', {
+    Parameters: { 'EndpointName.$': '$.report.cleanup.rollBack.EndpointName', 'EndpointConfigName.$': '$.report.cleanup.rollBack.EndpointConfigName' },
+    ResultPath: null,
+  });
+  retry(rollBack, 'deploy');
+  // Report wrote the message before the call: say that it failed, at the top, so no one reads "rolls it back" as done.
+  const rollBackFailed = new sfn.Pass(scope, STATES.rollBackFailed, {
+    parameters: {
+      'subject.$': '$.report.subject',
+      'message.$':
+        "States.Format('THE ROLL-BACK FAILED: the endpoint still serves this run; the Cause below says how to go back by hand. UpdateEndpoint answered {} -- {}', States.JsonToString($.cleanupError), $.report.message)",
+      'error.$': '$.report.error',
+      'cause.$': '$.report.cause',
+    },
+    resultPath: '$.report',
+  });
+  rollBackFailed.next(notifyFailure);
+  rollBack.addCatch(rollBackFailed, { resultPath: '$.cleanupError' });
+  rollBack.next(notifyFailure);
+  return rollBack;
+}
+
+/** Mark LoRA version failed (after LoraCheckFailed or SmokeTestFailed only): the server then refuses it by its version too. Best effort, as every clean-up. */
 function rejectLora(scope: Construct, registry: lambda.IFunction, notifyFailure: sfn.State): sfn.State {
   const reject = registryTask(
     scope,

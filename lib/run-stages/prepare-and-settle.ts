@@ -34,7 +34,7 @@ export function prepareAndSettle(scope: Construct, prepareFunction: lambda.IFunc
   // null out of Parameters; its DISCARD token is written as JSON null.)
   const none = sfn.JsonPath.DISCARD;
   const readInput = new sfn.Pass(scope, STATES.readInput, {
-    parameters: { 'request.$': '$', polls: { count: 0 }, endpoint: none, lora: none, check: none, promotion: none },
+    parameters: { 'request.$': '$', polls: { count: 0 }, endpoint: none, lora: none, check: none, promotion: none, samples: none, smoke: none },
   });
   return readInput.next(prepare).next(settled);
 }

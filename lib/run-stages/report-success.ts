@@ -24,6 +24,9 @@ export function reportSuccess(scope: Construct, report: lambda.IFunction, topic:
       'lora.$': '$.lora',
       'check.$': '$.check',
       'promotion.$': '$.promotion',
+      // Both modes: the samples published (or why not), and a dedicated run's smoke test (a shared run's is in check).
+      'samples.$': '$.samples',
+      'smoke.$': '$.smoke',
     },
     '$.report',
   );

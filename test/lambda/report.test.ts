@@ -362,3 +362,45 @@ describe('a shared run that failed after training', () => {
     expect(failed('endpoint', { Error: 'States.TaskFailed', Cause: 'x' }, state({})).cleanup).toBeUndefined();
   });
 });
+
+describe('files Prepare found the training skips', () => {
+  const skipped = Array.from({ length: 20 }, (_, i) => `img${i}.txt: not an image kohya trains, nor the caption of one`);
+  const withSkipped = {
+    ...run,
+    dataset: { ...run.dataset, skipped: ['a.Png: mixed-case extension, kohya ignores it; rename it to .png', ...skipped.slice(0, 19)], skippedCount: 27, notes: ['2 caption file(s) were not read'] },
+  };
+  const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: run.run };
+  const succeeded = (prepared: typeof run) => report({ outcome: 'succeeded', execution, run: prepared, training: trainingJobFixture(), endpoint }, { now });
+
+  test('the success notification says how many, names a few with why, and gives the notes', () => {
+    const { message, summary } = succeeded(withSkipped);
+    expect(message).toContain(
+      '27 files were not trained: a.Png (mixed-case extension, kohya ignores it; rename it to .png), img0.txt (not an image kohya trains, nor the caption of one), ' +
+        'img1.txt (not an image kohya trains, nor the caption of one), and 24 more (the status function lists the first 20).',
+    );
+    expect(message).toContain('Dataset note: 2 caption file(s) were not read.');
+    // The execution output keeps its shape.
+    expect(summary).not.toHaveProperty('datasetCheck');
+  });
+
+  test('one file, no notes: singular, nothing more', () => {
+    const one = { ...run, dataset: { ...run.dataset, skipped: ['a.Png: mixed-case extension, kohya ignores it'], skippedCount: 1, notes: [] } };
+    const { message } = succeeded(one);
+    expect(message).toContain('1 file was not trained: a.Png (mixed-case extension, kohya ignores it).');
+    expect(message).not.toContain('more (the status function');
+    expect(message).not.toContain('Dataset note');
+  });
+
+  test('a failure after Prepare says it too, beside the cause', () => {
+    const { message } = failed('training', { Error: 'States.TaskFailed', Cause: JSON.stringify(trainingJobFixture({ TrainingJobStatus: 'Failed', FailureReason: 'AlgorithmError: x' })) }, { request: { dataset: 'pokemon' }, run: withSkipped });
+    expect(message).toContain('27 files were not trained: a.Png (mixed-case extension');
+  });
+
+  test('control: nothing skipped or noted (or a run from before the fields), no line at all', () => {
+    const clean = { ...run, dataset: { ...run.dataset, skipped: [], skippedCount: 0, notes: [] } };
+    for (const prepared of [clean, run]) {
+      expect(succeeded(prepared).message).not.toMatch(/not trained|Dataset note/);
+      expect(failed('training', { Error: 'States.TaskFailed', Cause: JSON.stringify(trainingJobFixture({ TrainingJobStatus: 'Failed' })) }, { request: { dataset: 'pokemon' }, run: prepared }).message).not.toMatch(/not trained|Dataset note/);
+    }
+  });
+});

@@ -1,4 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
 import { DescribeEndpointCommand, DescribeTrainingJobCommand, SageMakerClient } from '@aws-sdk/client-sagemaker';
 import { DescribeExecutionCommand, type HistoryEvent, GetExecutionHistoryCommand, ListExecutionsCommand, SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
@@ -109,6 +110,9 @@ describe('the phase of a running execution, from the state it is in', () => {
     ['deciding whether it settled', [STATES.readInput, STATES.prepare, STATES.settled], 'VALIDATING'],
     ['waiting for the upload', [STATES.readInput, STATES.prepare, STATES.settled, STATES.waitForUpload], 'WAITING_FOR_UPLOAD'],
     ['training', [...SETTLE, STATES.train], 'TRAINING'],
+    ['publishing the samples', [...SETTLE, STATES.train, STATES.publishSamples], 'TRAINING'],
+    ['smoke-testing the endpoint', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.smokeTest], 'DEPLOYING'],
+    ['a smoke test that failed', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.smokeTest, STATES.smokeTestFailed], 'FAILED'],
     ...DEPLOY.map((state, index): [string, string[], Phase] => [`in ${state}`, [...SETTLE, STATES.train, ...DEPLOY.slice(0, index + 1)], 'DEPLOYING']),
     ['updating an existing endpoint', [...SETTLE, STATES.train, ...DEPLOY.slice(0, 4), STATES.updateEndpoint], 'DEPLOYING'],
     ...POLL.map((state, index): [string, string[], Phase] => [`polling, in ${state}`, [...SETTLE, STATES.train, ...DEPLOY, ...POLL, ...POLL.slice(0, index + 1)], 'DEPLOYING']),
@@ -126,6 +130,8 @@ describe('the phase of a running execution, from the state it is in', () => {
     ['a LoRA check that failed', [...SETTLE, STATES.train, ...SHARED.slice(0, 3), STATES.loraCheckFailed], 'FAILED'],
     ['a promotion that failed', [...SETTLE, STATES.train, ...SHARED, STATES.promotionFailed], 'FAILED'],
     ['marking the version failed', [...SETTLE, STATES.train, ...SHARED.slice(0, 3), STATES.loraCheckFailed, STATES.reportFailure, STATES.cleanUp, STATES.rejectLora], 'FAILED'],
+    ['rolling an updated endpoint back after a failed smoke test', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.smokeTest, STATES.smokeTestFailed, STATES.reportFailure, STATES.cleanUp, STATES.rollBackEndpoint], 'FAILED'],
+    ['a roll-back that failed', [...SETTLE, STATES.train, ...DEPLOY, ...POLL, STATES.smokeTest, STATES.smokeTestFailed, STATES.reportFailure, STATES.cleanUp, STATES.rollBackEndpoint, STATES.rollBackFailed], 'FAILED'],
   ];
 
   test.each(cases)('%s', async (_, states, phase) => {
@@ -173,6 +179,20 @@ describe("Prepare's answer", () => {
     exits[1].stateExitedEventDetails!.output = JSON.stringify({ request: { dataset: 'pokemon' }, run: unsettled });
     serveHistory(events);
     expect((await statusOf('run-1')).waitingFor).toBe(unsettled.reason);
+  });
+
+  test('the files the training skips, their count and the notes, from the settled answer; nothing when there are none (control)', async () => {
+    const skipped = ['a.Png: mixed-case extension, kohya ignores it; rename it to .png', 'notes.docx: not an image kohya trains, nor the caption of one'];
+    const checked = { ...run, dataset: { ...run.dataset, skipped, skippedCount: 25, notes: ['1 caption file(s) were not read'] } };
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history([...SETTLE, STATES.train], { prepareAnswers: [unsettled, checked] }));
+    expect((await statusOf('run-1')).datasetCheck).toEqual({ skipped, skippedCount: 25, notes: ['1 caption file(s) were not read'] });
+
+    serveHistory(history([...SETTLE, STATES.train], { prepareAnswers: [unsettled, { ...run, dataset: { ...run.dataset, skipped: [], skippedCount: 0, notes: [] } }] }));
+    expect(await statusOf('run-1')).not.toHaveProperty('datasetCheck');
+    // A run prepared before these fields: nothing either.
+    serveHistory(history([...SETTLE, STATES.train]));
+    expect(await statusOf('run-1')).not.toHaveProperty('datasetCheck');
   });
 
   test('the history is read newest first, only as far as needed', async () => {
@@ -525,5 +545,64 @@ describe("a shared run's version in the registry now", () => {
     const { result } = await succeededRunWarning();
     expect(result.lora).toEqual({ ...fromHistory, status: 'ready', registryError: expect.stringMatching(/^Reading the current version of pokemon .* failed: ProvisionedThroughputExceededException: slow down$/) });
     expect(result.lora).not.toHaveProperty('isCurrent');
+  });
+});
+
+describe('samples, smoke test and links', () => {
+  const job = run.training.jobName;
+  const samples = { bucket: 'artifacts-bucket', prefix: `models/${job}/samples/`, count: 9, samplesJson: `models/${job}/samples/samples.json`, contactSheet: `models/${job}/samples/contact-sheet.png`, omitted: 0 };
+  const smoke = {
+    bucket: 'artifacts-bucket',
+    withoutLora: `models/${job}/smoke/without-lora.png`,
+    withLora: `models/${job}/smoke/with-lora.png`,
+    sideBySide: `models/${job}/smoke/side-by-side.png`,
+    meanAbsoluteDifference: 23.4,
+    changedPixelShare: 0.8,
+    minMeanAbsoluteDifference: 2,
+  };
+  const signer = new S3Client({ region: 'eu-west-1', credentials: { accessKeyId: 'ASIAEXAMPLE', secretAccessKey: 'secret', sessionToken: 'token' } });
+  const withLinks = { ...context, s3: signer, now: () => Date.parse('2025-01-01T13:00:00Z') };
+  const FINISH = [STATES.reportSuccess, STATES.notifySuccess, STATES.succeeded];
+
+  test('a dedicated run: what Publish samples and Smoke test the endpoint answered, with fresh links valid an hour', async () => {
+    serveExecution('run-1', 'SUCCEEDED');
+    serveHistory(history([...SETTLE, STATES.train, STATES.publishSamples, ...DEPLOY, ...POLL, STATES.smokeTest, ...FINISH], { running: false, outputs: { [STATES.publishSamples]: { samples }, [STATES.smokeTest]: { samples, smoke } } }));
+    const result = (await status({ executionArn: executionArn('run-1') }, withLinks)) as RunStatus;
+    expect(result.samples).toEqual({ count: 9, location: `s3://artifacts-bucket/models/${job}/samples/`, contactSheet: `s3://artifacts-bucket/models/${job}/samples/contact-sheet.png` });
+    expect(result.smoke).toEqual({ meanAbsoluteDifference: 23.4, changedPixelShare: 0.8, minMeanAbsoluteDifference: 2, location: `s3://artifacts-bucket/models/${job}/smoke/` });
+    expect(Object.keys(result.links ?? {})).toEqual(['samplesJson', 'contactSheet', 'withoutLora', 'withLora', 'sideBySide']);
+    const url = new URL(result.links!.sideBySide!);
+    expect(url.pathname).toBe(`/models/${job}/smoke/side-by-side.png`);
+    expect(url.searchParams.get('X-Amz-Expires')).toBe('3600');
+    expect(result.linksExpireAt).toBe('2025-01-01T14:00:00.000Z');
+  });
+
+  test("a shared run's smoke test is read from Try LoRA's check", async () => {
+    serveExecution('run-1', 'SUCCEEDED');
+    serveHistory(
+      history([...SETTLE, STATES.train, STATES.publishSamples, ...SHARED, ...FINISH], {
+        prepareAnswers: [unsettled, sharedRunFixture()],
+        running: false,
+        outputs: { [STATES.tryLora]: { check: { lora: 'pokemon@1', smoke } } },
+      }),
+    );
+    const result = (await status({ executionArn: executionArn('run-1') }, withLinks)) as RunStatus;
+    expect(result.smoke?.meanAbsoluteDifference).toBe(23.4);
+    expect(Object.keys(result.links ?? {})).toEqual(['withoutLora', 'withLora', 'sideBySide']);
+  });
+
+  test('publishing that failed: a note, no links; a run with neither: nothing (control: without a signer, numbers but no links)', async () => {
+    serveExecution('run-1', 'SUCCEEDED');
+    serveHistory(history([...SETTLE, STATES.train, STATES.publishSamples, ...DEPLOY], { running: false, outputs: { [STATES.publishSamples]: { samples: { Error: 'S3.AccessDenied', Cause: 'Access Denied' } } } }));
+    const failed = (await status({ executionArn: executionArn('run-1') }, withLinks)) as RunStatus;
+    expect(failed.samples).toEqual({ count: 0, note: expect.stringContaining('Publishing the samples failed (S3.AccessDenied)') });
+    expect(failed.links).toBeUndefined();
+    serveHistory(history([...SETTLE, STATES.train], { running: false }));
+    const none = (await status({ executionArn: executionArn('run-1') }, withLinks)) as RunStatus;
+    expect([none.samples, none.smoke, none.links]).toEqual([undefined, undefined, undefined]);
+    serveHistory(history([...SETTLE, STATES.train, STATES.publishSamples, ...DEPLOY], { running: false, outputs: { [STATES.publishSamples]: { samples } } }));
+    const unsigned = (await status({ executionArn: executionArn('run-1') }, context)) as RunStatus;
+    expect(unsigned.samples?.count).toBe(9);
+    expect(unsigned.links).toBeUndefined();
   });
 });

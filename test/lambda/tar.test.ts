@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import { ByteReader } from '../../lambda/registry/byte-reader';
-import { type TarEntry, tarEntries } from '../../lambda/registry/tar';
+import { ByteReader } from '../../lambda/shared/byte-reader';
+import { type TarEntry, tarEntries } from '../../lambda/shared/tar';
 import { sealHeader, tarArchive, tarHeader } from '../support/tar-archive';
 
 /** Every entry of `archive` (fed in `chunk`-byte pieces, so headers and data straddle chunks), with the SHA-256 of its data. */

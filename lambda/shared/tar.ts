@@ -2,8 +2,8 @@ import { ByteReader } from './byte-reader';
 
 /**
  * A small streaming reader of tar archives (POSIX ustar and GNU; POSIX.1-2001 pax headers for a
- * long path or a large size), enough to find one file in SageMaker's model.tar.gz without
- * unpacking it to disk. The format: 512-byte header blocks, each entry's data padded to a
+ * long path or a large size), enough to read files out of SageMaker's model.tar.gz and
+ * output.tar.gz (the registry's LoRA, the samples) without unpacking them to disk. The format: 512-byte header blocks, each entry's data padded to a
  * multiple of 512, and the archive ending with two zero blocks (GNU tar manual, "Basic Tar Format").
  */
 

@@ -1,0 +1,23 @@
+import { Duration } from 'aws-cdk-lib';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct } from 'constructs';
+import { STATES } from '../../lambda/shared/contract';
+import { invokeFunction } from './tasks';
+
+/** Transient S3 or Lambda errors: a few tries with backoff (about a minute in all), every copy being idempotent. */
+export const SAMPLES_RETRY = { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 3, jitterStrategy: sfn.JitterType.FULL } as const;
+
+/**
+ * Publish samples: after training, the samples function copies what the job rendered to
+ * `models/<job>/samples/` (its answer at `$.samples`); then `next`. Samples are something to look
+ * at, not the run's product: whatever still fails after the retries is recorded at `$.samples`
+ * (`{Error, Cause}`, which Report mentions) and the run goes on with the trained LoRA.
+ */
+export function publishSamples(scope: Construct, samples: lambda.IFunction, next: sfn.IChainable): sfn.State {
+  const publish = invokeFunction(scope, STATES.publishSamples, samples, { 'trainingJobName.$': '$.run.training.jobName' }, '$.samples');
+  publish.addRetry({ errors: [sfn.Errors.ALL], ...SAMPLES_RETRY });
+  publish.addCatch(next, { errors: [sfn.Errors.ALL], resultPath: '$.samples' });
+  publish.next(next);
+  return publish;
+}
