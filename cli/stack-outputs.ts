@@ -24,6 +24,7 @@ export const OUTPUTS = {
   DatasetPrefix: 'dataset-prefix',
   TriggerFileName: 'trigger-file-name',
   ModelType: 'model-type',
+  BaseModel: 'base-model',
   EndpointMode: 'endpoint-mode',
   NamePrefix: 'name-prefix',
   DashboardName: 'dashboard',

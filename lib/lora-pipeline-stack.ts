@@ -215,6 +215,7 @@ export class LoraPipelineStack extends Stack {
       DatasetPrefix: { value: config.datasetPrefix, description: 'Key prefix of the dataset folders in the datasets bucket' },
       TriggerFileName: { value: config.triggerFileName, description: 'The file whose upload, last, starts a run of its folder' },
       ModelType: { value: config.modelType, description: 'The deploy-time model family (sd15 or sdxl)' },
+      BaseModel: { value: config.baseModel, description: 'The deploy-time base model; a run on another one gets a dedicated endpoint' },
       EndpointMode: { value: config.endpoint.mode, description: 'shared: one endpoint serves every LoRA; dedicated: one endpoint per dataset' },
       NamePrefix: { value: config.namePrefix, description: 'First part of every training job, model, endpoint config and endpoint name' },
       DashboardName: { value: this.dashboard.dashboardName, description: 'The CloudWatch dashboard of runs, endpoints and the LoRA cache' },

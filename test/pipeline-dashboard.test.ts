@@ -247,12 +247,13 @@ describe("the stack's outputs for the command-line tool (contract D)", () => {
     });
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
     const values = Object.fromEntries(
-      ['DatasetPrefix', 'TriggerFileName', 'ModelType', 'EndpointMode', 'NamePrefix', 'DashboardName'].map((id) => [id, outputs[id]?.Value]),
+      ['DatasetPrefix', 'TriggerFileName', 'ModelType', 'BaseModel', 'EndpointMode', 'NamePrefix', 'DashboardName'].map((id) => [id, outputs[id]?.Value]),
     );
     expect(values).toEqual({
       DatasetPrefix: 'data/in/',
       TriggerFileName: 'go.txt',
       ModelType: 'sdxl',
+      BaseModel: 'stabilityai/stable-diffusion-xl-base-1.0',
       EndpointMode: 'dedicated',
       NamePrefix: 'acme',
       DashboardName: 'acme-pipeline',

@@ -11,6 +11,8 @@ import { LoraWorkflow, type LoraWorkflowProps } from '../lib/lora-workflow';
 import { PipelineStorage } from '../lib/pipeline-storage';
 import { ServingContainer } from '../lib/serving-container';
 import { TrainingContainer } from '../lib/training-container';
+import { SAMPLES_ARCHIVE_INVALID } from '../lib/run-stages/publish-samples';
+import { SamplesArchiveInvalid } from '../lambda/samples/publish';
 import { createTestApp, synthPipeline } from './support/app';
 import { PREPARE_SETTINGS } from './support/prepare';
 import { extractDefinition, resolveIntrinsics } from './support/asl';
@@ -459,6 +461,9 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
     expect(states[STATES.publishSamples]).toMatchObject({ Parameters: { 'trainingJobName.$': '$.run.training.jobName' }, ResultPath: '$.samples' });
     expect(invoked(STATES.publishSamples)).toBe(functionArn(stack.workflow.samplesFunction.function));
     expect(attempts(STATES.publishSamples, 'SlowDown')).toBe(3);
+    // The function's own name for a corrupt archive, which no retry can mend.
+    expect(new SamplesArchiveInvalid('x').name).toBe(SAMPLES_ARCHIVE_INVALID);
+    expect(attempts(STATES.publishSamples, SAMPLES_ARCHIVE_INVALID)).toBe(0);
     expect(states[STATES.publishSamples].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.samples', Next: STATES.servingMode }]);
   });
 

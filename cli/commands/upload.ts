@@ -35,7 +35,7 @@ class Interrupted extends Error {
 }
 
 /** The settings of the deployed stack: its outputs where it has them, else the flags and defaults. */
-function stackSettings(outputs: StackOutputs, baseModel: string | undefined): PrepareSettings {
+function stackSettings(outputs: StackOutputs): PrepareSettings {
   const datasetPrefix = outputs.get('DatasetPrefix');
   const triggerFileName = outputs.get('TriggerFileName');
   // The same rules as Prepare's settings: a wrong flag would otherwise upload where no run looks.
@@ -50,7 +50,7 @@ function stackSettings(outputs: StackOutputs, baseModel: string | undefined): Pr
     namePrefix: outputs.find('NamePrefix'),
     sharedEndpointName: outputs.find('SharedEndpointName'),
     sharedInferenceComponentName: outputs.find('SharedInferenceComponentName'),
-    baseModel,
+    baseModel: outputs.find('BaseModel'),
   });
 }
 
@@ -168,7 +168,7 @@ export const command: Command = {
     const { io } = ctx;
     const root = folderArgument(args, 'upload');
     const outputs = await ctx.outputs('DatasetsBucketName', 'DatasetPrefix', 'TriggerFileName');
-    const settings = stackSettings(outputs, args.string('base-model') || ctx.env.LORA_PIPELINE_BASE_MODEL || undefined);
+    const settings = stackSettings(outputs);
     const name = datasetName(root, args.string('name'), settings);
     const check = await checkFolder(io, root, name, settings);
     if (!check) return EXIT.failed;

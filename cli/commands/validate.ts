@@ -160,7 +160,6 @@ export function describeCheck(check: DatasetCheck, settings: PrepareSettings): s
 /** The flags that name the deployment the checks assume; shared by validate and upload. */
 export const DEPLOYMENT_FLAGS = {
   name: { type: 'string', value: '<name>', description: 'the dataset name (default: the folder name)' },
-  'base-model': { type: 'string', value: '<id or s3 uri>', description: "the stack's base model (default: the model type's default)" },
 } as const;
 
 /** The deployment given by flags or LORA_PIPELINE_* env vars: offline, without the stack. */
@@ -170,7 +169,7 @@ export function givenDeployment(args: ParsedArgs, env: NodeJS.ProcessEnv): Deplo
     modelType: flagOrEnv('model-type', 'ModelType'),
     endpointMode: flagOrEnv('endpoint-mode', 'EndpointMode'),
     namePrefix: flagOrEnv('name-prefix', 'NamePrefix'),
-    baseModel: args.string('base-model') || env.LORA_PIPELINE_BASE_MODEL || undefined,
+    baseModel: flagOrEnv('base-model', 'BaseModel'),
   };
 }
 

@@ -6,6 +6,9 @@ import { STATES } from '../../lambda/shared/contract';
 import { invokeFunction } from './tasks';
 
 /** Transient S3 or Lambda errors: a few tries with backoff (about a minute in all), every copy being idempotent. */
+/** lambda/samples/publish.ts's error for an output.tar.gz that is not a readable tar.gz. */
+export const SAMPLES_ARCHIVE_INVALID = 'SamplesArchiveInvalid';
+
 export const SAMPLES_RETRY = { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 3, jitterStrategy: sfn.JitterType.FULL } as const;
 
 /**
@@ -16,6 +19,8 @@ export const SAMPLES_RETRY = { interval: Duration.seconds(5), backoffRate: 2, ma
  */
 export function publishSamples(scope: Construct, samples: lambda.IFunction, next: sfn.IChainable): sfn.State {
   const publish = invokeFunction(scope, STATES.publishSamples, samples, { 'trainingJobName.$': '$.run.training.jobName' }, '$.samples');
+  // A corrupt archive stays corrupt: caught at once rather than read three more times.
+  publish.addRetry({ errors: [SAMPLES_ARCHIVE_INVALID], maxAttempts: 0 });
   publish.addRetry({ errors: [sfn.Errors.ALL], ...SAMPLES_RETRY });
   publish.addCatch(next, { errors: [sfn.Errors.ALL], resultPath: '$.samples' });
   publish.next(next);

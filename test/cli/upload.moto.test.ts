@@ -163,6 +163,15 @@ describeWithMoto('upload against moto S3', () => {
     expect((await objects()).size).toBe(4);
   });
 
+  test("the checks assume the stack's own base model (its BaseModel output), not the model type's default", async () => {
+    const root = folder('based', { 'a.png': PNG, 'a.txt': 'a caption' });
+    const stackBase = await cli(['upload', root, '--no-follow'], { ...env, LORA_PIPELINE_MODEL_TYPE: 'sd15', LORA_PIPELINE_BASE_MODEL: 'acme/house-style' });
+    expect(stackBase.code).toBe(0);
+    expect(stackBase.err + stackBase.out).toContain('base acme/house-style');
+    const defaulted = await cli(['upload', root, '--no-follow'], { ...env, LORA_PIPELINE_MODEL_TYPE: 'sd15' });
+    expect(defaulted.err + defaulted.out).not.toContain('acme/house-style');
+  });
+
   test('a file that fails to upload stops the upload: no trigger is written, exit 1 naming the file', async () => {
     const root = folder('broken', { 'a.png': PNG, 'a.txt': 'x', 'b.png': PNG, 'b.txt': 'y', 'c.png': PNG, 'c.txt': 'z', 'dataset.toml': '' });
     jest.restoreAllMocks();

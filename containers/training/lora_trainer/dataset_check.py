@@ -5,6 +5,7 @@ batch sizes and kohya's steps per epoch)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def kohya_caption(image: Path, extension: str, class_tokens: str | None, wildcar
     return lines[0].strip() if lines else ""
 
 
-def _setting(key: str, subset: dict[str, Any], dataset: dict[str, Any], general: dict[str, Any], default: Any) -> Any:
+def kohya_setting(key: str, subset: Mapping[str, Any], dataset: Mapping[str, Any], general: Mapping[str, Any], default: Any) -> Any:
     """A value as kohya resolves it: the subset, then its dataset, then [general], then the flag."""
     for table in (subset, dataset, general):
         if table.get(key) is not None:
@@ -145,11 +146,11 @@ def _setting(key: str, subset: dict[str, Any], dataset: dict[str, Any], general:
 
 
 def bucket_settings(dataset: dict[str, Any], general: dict[str, Any], options: DatasetOptions) -> BucketSettings:
-    resolution = _setting("resolution", {}, dataset, general, options.resolution)
+    resolution = kohya_setting("resolution", {}, dataset, general, options.resolution)
     size = (int(resolution[0]), int(resolution[-1])) if isinstance(resolution, list) else (int(resolution), int(resolution))
-    settings = BucketSettings(resolution=size, batch_size=int(_setting("batch_size", {}, dataset, general, options.batch_size)))
+    settings = BucketSettings(resolution=size, batch_size=int(kohya_setting("batch_size", {}, dataset, general, options.batch_size)))
     for key in ("enable_bucket", "bucket_no_upscale", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps"):
-        setattr(settings, key, _setting(key, {}, dataset, general, getattr(settings, key)))
+        setattr(settings, key, kohya_setting(key, {}, dataset, general, getattr(settings, key)))
     return settings
 
 
@@ -157,13 +158,13 @@ def _scan_subset(
     scan: _Scan, subset: dict[str, Any], dataset: dict[str, Any], general: dict[str, Any], options: DatasetOptions, plan: PlannedDataset
 ) -> None:
     image_dir = Path(subset.get("image_dir", scan.channel))
-    ext = _setting("caption_extension", subset, dataset, general, CAPTION_EXTENSION)
+    ext = kohya_setting("caption_extension", subset, dataset, general, CAPTION_EXTENSION)
     if not isinstance(ext, str) or not ext.startswith("."):
         raise DatasetError(f"{TOML_NAME}: caption_extension must start with a dot, like '.txt', not {ext!r}.")
     # kohya ascends class_tokens from [[datasets]] and [general] like any subset setting (config_util.py).
-    class_tokens = _setting("class_tokens", subset, dataset, general, None)
-    wildcard = bool(_setting("enable_wildcard", subset, dataset, general, False))
-    repeats = int(_setting("num_repeats", subset, dataset, general, options.num_repeats))
+    class_tokens = kohya_setting("class_tokens", subset, dataset, general, None)
+    wildcard = bool(kohya_setting("enable_wildcard", subset, dataset, general, False))
+    repeats = int(kohya_setting("num_repeats", subset, dataset, general, options.num_repeats))
     images = images_in(image_dir) if repeats >= 1 else []  # kohya skips a subset without repeats
     choose = bucket_chooser(plan.settings)
     for image in images:

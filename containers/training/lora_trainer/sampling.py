@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from PIL import Image
 
-from .dataset_check import images_in, kohya_caption
+from .dataset_check import images_in, kohya_caption, kohya_setting
 from .files import TEMPORARY_SUFFIX, write_json
 
 SAMPLE_FOLDER = "sample"  # kohya: args.output_dir + "/sample"
@@ -106,11 +106,11 @@ def dataset_captions(config: Mapping[str, Any]) -> list[str]:
     captions: list[str] = []
     for dataset in config.get("datasets", []):
         for subset in dataset.get("subsets", []):
-            if subset.get("is_reg") or int(_setting("num_repeats", subset, dataset, general, 1)) < 1:
+            if subset.get("is_reg") or int(kohya_setting("num_repeats", subset, dataset, general, 1)) < 1:
                 continue
-            extension = str(_setting("caption_extension", subset, dataset, general, ".txt"))
-            wildcard = bool(_setting("enable_wildcard", subset, dataset, general, False))
-            prefix, suffix = (_setting(key, subset, dataset, general, None) for key in ("caption_prefix", "caption_suffix"))
+            extension = str(kohya_setting("caption_extension", subset, dataset, general, ".txt"))
+            wildcard = bool(kohya_setting("enable_wildcard", subset, dataset, general, False))
+            prefix, suffix = (kohya_setting(key, subset, dataset, general, None) for key in ("caption_prefix", "caption_suffix"))
             for image in images_in(Path(subset["image_dir"])):
                 text = kohya_caption(image, extension, subset.get("class_tokens"), wildcard) or ""
                 caption = _first_line(" ".join(part for part in (prefix, text, suffix) if part))
@@ -132,7 +132,7 @@ def sample_resolution(config: Mapping[str, Any], default: int) -> tuple[int, int
     the hyperparameter), as (width, height)."""
     general = config.get("general", {})
     datasets = config.get("datasets") or [{}]
-    resolution = _setting("resolution", {}, datasets[0], general, default)
+    resolution = kohya_setting("resolution", {}, datasets[0], general, default)
     if isinstance(resolution, list):
         return int(resolution[0]), int(resolution[-1])
     return int(resolution), int(resolution)
@@ -239,13 +239,6 @@ def write_manifest(folder: Path, content: dict[str, Any]) -> Path:
     path = folder / MANIFEST_NAME
     write_json(path, content)
     return path
-
-
-def _setting(key: str, subset: Mapping[str, Any], dataset: Mapping[str, Any], general: Mapping[str, Any], default: Any) -> Any:
-    for table in (subset, dataset, general):
-        if table.get(key) is not None:
-            return table[key]
-    return default
 
 
 def _first_line(caption: str | None) -> str:
