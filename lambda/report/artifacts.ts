@@ -1,6 +1,6 @@
 import type { ArtifactLink } from '../shared/artifact-links';
 import type { SamplesSummary, SmokeSummary } from '../shared/contract';
-import { isRecord, nonEmptyString } from '../shared/run-info';
+import { isRecord, nonEmptyString, parseJson } from '../shared/run-info';
 
 /**
  * What a successful run's report says of its samples and its smoke test, and the links to them.
@@ -11,13 +11,26 @@ import { isRecord, nonEmptyString } from '../shared/run-info';
 /** SNS refuses a message over 256 KB; links are left out above this size (UTF-8 bytes), not the report. */
 export const MAX_MESSAGE_BYTES = 250_000;
 
+/** A caught Cause's reason: a Lambda error's is JSON (errorType, errorMessage, trace), of which only the message is for a reader. */
+function causeMessage(cause: unknown): string {
+  const text = nonEmptyString(cause);
+  if (text === undefined) return 'no cause given';
+  const parsed = parseJson(text);
+  return (isRecord(parsed) ? nonEmptyString(parsed.errorMessage) : undefined) ?? text;
+}
+
+function sentence(text: string): string {
+  const trimmed = text.trim();
+  return /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
+}
+
 /** Publish samples' answer, the error that stopped it, or nothing at all (a run from before the state existed). */
 export function samplesSummary(samples: unknown, outputArchive: string | undefined): SamplesSummary | undefined {
   if (!isRecord(samples)) return undefined;
   const error = nonEmptyString(samples.Error);
   if (error !== undefined) {
     const where = outputArchive !== undefined ? ` They stay in the job's ${outputArchive} (under sample/).` : '';
-    return { count: 0, note: `Publishing the samples failed (${error}): ${(nonEmptyString(samples.Cause) ?? 'no cause given').slice(0, 500)}.${where}` };
+    return { count: 0, note: `Publishing the samples failed (${error}): ${sentence(causeMessage(samples.Cause).slice(0, 500))}${where}` };
   }
   const bucket = nonEmptyString(samples.bucket);
   const count = typeof samples.count === 'number' ? samples.count : 0;

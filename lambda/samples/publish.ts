@@ -4,7 +4,7 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client
 import { z } from 'zod';
 import type { PublishedSamples, PublishSamplesEvent } from '../shared/contract';
 import { isRecord, nonEmptyString, parseJson } from '../shared/run-info';
-import { type TarEntry, tarEntries } from '../shared/tar';
+import { type TarEntry, TarError, tarEntries } from '../shared/tar';
 import { contentType, sampleName } from './sample-name';
 
 /**
@@ -70,10 +70,16 @@ function fits(name: string, entry: TarEntry, written: Written, bytes: number): b
   return images < MAX_SAMPLE_OBJECTS - INDEX_FILES.size && bytes + entry.size <= MAX_SAMPLE_BYTES;
 }
 
-async function readAll(data: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+/** The entry's data, all of it: an archive cut short inside it is refused here, before a zero-padded copy is written. */
+async function readAll(data: AsyncIterable<Buffer>, entry: TarEntry): Promise<Buffer> {
   const parts: Buffer[] = [];
-  for await (const part of data) parts.push(part);
-  return Buffer.concat(parts, size);
+  let got = 0;
+  for await (const part of data) {
+    parts.push(part);
+    got += part.length;
+  }
+  if (got < entry.size) throw new TarError(`the archive ends inside the data of ${entry.path}: it is truncated`);
+  return Buffer.concat(parts, got);
 }
 
 /** Every sample entry of the archive written under `target`, at most CONCURRENCY requests at a time. */
@@ -88,7 +94,7 @@ async function writeSamples(s3: S3Client, storage: SampleStorage, entries: Async
       written.omitted += 1;
       continue;
     }
-    const body = await readAll(data, entry.size);
+    const body = await readAll(data, entry);
     if (!INDEX_FILES.has(name)) bytes += body.length;
     if (name === SAMPLES_JSON) written.samplesJson = body;
     written.names.push(name);

@@ -5,10 +5,10 @@ import type { Construct } from 'constructs';
 import { STATES } from '../../lambda/shared/contract';
 import { invokeFunction } from './tasks';
 
-/** Transient S3 or Lambda errors: a few tries with backoff (about a minute in all), every copy being idempotent. */
 /** lambda/samples/publish.ts's error for an output.tar.gz that is not a readable tar.gz. */
 export const SAMPLES_ARCHIVE_INVALID = 'SamplesArchiveInvalid';
 
+/** Transient S3 or Lambda errors: a few tries with backoff (about a minute in all), every copy being idempotent. */
 export const SAMPLES_RETRY = { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 3, jitterStrategy: sfn.JitterType.FULL } as const;
 
 /**

@@ -61,6 +61,12 @@ describe('a successful run: samples, smoke test and links', () => {
     expect(failed.summary?.samples).toEqual({ count: 0, note: expect.stringContaining('Publishing the samples failed (S3.AccessDenied): Access Denied.') });
     expect(failed.summary?.samples?.note).toContain(`They stay in the job's s3://artifacts-bucket/models/${job}/output/output.tar.gz (under sample/).`);
     expect(failed.message).toContain('Samples: none. Publishing the samples failed');
+    // A Lambda error's Cause is JSON with a stack trace: only its message is told.
+    const lambdaCause = JSON.stringify({ errorType: 'SamplesArchiveInvalid', errorMessage: 's3://a/b is not a readable tar.gz (incorrect header check); its samples are not published.', trace: ['SamplesArchiveInvalid: …', '    at readArchive (/var/task/index.js:1:2)'] });
+    const invalid = succeeded({ samples: { Error: 'SamplesArchiveInvalid', Cause: lambdaCause } });
+    expect(invalid.summary?.samples?.note).toContain('Publishing the samples failed (SamplesArchiveInvalid): s3://a/b is not a readable tar.gz (incorrect header check); its samples are not published. They stay');
+    expect(invalid.message).not.toContain('errorType');
+    expect(invalid.message).not.toContain('/var/task');
     // A run from before these states: nothing said.
     expect(succeeded({}).summary).not.toHaveProperty('samples');
     expect(succeeded({}).summary).not.toHaveProperty('smoke');
@@ -105,7 +111,31 @@ describe('the links', () => {
     expect(url.searchParams.get('X-Amz-Expires')).toBe('3600');
     expect(url.searchParams.get('X-Amz-Security-Token')).toBe('session-token');
     expect(url.searchParams.get('X-Amz-Credential')).toMatch(/^ASIAEXAMPLE\//);
+    // A browser sends Host and nothing else: any other signed header (SSE, checksum) breaks the link.
+    expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('host');
     expect(link.label).toBe('contact sheet');
+  });
+
+  test('the Report handler still answers, without links, when signing throws', async () => {
+    const write = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    try {
+      await jest.isolateModulesAsync(async () => {
+        jest.doMock('@aws-sdk/s3-request-presigner', () => ({ getSignedUrl: () => Promise.reject(new Error('Could not load credentials from any providers')) }));
+        const { handler } = await import('../../lambda/report/index');
+        const result = await handler({ outcome: 'succeeded', execution, run, training: trainingJobFixture(), endpoint, samples, smoke } as unknown as ReportEvent);
+        expect(result.summary?.samples).toMatchObject({ count: 9 });
+        expect(result.message).toContain('Smoke test passed');
+        expect(result.message).not.toContain('Links (valid');
+        expect(warn.mock.calls.some(([text]) => String(text).includes('Links not signed'))).toBe(true);
+      });
+    } finally {
+      jest.dontMock('@aws-sdk/s3-request-presigner');
+      write.mockRestore();
+      log.mockRestore();
+      warn.mockRestore();
+    }
   });
 });
 

@@ -115,6 +115,13 @@ test('a corrupt or truncated archive is SamplesArchiveInvalid, naming it; an S3 
   await expect(publishSamples({ trainingJobName: JOB }, s3, STORAGE)).rejects.toMatchObject({ name: 'SlowDown' });
 });
 
+test('an archive cut short inside a sample (its gzip intact) writes no zero-padded copy of it', async () => {
+  const whole = tarArchive([file('sample/a.png', Buffer.alloc(2000, 7))]);
+  serve(gzipSync(whole.subarray(0, 512 + 1000)));
+  await expect(publishSamples({ trainingJobName: JOB }, s3, STORAGE)).rejects.toMatchObject({ name: 'SamplesArchiveInvalid', message: expect.stringContaining('sample/a.png') });
+  expect(s3Mock).not.toHaveReceivedCommand(PutObjectCommand);
+});
+
 test('a failed PUT fails the function (the state retries it)', async () => {
   serve(gzipSync(tarArchive([file('sample/a.png'), file('sample/b.png')])));
   s3Mock.on(PutObjectCommand).rejects(Object.assign(new Error('Access Denied'), { name: 'AccessDenied' }));
