@@ -1,5 +1,6 @@
 import type { LambdaClient } from '@aws-sdk/client-lambda';
-import { executionArnPrefix, type RunStatus } from '../lambda/status/status';
+import { executionArnPrefix } from '../lambda/status/request';
+import type { RunStatus } from '../lambda/status/status';
 import { latestRuns, runStatus, StatusFunctionError } from './status-client';
 
 /**

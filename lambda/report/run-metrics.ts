@@ -25,7 +25,7 @@ export const RUN_METRICS = {
 } as const;
 
 /**
- * Every Error a failed run ends with (lambda/report/report.ts and contract C's smoke test). Any
+ * Every Error a failed run ends with (lambda/report/failure.ts and contract C's smoke test). Any
  * other name is counted as {@link OTHER_ERROR}: a dimension value makes a metric of its own, so
  * an unbounded set of values would make an unbounded number of metrics.
  */

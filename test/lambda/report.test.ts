@@ -1,5 +1,7 @@
 import { type FailureStage, type ReportEvent, type ReportResult } from '../../lambda/shared/contract';
-import { MAX_CAUSE_LENGTH, MAX_SUBJECT_LENGTH, report, snsSubject } from '../../lambda/report/report';
+import { MAX_CAUSE_LENGTH } from '../../lambda/report/failure-causes';
+import { MAX_SUBJECT_LENGTH, snsSubject } from '../../lambda/report/notification';
+import { report } from '../../lambda/report/report';
 import { preparedRunFixture, sharedRunFixture, trainingJobFixture } from '../support/runs';
 
 const execution = { name: 'pokemon-0123456789abcdef', startTime: '2025-01-01T11:55:00.000Z' };

@@ -7,7 +7,9 @@ import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-jest';
 import { RegistryTable } from '../../lambda/registry/table';
 import { type Phase, STATES } from '../../lambda/shared/contract';
-import { HISTORY_PAGE_SIZE, InvalidRequest, type RunList, type RunStatus, status } from '../../lambda/status/status';
+import { HISTORY_PAGE_SIZE } from '../../lambda/status/history';
+import { InvalidRequest } from '../../lambda/status/request';
+import { type RunList, type RunStatus, status } from '../../lambda/status/status';
 import { preparedRunFixture, sharedRunFixture, trainingJobFixture } from '../support/runs';
 
 const stateMachineArn = 'arn:aws:states:eu-west-1:123456789012:stateMachine:LoraPipelineWorkflow';
