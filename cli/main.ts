@@ -10,7 +10,7 @@ import { command as runs } from './commands/runs';
 import { command as status } from './commands/status';
 import { command as upload } from './commands/upload';
 import { command as validate } from './commands/validate';
-import { DEFAULT_STACK_NAME, OUTPUT_FLAGS, OUTPUT_KEYS, OUTPUTS, outputReader, type OutputKey, STACK_ENV, stackNameOf } from './stack-outputs';
+import { DEFAULT_STACK_NAME, NO_REGION, OUTPUT_FLAGS, OUTPUT_KEYS, OUTPUTS, outputReader, type OutputKey, STACK_ENV, stackNameOf } from './stack-outputs';
 
 /** `npx lora-pipeline <command>`: parses the command line, runs the command, turns errors into exit codes. */
 
@@ -138,7 +138,7 @@ function report(error: unknown, io: Io, prefix: string, debug: boolean): number 
   } else if (/^Region is missing$/.test(message)) {
     // The SDK's own words when neither --region, AWS_REGION nor the profile gives one.
     code = EXIT.aws;
-    text = 'no AWS region is set: pass --region <region> or set AWS_REGION (or a region in your AWS profile)';
+    text = NO_REGION;
   }
   io.err(`${prefix}: ${text}\n`);
   if (debug && stack) io.err(`${stack}\n`);

@@ -1,10 +1,10 @@
-import { type DynamoDBDocumentClient, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { HEAD_VERSION, type HeadItem, RegistryTable, type VersionItem } from '../lambda/registry/table';
 
 /**
  * The LoRA registry as `loras` lists it: every name with its head item (latest, current) and its
- * versions. The items are the registry function's (lambda/registry/table.ts): one name's head is
- * read through RegistryTable; listing every name needs a Scan, which the registry itself never does.
+ * versions. The items are the registry function's (lambda/registry/table.ts): one name's head and
+ * versions are read through RegistryTable; listing every name needs a Scan, which the registry itself never does.
  */
 
 export interface LoraEntry {
@@ -48,25 +48,9 @@ export async function listLoras(client: DynamoDBDocumentClient, tableName: strin
 
 /** One name's head and versions; undefined when the registry has neither. */
 export async function loraEntry(client: DynamoDBDocumentClient, tableName: string, name: string): Promise<LoraEntry | undefined> {
-  const head = await new RegistryTable(client, tableName).getHead(name);
-  const versions: VersionItem[] = [];
-  let start: Record<string, unknown> | undefined;
-  do {
-    const page = await client.send(
-      new QueryCommand({
-        TableName: tableName,
-        // The same key layout RegistryTable queries: versions above the head item.
-        KeyConditionExpression: '#name = :name AND #version > :head',
-        ExpressionAttributeNames: { '#name': 'name', '#version': 'version' },
-        ExpressionAttributeValues: { ':name': name, ':head': HEAD_VERSION },
-        ScanIndexForward: false,
-        ConsistentRead: true,
-        ExclusiveStartKey: start,
-      }),
-    );
-    versions.push(...((page.Items ?? []) as VersionItem[]));
-    start = page.LastEvaluatedKey;
-  } while (start !== undefined);
+  const registry = new RegistryTable(client, tableName);
+  const head = await registry.getHead(name);
+  const versions = await registry.allVersions(name);
   if (head === undefined && versions.length === 0) return undefined;
-  return { name, ...(head !== undefined ? { head } : {}), versions: newestFirst(versions) };
+  return { name, ...(head !== undefined ? { head } : {}), versions };
 }

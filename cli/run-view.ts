@@ -1,4 +1,5 @@
 import { ARTIFACT_LABELS } from '../lambda/shared/artifact-links';
+import { loraRef } from '../lambda/shared/lora-name';
 import type { RunStatus } from '../lambda/status/status';
 import { duration, elapsedSeconds, shortTime } from './format';
 import { progressLine, type TrainingProgress } from './training-progress';
@@ -40,7 +41,7 @@ export function loraLine(lora: NonNullable<RunStatus['lora']>): string {
   else if (lora.isCurrent === false) parts.push(lora.currentVersion !== undefined ? `not current (current is ${lora.currentVersion})` : 'not current (none is)');
   if (lora.failure !== undefined) parts.push(`failed because: ${lora.failure}`);
   if (lora.registryError !== undefined) parts.push(`registry: ${lora.registryError}`);
-  return `${lora.ref ?? `${lora.name}@${lora.version}`}: ${parts.join(', ')}`;
+  return `${lora.ref ?? loraRef(lora.name, lora.version)}: ${parts.join(', ')}`;
 }
 
 function trainingLine(run: RunStatus, progress: TrainingProgress | undefined, progressError: string | undefined): string | undefined {

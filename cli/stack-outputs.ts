@@ -91,9 +91,12 @@ function howToGive(key: OutputKey): string {
 /** The stack, or why it could not be read; `general` when no other output would help either (no region, no credentials). */
 export type Described = { readonly stack: Stack } | { readonly problem: string; readonly general?: boolean };
 
+/** What the CLI says when the SDK finds no region (its own words: "Region is missing"). */
+export const NO_REGION = 'no AWS region is set: pass --region <region> or set AWS_REGION (or a region in your AWS profile)';
+
 /** A reason every AWS call would fail, with its remedy; undefined for others. */
 function generalProblem(name: string, message: string): string | undefined {
-  if (/Region is missing/i.test(message)) return 'no AWS region is set: pass --region <region> or set AWS_REGION (or a region in your AWS profile)';
+  if (/Region is missing/i.test(message)) return NO_REGION;
   if (/Credentials|ExpiredToken|UnrecognizedClient|InvalidClientTokenId/.test(name)) {
     return `AWS credentials are missing or invalid (${name}: ${message}): set AWS_PROFILE or pass --profile, run aws sso login, or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY`;
   }

@@ -200,7 +200,7 @@ export class LoraPipelineStack extends Stack {
       sharedEndpoint: sharedEndpoint && {
         endpointName: sharedEndpoint.endpointName,
         inferenceComponentName: sharedEndpoint.inferenceComponentName,
-        variantName: variantOf(sharedEndpoint),
+        variantName: sharedEndpoint.variantName,
         serverMetricsNamespace: sharedEndpoint.metricsNamespace,
         modelType: config.modelType,
         minInstances: config.endpoint.minInstances,
@@ -222,11 +222,4 @@ export class LoraPipelineStack extends Stack {
     };
     for (const [id, output] of Object.entries(outputs)) new CfnOutput(this, id, output);
   }
-}
-
-/** The production variant the shared inference component is placed on (its endpoint's metrics' VariantName). */
-function variantOf(sharedEndpoint: SharedEndpoint): string {
-  const variant = sharedEndpoint.inferenceComponent.variantName;
-  if (variant === undefined) throw new Error(`${sharedEndpoint.node.path}: the inference component names no production variant`);
-  return variant;
 }

@@ -283,19 +283,12 @@ export class LoraWorkflow extends Construct {
    * abort has an action of its own. S3 uses the pipeline key for it (the bucket's default).
    */
   private grantLoraCopy(role: iam.IRole): void {
-    const { artifactsBucket, key } = this.props.storage;
+    const { artifactsBucket } = this.props.storage;
     const models = artifactsBucket.arnForObjects(`${this.props.training.outputPrefix}*`);
     const loras = artifactsBucket.arnForObjects(`${SharedEndpoint.LORAS_PREFIX}*`);
     role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadTrainingOutputs', actions: ['s3:GetObject'], resources: [models] }));
     role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteLoraCopies', actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: [loras] }));
-    role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'UseTheDataKeyThroughS3',
-        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
-        resources: [key.keyArn],
-        conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
-      }),
-    );
+    this.keyThroughS3(role, 'UseTheDataKeyThroughS3', ['kms:Decrypt', 'kms:GenerateDataKey']);
     Validations.of(role.node.findChild('DefaultPolicy')).acknowledge(
       {
         id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, models)}]`,
@@ -426,7 +419,7 @@ export class LoraWorkflow extends Construct {
 
   /** Prepare lists and reads the dataset folders (train.json, dataset.toml, the first bytes of images and captions), nothing else. */
   private grantDatasetRead(role: iam.IRole, datasetPrefix: string): void {
-    const { datasetsBucket, key } = this.props.storage;
+    const { datasetsBucket } = this.props.storage;
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'ListDatasetFolders',
@@ -441,14 +434,7 @@ export class LoraWorkflow extends Construct {
     );
     const objects = datasetsBucket.arnForObjects(`${datasetPrefix}*`);
     role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadDatasetFiles', actions: ['s3:GetObject'], resources: [objects] }));
-    role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'DecryptDatasetFiles',
-        actions: ['kms:Decrypt'],
-        resources: [key.keyArn],
-        conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
-      }),
-    );
+    this.keyThroughS3(role, 'DecryptDatasetFiles', ['kms:Decrypt']);
     Validations.of(role.node.findChild('DefaultPolicy')).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, objects)}]`,
       reason: `Prepare reads the dataset.toml, train.json, captions and image headers (ranged reads) of any dataset folder under ${datasetPrefix}; folder names are chosen by the uploaders.`,

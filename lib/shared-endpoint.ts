@@ -68,6 +68,8 @@ export class SharedEndpoint extends Construct {
 
   public readonly endpointName: string;
   public readonly inferenceComponentName: string;
+  /** The production variant the inference component is placed on (the endpoint's metrics' VariantName). */
+  public readonly variantName = VARIANT_NAME;
   public readonly endpointArn: string;
   public readonly inferenceComponentArn: string;
   /** The CloudWatch embedded-metric-format namespace of the server's metrics. */

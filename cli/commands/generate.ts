@@ -1,5 +1,5 @@
 import { access, writeFile } from 'node:fs/promises';
-import { LORA_NAME } from '../../lambda/shared/lora-name';
+import { LORA_NAME, loraRef } from '../../lambda/shared/lora-name';
 import { awsCall } from '../aws-errors';
 import { type CliContext, type Command, EXIT, type ParsedArgs, UsageError } from '../command';
 import { statusSource } from '../follow';
@@ -68,7 +68,7 @@ async function targetOf(args: ParsedArgs, ctx: CliContext, lora: { name: string;
   const outputs = await ctx.outputs('SharedEndpointName', 'SharedInferenceComponentName');
   const shared = outputs.find('SharedEndpointName');
   if (shared !== undefined) {
-    const ref = lora.version !== undefined ? `${lora.name}@${lora.version}` : lora.name;
+    const ref = lora.version !== undefined ? loraRef(lora.name, lora.version) : lora.name;
     return { mode: 'shared', endpointName: shared, inferenceComponentName: outputs.get('SharedInferenceComponentName'), lora: ref };
   }
   if (lora.version !== undefined) throw new UsageError('this deployment has no shared endpoint (endpoint.mode=dedicated): a dataset\'s endpoint serves one LoRA, drop @<version>');
@@ -88,7 +88,7 @@ async function exists(file: string): Promise<boolean> {
 }
 
 function summary(file: string, image: { seed?: number; loras?: ReadonlyArray<{ name: string; version: number; scale?: number }>; timings?: Record<string, number> }): string {
-  const used = image.loras?.map((lora) => `${lora.name}@${lora.version}${lora.scale !== undefined ? ` (scale ${lora.scale})` : ''}`).join(', ');
+  const used = image.loras?.map((lora) => `${loraRef(lora.name, lora.version)}${lora.scale !== undefined ? ` (scale ${lora.scale})` : ''}`).join(', ');
   const parts = [`Wrote ${file}`, image.seed !== undefined ? `seed ${image.seed}` : undefined, used !== undefined ? `LoRA ${used || 'none (base model)'}` : undefined];
   const ms = image.timings?.generate_ms;
   if (ms !== undefined) parts.push(`${(ms / 1000).toFixed(1)} s to generate`);

@@ -1,5 +1,5 @@
 import type { VersionItem } from '../../lambda/registry/table';
-import { LORA_NAME } from '../../lambda/shared/lora-name';
+import { LORA_NAME, loraRef } from '../../lambda/shared/lora-name';
 import { awsCall } from '../aws-errors';
 import { type Command, EXIT, UsageError } from '../command';
 import { json, shortTime, table } from '../format';
@@ -18,7 +18,7 @@ Exit status: 0; 1 when <name> is not in the registry; 3 on an AWS or configurati
 function versionJson(item: VersionItem, current: number | undefined) {
   return {
     version: item.version,
-    ref: `${item.name}@${item.version}`,
+    ref: loraRef(item.name, item.version),
     status: item.status,
     current: item.version === current,
     createdAt: item.createdAt,
@@ -64,7 +64,7 @@ function mebibytes(bytes: number): string {
 function versionsTable(entry: LoraEntry): string {
   const current = entry.head?.current;
   const rows = entry.versions.map((item) => [
-    `${item.name}@${item.version}`,
+    loraRef(item.name, item.version),
     item.status,
     item.version === current ? 'current' : '',
     shortTime(item.createdAt),

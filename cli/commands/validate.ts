@@ -1,14 +1,16 @@
 import * as path from 'node:path';
 import { DATASET_TOML, MAX_CONTROL_FILE_BYTES, TRAIN_JSON } from '../../lambda/prepare/dataset';
+import { count } from '../../lambda/prepare/errors';
 import { combinationProblems, parseTrainJson, resolveDataset, resolveOptions, type ResolvedOptions, type RunOptions } from '../../lambda/prepare/input';
 import { preflight, type PreflightReport } from '../../lambda/prepare/preflight';
 import { servingDecision, servingProblems } from '../../lambda/prepare/serving';
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { validateHyperparameters } from '../../lambda/shared/hyperparameters';
-import { DEFAULT_BASE_MODELS, HF_REPO_ID, isS3BaseModel, isS3ModelUri, type ModelType } from '../../lambda/shared/models';
+import { DEFAULT_BASE_MODELS, isS3BaseModel, type ModelType } from '../../lambda/shared/models';
 import { CONFIG_FIELDS } from '../../lib/config-fields';
 import type { ParsedArgs } from '../args';
 import { type CliContext, type Command, EXIT, type Io, UsageError } from '../command';
+import { json } from '../format';
 import { folderProblem, type LocalFile, LocalFolder } from '../local-folder';
 import { outputEnv } from '../stack-outputs';
 
@@ -47,7 +49,7 @@ export function deploymentSettings(given: Deployment): PrepareSettings {
   const modelType = checked(given.modelType, field('modelType').default, (v) => field('modelType').schema.safeParse(v).success, 'model-type', field('modelType').allowed) as ModelType;
   const mode = checked(given.endpointMode, field('endpoint.mode').default, (v) => field('endpoint.mode').schema.safeParse(v).success, 'endpoint-mode', field('endpoint.mode').allowed) as 'shared' | 'dedicated';
   const namePrefix = checked(given.namePrefix, field('namePrefix').default, (v) => field('namePrefix').schema.safeParse(v).success, 'name-prefix', field('namePrefix').allowed) as string;
-  const baseModel = checked(given.baseModel, DEFAULT_BASE_MODELS[modelType], (v) => HF_REPO_ID.test(v) || isS3ModelUri(v), 'base-model', field('baseModel').allowed);
+  const baseModel = checked(given.baseModel, DEFAULT_BASE_MODELS[modelType], (v) => field('baseModel').schema.safeParse(v).success, 'base-model', field('baseModel').allowed);
   const sharedName = `${namePrefix}-shared-${modelType}`;
   return {
     datasetsBucket: given.datasetsBucket ?? 'datasets-bucket',
@@ -133,16 +135,12 @@ export async function checkDataset(folder: LocalFolder, name: string, settings: 
   return { name, files, options, report, problems: [...problems, ...report.problems] };
 }
 
-function plural(count: number, word: string): string {
-  return `${count} ${word}${count === 1 ? '' : 's'}`;
-}
-
 /** What would be trained, or every reason it would not, as `validate` and `upload` print it. */
 export function describeCheck(check: DatasetCheck, settings: PrepareSettings): string {
   const { report, options } = check;
   const lines: string[] = [];
   const bytes = check.files.reduce((sum, f) => sum + f.size, 0);
-  lines.push(`Dataset "${check.name}": ${plural(check.files.length, 'file')}, ${bytes} bytes`);
+  lines.push(`Dataset "${check.name}": ${count(check.files.length, 'file')}, ${bytes} bytes`);
   lines.push(`  images: ${report.images}, with a caption: ${report.captions}`);
   if (report.uncheckedImages > 0) lines.push(`  image headers checked: ${report.checkedImages}; not checked: ${report.uncheckedImages} (the training container still decodes them)`);
   if (options) {
@@ -153,7 +151,7 @@ export function describeCheck(check: DatasetCheck, settings: PrepareSettings): s
   if (report.skipped.length > 0) lines.push(`  skipped (${report.skipped.length}): kohya does not train these`, ...report.skipped.map((s) => `    - ${s}`));
   for (const note of report.notes) lines.push(`  note: ${note}`);
   if (check.problems.length === 0) lines.push('OK: Prepare and the training container would accept this folder.');
-  else lines.push(`REFUSED: ${plural(check.problems.length, 'problem')}; a run of this folder would fail before training:`, ...check.problems.map((p) => `  - ${p}`));
+  else lines.push(`REFUSED: ${count(check.problems.length, 'problem')}; a run of this folder would fail before training:`, ...check.problems.map((p) => `  - ${p}`));
   return `${lines.join('\n')}\n`;
 }
 
@@ -223,7 +221,7 @@ export const command: Command = {
         findings: report.findings,
         notes: report.notes,
       };
-      ctx.io.out(`${JSON.stringify(result, null, 2)}\n`);
+      ctx.io.out(`${json(result)}\n`);
     } else {
       ctx.io.out(describeCheck(check, settings));
       // Offline, the deployment is assumed: say what was assumed and how to change it.

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { LoraCheckEvent, LoraCheckResult, SharedCheckEvent } from '../shared/contract';
 import { LORA_NAME, loraRef } from '../shared/lora-name';
 import { isRecord } from '../shared/run-info';
-import { BUSY_STATUSES, containerAnswer, containerStatus, errorFields, type EndpointAnswer, invokeJson, isWarming, readAnswer } from './endpoint-answer';
+import { askEndpoint, BUSY_STATUSES, containerAnswer, containerStatus, errorFields, type EndpointAnswer, isWarming } from './endpoint-answer';
 import { loraCheckFailed, sharedEndpointBusy, sharedEndpointUnavailable, sharedEndpointWarming } from './errors';
 import { judgeSmoke, type SmokeStore, smokePrompt, smokeRequest } from './smoke';
 
@@ -97,14 +97,8 @@ function usedLoras(answer: EndpointAnswer, event: SharedCheckEvent, expected: st
   return typeof sha256 === 'string' ? { sha256 } : {};
 }
 
-async function ask(runtime: SageMakerRuntimeClient, event: SharedCheckEvent, request: Record<string, unknown>, namesLora: boolean): Promise<EndpointAnswer> {
-  let raw;
-  try {
-    raw = await invokeJson(runtime, event, request);
-  } catch (error) {
-    throw classify(error, event, namesLora);
-  }
-  return readAnswer(raw, `The shared endpoint ${event.endpointName}`, sharedEndpointUnavailable);
+function ask(runtime: SageMakerRuntimeClient, event: SharedCheckEvent, request: Record<string, unknown>, namesLora: boolean): Promise<EndpointAnswer> {
+  return askEndpoint(runtime, event, request, (error) => classify(error, event, namesLora), `The shared endpoint ${event.endpointName}`, sharedEndpointUnavailable);
 }
 
 /** The smoke test's two requests to the shared endpoint: the new version named, then no LoRA; otherwise the same. */

@@ -1,6 +1,6 @@
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import type { DedicatedSmokeEvent, SmokeResult } from '../shared/contract';
-import { BUSY_STATUSES, containerAnswer, containerStatus, errorFields, type EndpointAnswer, invokeJson, isWarming, readAnswer } from './endpoint-answer';
+import { askEndpoint, BUSY_STATUSES, containerAnswer, containerStatus, errorFields, type EndpointAnswer, isWarming } from './endpoint-answer';
 import { endpointBusy, smokeTestFailed } from './errors';
 import { parseCheckEvent } from './check';
 import { judgeSmoke, type SmokeStore, smokePrompt, smokeRequest } from './smoke';
@@ -29,14 +29,8 @@ export function classifyDedicated(error: unknown, endpointName: string, which: s
   return error;
 }
 
-async function ask(runtime: SageMakerRuntimeClient, event: DedicatedSmokeEvent, request: Record<string, unknown>, which: string): Promise<EndpointAnswer> {
-  let raw;
-  try {
-    raw = await invokeJson(runtime, event, request);
-  } catch (error) {
-    throw classifyDedicated(error, event.endpointName, which);
-  }
-  return readAnswer(raw, `Endpoint ${event.endpointName}`, smokeTestFailed);
+function ask(runtime: SageMakerRuntimeClient, event: DedicatedSmokeEvent, request: Record<string, unknown>, which: string): Promise<EndpointAnswer> {
+  return askEndpoint(runtime, event, request, (error) => classifyDedicated(error, event.endpointName, which), `Endpoint ${event.endpointName}`, smokeTestFailed);
 }
 
 /** The smoke test's two requests to a dedicated endpoint: its LoRA at the deployment's scale, then at 0; otherwise the same. */

@@ -4,7 +4,7 @@ import { isRecord, nonEmptyString, parseJson } from '../shared/run-info';
 /**
  * One JSON request to an endpoint (and inference component) and what the server answers: its
  * `images` (base64, the first is used) and, from the shared server, the `loras` it used. SageMaker's
- * errors for the request are thrown as they are; the caller classifies them.
+ * errors for the request are classified by the caller (check.ts, dedicated.ts), with the helpers below.
  */
 
 export interface EndpointTarget {
@@ -21,21 +21,37 @@ export interface EndpointAnswer {
   readonly text: string;
 }
 
-export async function invokeJson(runtime: SageMakerRuntimeClient, target: EndpointTarget, request: Record<string, unknown>): Promise<Uint8Array | undefined> {
-  const response = await runtime.send(
-    new InvokeEndpointCommand({
-      EndpointName: target.endpointName,
-      ...(target.inferenceComponentName !== undefined ? { InferenceComponentName: target.inferenceComponentName } : {}),
-      ContentType: 'application/json',
-      Accept: 'application/json',
-      Body: Buffer.from(JSON.stringify(request)),
-    }),
-  );
-  return response.Body;
+/**
+ * The request's answer. A SageMaker error is thrown as `classify` reads it (each mode its own);
+ * `fault` makes the error for a 200 that is not the server's answer, `what` naming the endpoint.
+ */
+export async function askEndpoint(
+  runtime: SageMakerRuntimeClient,
+  target: EndpointTarget,
+  request: Record<string, unknown>,
+  classify: (error: unknown) => unknown,
+  what: string,
+  fault: (message: string) => Error,
+): Promise<EndpointAnswer> {
+  let response;
+  try {
+    response = await runtime.send(
+      new InvokeEndpointCommand({
+        EndpointName: target.endpointName,
+        ...(target.inferenceComponentName !== undefined ? { InferenceComponentName: target.inferenceComponentName } : {}),
+        ContentType: 'application/json',
+        Accept: 'application/json',
+        Body: Buffer.from(JSON.stringify(request)),
+      }),
+    );
+  } catch (error) {
+    throw classify(error);
+  }
+  return readAnswer(response.Body, what, fault);
 }
 
 /** The answer's JSON body and first image; `fault` makes the error for an answer that is not the server's. */
-export function readAnswer(raw: Uint8Array | undefined, what: string, fault: (message: string) => Error): EndpointAnswer {
+function readAnswer(raw: Uint8Array | undefined, what: string, fault: (message: string) => Error): EndpointAnswer {
   const text = raw === undefined ? '' : Buffer.from(raw).toString('utf8');
   const body = parseJson(text);
   const first = isRecord(body) && Array.isArray(body.images) ? nonEmptyString(body.images[0]) : undefined;

@@ -1,8 +1,6 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { SAGEMAKER_NAME } from '../shared/names';
 import type { SmokeFile, SmokeStore } from './smoke';
-
-/** The job names Prepare gives (SageMaker's rule): the key prefix can hold nothing else. */
-const JOB_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
 
 export interface SmokeStorage {
   readonly bucket: string;
@@ -14,7 +12,8 @@ export interface SmokeStorage {
 
 /** The smoke images' folder of a run: `models/<job>/smoke/`. */
 export function smokePrefix(storage: SmokeStorage, trainingJobName: string): string {
-  if (!JOB_NAME.test(trainingJobName)) throw new Error(`trainingJobName ${JSON.stringify(trainingJobName)} is not a SageMaker training job name`);
+  // The job names Prepare gives (SageMaker's rule): the key prefix can hold nothing else.
+  if (!SAGEMAKER_NAME.test(trainingJobName)) throw new Error(`trainingJobName ${JSON.stringify(trainingJobName)} is not a SageMaker training job name`);
   return `${storage.modelsPrefix}${trainingJobName}/smoke/`;
 }
 

@@ -1,3 +1,4 @@
+import { DATASET_TOML } from './dataset';
 import type { DatasetConfig, Table } from './dataset-config';
 import type { PreflightProblem } from './preflight';
 
@@ -29,8 +30,8 @@ export function cacheProblems(config: DatasetConfig, cache: CacheSettings): Pref
     const used = keys.filter((key) => tables.some((table) => pythonTruthy(table[key]))).sort();
     if (used.length === 0) continue;
     const name = HYPERPARAMETER[setting];
-    const message = `${name} cannot be combined with ${used.join(', ')} in dataset.toml (${why}); remove one or the other (the hyperparameter ${name}=false)`;
-    return [{ kind: 'cache-combination', files: ['dataset.toml'], message }];
+    const message = `${name} cannot be combined with ${used.join(', ')} in ${DATASET_TOML} (${why}); remove one or the other (the hyperparameter ${name}=false)`;
+    return [{ kind: 'cache-combination', files: [DATASET_TOML], message }];
   }
   return [];
 }

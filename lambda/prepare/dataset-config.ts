@@ -1,5 +1,6 @@
 import { parse, TomlError } from 'smol-toml';
-import { documentProblems } from './dataset-schema';
+import { DATASET_TOML } from './dataset';
+import { documentProblems, isTable } from './dataset-schema';
 import { confine, type FolderIndex, IMAGE_EXTENSIONS, parentOf, suffix } from './folder-index';
 import { hasText, LINE_BREAK } from './python-text';
 import type { PreflightProblem, PreflightProblemKind } from './preflight';
@@ -10,7 +11,6 @@ import type { PreflightProblem, PreflightProblemKind } from './preflight';
  * folder layout; every refusal it makes from the text and the listing alone.
  */
 
-export const TOML_NAME = 'dataset.toml';
 export const JSONL_NAME = 'metadata.jsonl';
 export const CAPTION_EXTENSION = '.txt';
 /** kohya's `<repeats>_<class tokens>` folder names. */
@@ -63,16 +63,13 @@ class Refusal extends Error {
   }
 }
 
-const isTable = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
-
 /** The configuration, or the first refusal the container would make building it (it stops at the first). */
 export async function datasetConfig(index: FolderIndex, read: ReadText, options: ConfigOptions): Promise<ConfigOutcome> {
   try {
-    const text = index.isFile(TOML_NAME) ? await read(TOML_NAME) : '';
-    if (text === undefined) return { vanished: TOML_NAME };
+    const text = index.isFile(DATASET_TOML) ? await read(DATASET_TOML) : '';
+    if (text === undefined) return { vanished: DATASET_TOML };
     const document = text === '' ? {} : parseToml(text);
-    const config = Object.keys(document).length > 0 ? await confined(document, index, read) : await generated(index, read, options, index.isFile(TOML_NAME));
+    const config = Object.keys(document).length > 0 ? await confined(document, index, read) : await generated(index, read, options, index.isFile(DATASET_TOML));
     return 'vanished' in config ? config : { config: fitBuckets(config, options) };
   } catch (error) {
     if (!(error instanceof Refusal)) throw error;
@@ -86,15 +83,15 @@ function parseToml(text: string): Record<string, unknown> {
   } catch (error) {
     if (!(error instanceof TomlError)) throw error;
     const reason = error.message.split('\n')[0].replace(/^Invalid TOML document: /, '');
-    throw new Refusal('toml-invalid', `${TOML_NAME}: it is not valid TOML: ${reason} at line ${error.line}, column ${error.column}; an empty ${TOML_NAME} uses the default configuration`, [TOML_NAME]);
+    throw new Refusal('toml-invalid', `${DATASET_TOML}: it is not valid TOML: ${reason} at line ${error.line}, column ${error.column}; an empty ${DATASET_TOML} uses the default configuration`, [DATASET_TOML]);
   }
 }
 
 /** _confine_user_config: keys and values, the structure, then each subset's paths in order. */
 async function confined(document: Record<string, unknown>, index: FolderIndex, read: ReadText): Promise<DatasetConfig | { vanished: string }> {
   const keyProblems = documentProblems(document);
-  if (keyProblems.length > 0) throw new Refusal('toml-settings', `${TOML_NAME}: ${keyProblems.join('; ')}`, [TOML_NAME]);
-  const structure = (message: string) => new Refusal('toml-structure', `${TOML_NAME}: ${message}`, [TOML_NAME]);
+  if (keyProblems.length > 0) throw new Refusal('toml-settings', `${DATASET_TOML}: ${keyProblems.join('; ')}`, [DATASET_TOML]);
+  const structure = (message: string) => new Refusal('toml-structure', `${DATASET_TOML}: ${message}`, [DATASET_TOML]);
   const datasets = document.datasets;
   if (!Array.isArray(datasets) || datasets.length === 0) {
     throw structure('it has no [[datasets]] table; add one with a [[datasets.subsets]] image_dir, or leave the file empty');
@@ -111,30 +108,30 @@ async function confined(document: Record<string, unknown>, index: FolderIndex, r
     }
     result.push({ table: dataset as Table, subsets: confinedSubsets });
   }
-  return { general: isTable(document.general) ? document.general : {}, datasets: result, source: TOML_NAME };
+  return { general: isTable(document.general) ? document.general : {}, datasets: result, source: DATASET_TOML };
 }
 
 async function confinedSubset(subset: unknown, where: string, index: FolderIndex, read: ReadText): Promise<ConfigSubset | { vanished: string }> {
   if (!isTable(subset) || (!('image_dir' in subset) && !('metadata_file' in subset))) {
-    throw new Refusal('toml-structure', `${TOML_NAME}: ${where} needs an image_dir (a folder of images and .txt captions)`, [TOML_NAME]);
+    throw new Refusal('toml-structure', `${DATASET_TOML}: ${where} needs an image_dir (a folder of images and .txt captions)`, [DATASET_TOML]);
   }
   const paths: Record<string, string> = {};
   for (const key of ['image_dir', 'metadata_file'] as const) {
     if (!(key in subset)) continue;
     const value = subset[key];
-    if (typeof value !== 'string') throw new Refusal('toml-structure', `${TOML_NAME}: ${where}.${key} must be a string path`, [TOML_NAME]);
+    if (typeof value !== 'string') throw new Refusal('toml-structure', `${DATASET_TOML}: ${where}.${key} must be a string path`, [DATASET_TOML]);
     paths[key] = insideFolder(value, '', `${where}.${key}`);
   }
   const metadata = paths.metadata_file;
   if (metadata !== undefined) {
     if (suffix(metadata) !== '.jsonl') {
-      throw new Refusal('metadata', `${TOML_NAME}: ${where}.metadata_file must be a Hugging Face imagefolder ${JSONL_NAME}; for kohya's own metadata JSON use an image_dir with .txt captions instead`, [TOML_NAME]);
+      throw new Refusal('metadata', `${DATASET_TOML}: ${where}.metadata_file must be a Hugging Face imagefolder ${JSONL_NAME}; for kohya's own metadata JSON use an image_dir with .txt captions instead`, [DATASET_TOML]);
     }
-    if (!index.isFile(metadata)) throw new Refusal('metadata', `${TOML_NAME}: ${where}.metadata_file '${metadata}' does not exist`, [metadata]);
+    if (!index.isFile(metadata)) throw new Refusal('metadata', `${DATASET_TOML}: ${where}.metadata_file '${metadata}' does not exist`, [metadata]);
   }
   const folder = paths.image_dir ?? parentOf(metadata);
   if (!index.isFolder(folder)) {
-    throw new Refusal('missing-folder', `${TOML_NAME}: ${where}.image_dir '${folder}' is not a folder in the dataset`, [folder]);
+    throw new Refusal('missing-folder', `${DATASET_TOML}: ${where}.image_dir '${folder}' is not a folder in the dataset`, [folder]);
   }
   const classTokens = typeof subset.class_tokens === 'string' ? subset.class_tokens : undefined;
   if (metadata === undefined) return { table: subset, folder, identity: folder, classTokens };
@@ -150,7 +147,7 @@ function insideFolder(value: string, base: string, what: string): string {
     mapped.problem === 'absolute'
       ? `${what} '${value}' is outside the dataset folder; write it relative to the folder (e.g. 'images') or under /opt/ml/input/data/dataset/`
       : `${what} '${value}' leads outside the dataset folder; only paths inside it can be trained on`;
-  throw new Refusal('path-outside', `${TOML_NAME}: ${message}`, [TOML_NAME]);
+  throw new Refusal('path-outside', `${DATASET_TOML}: ${message}`, [DATASET_TOML]);
 }
 
 /**
@@ -220,7 +217,7 @@ async function generated(index: FolderIndex, read: ReadText, options: ConfigOpti
     );
   }
   const dataset = { resolution: BigInt(options.resolution), batch_size: BigInt(options.batchSize), enable_bucket: true, bucket_no_upscale: true };
-  const source = tomlPresent ? `an empty ${TOML_NAME}` : `the folder layout (no ${TOML_NAME})`;
+  const source = tomlPresent ? `an empty ${DATASET_TOML}` : `the folder layout (no ${DATASET_TOML})`;
   return { general: { caption_extension: CAPTION_EXTENSION }, datasets: [{ table: dataset, subsets }], source };
 }
 

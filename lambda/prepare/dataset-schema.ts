@@ -14,7 +14,9 @@ interface Rule {
 const isInt = (value: unknown): value is bigint => typeof value === 'bigint';
 const isFloat = (value: unknown): value is number => typeof value === 'number';
 const isNumber = (value: unknown) => isInt(value) || isFloat(value);
-const isTable = (value: unknown) => value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
+/** A TOML table: smol-toml gives dates as Date objects, which are not tables. */
+export const isTable = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
 
 function whole(minimum: number, why = ''): Rule {
   return { accepts: (v) => isInt(v) && v >= BigInt(minimum), allowed: `a whole number of ${minimum} or more${why}` };
@@ -89,14 +91,13 @@ function allowedKeys(level: TableLevel): Set<string> {
 /** One line per key kohya does not know and per value of the wrong type or range, each with its place (check_keys). */
 export function tableProblems(table: unknown, level: TableLevel, where: string): string[] {
   if (!isTable(table)) return [`${where} must be a table`];
-  const record = table as Record<string, unknown>;
   const allowed = allowedKeys(level);
   const problems: string[] = [];
-  for (const key of Object.keys(record).filter((k) => !allowed.has(k)).sort()) {
+  for (const key of Object.keys(table).filter((k) => !allowed.has(k)).sort()) {
     const elsewhere = (['general', 'datasets', 'subsets'] as const).filter((other) => allowedKeys(other).has(key));
     problems.push(`${where}.${key} is not a kohya dataset setting${elsewhere.length > 0 ? ` (it belongs in ${elsewhere.join(' or ')})` : ''}`);
   }
-  for (const [key, value] of Object.entries(record)) {
+  for (const [key, value] of Object.entries(table)) {
     const rule = Object.hasOwn(RULES[level], key) ? RULES[level][key] : undefined;
     if (rule && !rule.accepts(value)) {
       problems.push(`${where}.${key} = ${shown(value)} must be ${rule.allowed}${typeof value === 'string' ? ', without quotes' : ''}`);
@@ -115,10 +116,10 @@ export function documentProblems(document: Record<string, unknown>): string[] {
   const datasets = Array.isArray(document.datasets) ? (document.datasets as unknown[]) : [];
   datasets.forEach((dataset, d) => {
     problems.push(...tableProblems(dataset, 'datasets', `datasets[${d}]`));
-    const subsets = isTable(dataset) ? (dataset as Record<string, unknown>).subsets : undefined;
+    const subsets = isTable(dataset) ? dataset.subsets : undefined;
     if (Array.isArray(subsets)) subsets.forEach((subset, s) => problems.push(...tableProblems(subset, 'subsets', `datasets[${d}].subsets[${s}]`)));
   });
-  const tables = [document.general ?? {}, ...datasets].filter(isTable) as Record<string, unknown>[];
+  const tables = [document.general ?? {}, ...datasets].filter(isTable);
   if (tables.some((t) => 'validation_split' in t || 'validation_seed' in t)) {
     problems.push('validation_split and validation_seed are not supported: the training length and spot resume are planned on the whole dataset; remove them');
   }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ExecutionInput, PrepareSettings } from '../shared/contract';
 import type { HyperparameterValue } from '../shared/hyperparameters';
 import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3BaseModel, MAX_TRAINING_SECONDS, type ModelType } from '../shared/models';
+import { SAGEMAKER_NAME } from '../shared/names';
 import { closest } from '../shared/suggest';
 import { show } from './errors';
 
@@ -23,9 +24,6 @@ const gpuInstanceType: Field = {
   allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g5.2xlarge)',
 };
 
-/** SageMaker's endpoint name rule (CreateEndpoint EndpointName). */
-const ENDPOINT_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
-
 const TRAINING_FIELDS = {
   instanceType: gpuInstanceType,
   spot: { schema: z.boolean(), allowed: 'true or false' },
@@ -35,7 +33,7 @@ const TRAINING_FIELDS = {
 } satisfies Record<string, Field>;
 
 const ENDPOINT_FIELDS = {
-  name: { schema: z.string().regex(ENDPOINT_NAME), allowed: 'a SageMaker endpoint name: 1 to 63 letters, digits and hyphens, starting and ending with a letter or digit' },
+  name: { schema: z.string().regex(SAGEMAKER_NAME), allowed: 'a SageMaker endpoint name: 1 to 63 letters, digits and hyphens, starting and ending with a letter or digit' },
   instanceType: gpuInstanceType,
   instanceCount: integer(1, 20),
 } satisfies Record<string, Field>;
@@ -206,7 +204,7 @@ function deploymentProblems(options: Record<string, unknown>, settings: PrepareS
     );
   }
   const endpointName = endpoint !== null && typeof endpoint === 'object' ? (endpoint as Record<string, unknown>).name : undefined;
-  if (typeof endpointName === 'string' && ENDPOINT_NAME.test(endpointName) && !endpointName.startsWith(`${settings.namePrefix}-`)) {
+  if (typeof endpointName === 'string' && SAGEMAKER_NAME.test(endpointName) && !endpointName.startsWith(`${settings.namePrefix}-`)) {
     const example = `${settings.namePrefix}-${endpointName}`.slice(0, 63).replace(/-+$/, '');
     problems.push(
       `"endpoint.name" = ${show(endpointName)} must start with "${settings.namePrefix}-": the workflow may create and update only ` +

@@ -1,5 +1,6 @@
 import { type BucketSettings, bucketProblems, bucketSettings, setting, tooSmallForBucket } from './bucket-settings';
-import { CAPTION_EXTENSION, type ConfigOptions, type DatasetConfig, datasetConfig, JSONL_NAME, TOML_NAME } from './dataset-config';
+import { DATASET_TOML, TRAIN_JSON } from './dataset';
+import { CAPTION_EXTENSION, type ConfigOptions, type DatasetConfig, datasetConfig, JSONL_NAME } from './dataset-config';
 import { baseName, FolderIndex, IMAGE_EXTENSIONS, isImageName, suffix } from './folder-index';
 import { JPEG_HEADER_BYTES, readAll, type ReadPaths, type Reads } from './header-reads';
 import { cacheProblems, type CacheSettings } from './cache-combinations';
@@ -18,11 +19,6 @@ export interface DatasetFolder {
   list(): Promise<ReadonlyArray<{ readonly path: string; readonly size: number }>>;
   /** The first `bytes` bytes of a file (fewer if it is shorter); undefined if it no longer exists. */
   head(path: string, bytes: number): Promise<Uint8Array | undefined>;
-  /**
-   * A small text file as UTF-8, at most maxBytes + 1 bytes of it; undefined if it no longer exists. The pre-flight
-   * itself reads dataset.toml and metadata.jsonl through head(), to decode them as strictly as the container does.
-   */
-  text(path: string, maxBytes: number): Promise<string | undefined>;
 }
 
 export interface PreflightOptions {
@@ -104,7 +100,7 @@ export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 export const MAX_LISTED = 20;
 
 /** Files of the dataset contract that are not training data, wherever they are (dataset_check.py CONTROL_FILES). */
-const CONTROL_FILES = new Set([TOML_NAME, 'train.json', JSONL_NAME]);
+const CONTROL_FILES = new Set([DATASET_TOML, TRAIN_JSON, JSONL_NAME]);
 
 /** What kohya reads the folder as, and every problem the container would refuse it for. */
 export async function preflight(folder: DatasetFolder, options: PreflightOptions): Promise<PreflightReport> {
@@ -115,7 +111,7 @@ export async function preflight(folder: DatasetFolder, options: PreflightOptions
   const readText = async (path: string) => {
     const size = index.size(path) ?? 0;
     if (size > MAX_CONFIG_BYTES) throw new UnreadableConfig(path, `${path} is ${size} bytes, more than the ${MAX_CONFIG_BYTES} the pre-flight reads; split the dataset or use .txt captions`);
-    // Read as bytes, not through text(): the container decodes these strictly and keeps a byte-order mark.
+    // Read as bytes: the container decodes these strictly and keeps a byte-order mark (configText).
     const bytes = size === 0 ? new Uint8Array() : await folder.head(path, MAX_CONFIG_BYTES);
     if (bytes === undefined) vanished.push(path);
     return bytes === undefined ? undefined : configText(path, bytes);
@@ -146,7 +142,7 @@ class UnreadableConfig extends Error {
     message: string,
   ) {
     super(message);
-    this.kind = baseName(path) === TOML_NAME ? 'toml-invalid' : 'metadata';
+    this.kind = baseName(path) === DATASET_TOML ? 'toml-invalid' : 'metadata';
   }
 }
 
@@ -163,7 +159,7 @@ function configText(path: string, bytes: Uint8Array): string {
     throw new UnreadableConfig(path, `${path} is not UTF-8 text, which the training job cannot read; ${save}`);
   }
   // smol-toml skips a byte-order mark that the container's toml reader fails on.
-  if (baseName(path) === TOML_NAME && text.startsWith('\uFEFF')) {
+  if (baseName(path) === DATASET_TOML && text.startsWith('\uFEFF')) {
     throw new UnreadableConfig(path, `${path} starts with a UTF-8 byte-order mark, which the training job's TOML reader refuses; ${save}`);
   }
   return text;
@@ -223,16 +219,16 @@ function scanPlan(config: DatasetConfig, index: FolderIndex, values: ConfigOptio
     for (const [s, subset] of dataset.subsets.entries()) {
       const earlier = first.get(subset.identity);
       if (earlier !== undefined) {
-        const message = `${TOML_NAME}: datasets[${d}].subsets[${s}] has the same image_dir as subsets[${earlier}], and kohya would ignore it; merge them, or put the second in a [[datasets]] of its own`;
-        problems.push({ kind: 'repeated-image-dir', files: [TOML_NAME], message });
+        const message = `${DATASET_TOML}: datasets[${d}].subsets[${s}] has the same image_dir as subsets[${earlier}], and kohya would ignore it; merge them, or put the second in a [[datasets]] of its own`;
+        problems.push({ kind: 'repeated-image-dir', files: [DATASET_TOML], message });
       } else first.set(subset.identity, s);
     }
-    for (const message of bucketProblems(settings, `${TOML_NAME}: datasets[${d}]`, modelType)) problems.push({ kind: 'bucket-settings', files: [TOML_NAME], message });
+    for (const message of bucketProblems(settings, `${DATASET_TOML}: datasets[${d}]`, modelType)) problems.push({ kind: 'bucket-settings', files: [DATASET_TOML], message });
     for (const subset of dataset.subsets) {
       const tables = [subset.table, dataset.table, config.general];
       const extension = setting('caption_extension', tables, CAPTION_EXTENSION);
       if (typeof extension !== 'string' || !extension.startsWith('.')) {
-        problems.push({ kind: 'toml-settings', files: [TOML_NAME], message: `${TOML_NAME}: caption_extension must start with a dot, like '.txt', not ${JSON.stringify(extension)}` });
+        problems.push({ kind: 'toml-settings', files: [DATASET_TOML], message: `${DATASET_TOML}: caption_extension must start with a dot, like '.txt', not ${JSON.stringify(extension)}` });
         continue;
       }
       const wildcard = Boolean(setting('enable_wildcard', tables, false));
@@ -341,7 +337,7 @@ function report(plan: ScanPlan, reads: Reads, values: { readonly allowMissingCap
   const add = (kind: PreflightProblemKind, files: readonly string[], message: string) => findings.push({ kind, files, message });
   if (undecodable.size > 0) add('undecodable', [...undecodable.keys()], `${undecodable.size} image(s) cannot be decoded: ${listing([...undecodable.values()])}. Re-export or remove them`);
   if (plan.images.length === 0) {
-    add('no-images', [], `the dataset has no images (${IMAGE_EXTENSIONS.slice(0, 5).join(', ')}) in the folders its ${TOML_NAME} names; upload at least one`);
+    add('no-images', [], `the dataset has no images (${IMAGE_EXTENSIONS.slice(0, 5).join(', ')}) in the folders its ${DATASET_TOML} names; upload at least one`);
   }
   if (tooSmall.size > 0) {
     add('too-small', [...tooSmall.keys()], `${tooSmall.size} image(s) are smaller than one bucket step, so kohya's bucket for them would be 0 px wide or high: ${listing([...tooSmall.values()])}. Use images of at least ${[...steps].sort((a, b) => a - b).join(' or ')} px per side, or set enable_bucket = false`);

@@ -60,6 +60,5 @@ export function s3DatasetFolder(store: DatasetStore, bucket: string, prefix: str
   return {
     list: async () => [...files].map(([path, object]) => ({ path, size: object.size })),
     head: async (path, bytes) => (sizeOf(path) === 0 ? new Uint8Array() : store.head(bucket, prefix + path, bytes)),
-    text: async (path, maxBytes) => (sizeOf(path) === 0 ? '' : store.read(bucket, prefix + path, maxBytes)),
   };
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { PrepareSettings } from '../shared/contract';
 import { GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS } from '../shared/models';
+import { SAGEMAKER_NAME } from '../shared/names';
 
 /**
  * The function's deploy-time settings (`SETTINGS`, JSON), checked once at cold start: the stack
@@ -11,7 +12,7 @@ import { GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS } fro
 const positiveInteger = (max: number) => z.number().int().min(1).max(max);
 const gpuInstanceType = z.string().regex(GPU_INSTANCE_TYPE);
 // SageMaker's endpoint and inference component name rule.
-const endpointName = z.string().regex(/^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/);
+const endpointName = z.string().regex(SAGEMAKER_NAME);
 
 const settingsSchema = z.strictObject({
   datasetsBucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/),

@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
-import { pipeline, Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Readable } from 'node:stream';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ModelType } from '../shared/models';
 import { headerLength, parseHeader } from '../shared/safetensors';
 import { ByteReader } from '../shared/byte-reader';
 import { loraFileInvalid, registryConflict } from './errors';
 import { inspectLora, type LoraFacts } from './lora-header';
-import { type TarEntry, tarEntries } from '../shared/tar';
+import { readTarGz, type TarEntries as Entries } from '../shared/s3-tar-gz';
+import type { TarEntry } from '../shared/tar';
 import type { S3Object } from './training-output';
 
 /**
@@ -27,7 +27,6 @@ export interface CopiedLora {
 }
 
 const SUFFIX = '.safetensors';
-type Entries = AsyncGenerator<{ entry: TarEntry; data: AsyncIterable<Buffer> }>;
 
 /** True for the LoRA's entry; refuses an entry whose path leaves the archive, or a LoRA that is not a regular file. */
 function isLoraEntry(entry: TarEntry, where: string): boolean {
@@ -64,13 +63,6 @@ async function checkRest(entries: Entries, first: TarEntry, where: string): Prom
   }
 }
 
-/** Errors that mean the archive itself is unreadable (not S3 or the network): LoraFileInvalid, naming it. */
-function asArchiveError(error: unknown, where: string): unknown {
-  const { name, code, message } = error as { name?: string; code?: string; message?: string };
-  if (name === 'TarError' || (typeof code === 'string' && code.startsWith('Z_'))) return loraFileInvalid(`${where} is not a readable model.tar.gz: ${message}.`);
-  return error;
-}
-
 /**
  * Streams the archive, checks the LoRA's safetensors header is of `modelType` before anything is
  * written, asks `destination` where to put it (the caller allocates the version there), and
@@ -79,12 +71,9 @@ function asArchiveError(error: unknown, where: string): unknown {
  */
 export async function copyLora(s3: S3Client, archive: S3Object, modelType: ModelType, destination: (facts: LoraFacts) => Promise<S3Object>): Promise<CopiedLora> {
   const where = `s3://${archive.bucket}/${archive.key}`;
-  const response = await s3.send(new GetObjectCommand({ Bucket: archive.bucket, Key: archive.key }));
-  if (response.Body === undefined) throw new Error(`S3 returned no body for ${where}`);
-  const body = response.Body as Readable;
-  // pipeline() passes an S3 read error on to the gunzip stream, which the tar reader iterates.
-  const entries: Entries = tarEntries(pipeline(body, createGunzip(), () => undefined));
-  try {
+  // An unreadable archive (not S3 or the network) is LoraFileInvalid, naming it.
+  const invalid = (reason: string | undefined) => loraFileInvalid(`${where} is not a readable model.tar.gz: ${reason}.`);
+  return readTarGz(s3, archive.bucket, archive.key, async (entries) => {
     const { entry, data } = await findLora(entries, where);
     const file = new ByteReader(data);
     const { head, facts } = await readHead(file, entry, `${where} (${entry.path})`, modelType);
@@ -103,11 +92,7 @@ export async function copyLora(s3: S3Client, archive: S3Object, modelType: Model
     }
     await upload(s3, target, Readable.from(copied()));
     return { s3Uri: `s3://${target.bucket}/${target.key}`, sha256: hash.digest('hex'), sizeBytes, facts };
-  } catch (error) {
-    throw asArchiveError(error, where);
-  } finally {
-    body.destroy();
-  }
+  }, invalid);
 }
 
 async function* concat(first: Buffer, rest: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {

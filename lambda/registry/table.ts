@@ -144,6 +144,13 @@ export class RegistryTable {
     } while (start);
   }
 
+  /** Every version of a name, newest first (all pages); what `lora-pipeline loras <name>` lists. */
+  async allVersions(name: string): Promise<VersionItem[]> {
+    const items: VersionItem[] = [];
+    for await (const item of this.versions(name, {})) items.push(item);
+    return items;
+  }
+
   /** The version an execution registered, if any: a retried registration returns it instead of adding another. */
   async versionOfExecution(name: string, execution: string): Promise<VersionItem | undefined> {
     for await (const item of this.versions(name, { execution })) return item;

@@ -3,7 +3,7 @@ import { type ArtifactLink, LINK_SECONDS, presign, runArtifacts } from '../share
 import { type ReportEvent, type ReportResult } from '../shared/contract';
 import { log } from '../shared/log';
 import { isRecord } from '../shared/run-info';
-import { report } from './report';
+import { report, smokeOf } from './report';
 import { emitRunMetrics } from './run-metrics';
 
 // Presigning signs locally with the role's credentials: no S3 call is made.
@@ -12,9 +12,8 @@ const s3 = new S3Client({});
 /** Links to a successful run's samples and smoke images; none rather than a failed report. */
 async function links(event: ReportEvent): Promise<ArtifactLink[]> {
   if (!isRecord(event) || event.outcome !== 'succeeded') return [];
-  const smoke = isRecord(event.smoke) ? event.smoke : isRecord(event.check) ? event.check.smoke : undefined;
   try {
-    return await presign(s3, runArtifacts(event.samples, smoke));
+    return await presign(s3, runArtifacts(event.samples, smokeOf(event)));
   } catch (error) {
     log('WARN', 'Links not signed', { error: error instanceof Error ? error.name : String(error) });
     return [];

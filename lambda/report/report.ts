@@ -1,5 +1,5 @@
 import type { PreparedRun, ReportEvent, ReportResult, RunSummary } from '../shared/contract';
-import type { ArtifactLink } from '../shared/artifact-links';
+import { type ArtifactLink, LINK_SECONDS } from '../shared/artifact-links';
 import { samplesSummary, smokeSummary } from '../shared/artifact-summaries';
 import { datasetCheck, datasetCheckLines } from '../shared/dataset-check';
 import { isRecord, preparedRun } from '../shared/run-info';
@@ -29,13 +29,13 @@ export function report(event: ReportEvent, options: ReportOptions): ReportResult
 }
 
 /** The smoke test's answer: a dedicated run's `smoke`, or the one in a shared run's `check`. */
-function smokeOf(event: Record<string, unknown>): unknown {
+export function smokeOf(event: { readonly smoke?: unknown; readonly check?: unknown }): unknown {
   return isRecord(event.smoke) ? event.smoke : isRecord(event.check) ? event.check.smoke : undefined;
 }
 
 /** The message, with the links section when it fits under SNS's limit; else without it, saying where to get them. */
 function withLinks(head: string[], tail: string[], options: ReportOptions): string {
-  const links = linkLines(options.links ?? [], options.linkSeconds ?? 3600);
+  const links = linkLines(options.links ?? [], options.linkSeconds ?? LINK_SECONDS);
   const full = [...head, ...(links.length > 0 ? ['', ...links] : []), ...tail].join('\n');
   if (links.length === 0 || Buffer.byteLength(full, 'utf8') <= MAX_MESSAGE_BYTES) return full;
   return [...head, '', 'Links to the samples and smoke images: ask the status function (they did not fit in this message).', ...tail].join('\n');

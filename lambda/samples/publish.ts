@@ -1,10 +1,10 @@
-import { type Readable, pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { z } from 'zod';
-import type { PublishedSamples, PublishSamplesEvent } from '../shared/contract';
+import { type PublishedSamples, type PublishSamplesEvent, SAMPLES_ARCHIVE_INVALID } from '../shared/contract';
+import { SAGEMAKER_NAME } from '../shared/names';
 import { isRecord, nonEmptyString, parseJson } from '../shared/run-info';
-import { type TarEntry, TarError, tarEntries } from '../shared/tar';
+import { readTarGz, type TarEntries } from '../shared/s3-tar-gz';
+import { type TarEntry, TarError } from '../shared/tar';
 import { contentType, sampleName } from './sample-name';
 
 /**
@@ -37,7 +37,7 @@ export interface SampleStorage {
   readonly keyArn: string;
 }
 
-const eventSchema = z.object({ trainingJobName: z.string().regex(/^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/) });
+const eventSchema = z.object({ trainingJobName: z.string().regex(SAGEMAKER_NAME) });
 
 export function parseEvent(event: unknown): PublishSamplesEvent {
   const result = eventSchema.safeParse(event);
@@ -47,7 +47,7 @@ export function parseEvent(event: unknown): PublishSamplesEvent {
 
 /** The archive is unreadable (not gzip, not tar, cut short): retrying will not help, and the message says which object. */
 export class SamplesArchiveInvalid extends Error {
-  override readonly name = 'SamplesArchiveInvalid';
+  override readonly name = SAMPLES_ARCHIVE_INVALID;
 }
 
 /** Whether the output archive exists: listed rather than read, since GetObject on a missing key without ListBucket is AccessDenied. */
@@ -83,7 +83,7 @@ async function readAll(data: AsyncIterable<Buffer>, entry: TarEntry): Promise<Bu
 }
 
 /** Every sample entry of the archive written under `target`, at most CONCURRENCY requests at a time. */
-async function writeSamples(s3: S3Client, storage: SampleStorage, entries: AsyncIterable<{ entry: TarEntry; data: AsyncIterable<Buffer> }>, target: string): Promise<Written> {
+async function writeSamples(s3: S3Client, storage: SampleStorage, entries: TarEntries, target: string): Promise<Written> {
   const written: Written = { names: [], omitted: 0 };
   const inFlight: Promise<unknown>[] = [];
   let bytes = 0;
@@ -117,26 +117,10 @@ function firstPrompt(samplesJson: Buffer | undefined): string | undefined {
   return first === undefined ? undefined : String(first.prompt);
 }
 
-/** Gunzip or tar faults name the archive; S3 and network errors keep their own names, for the state to retry. */
-function asArchiveError(error: unknown, where: string): unknown {
-  const { name, code, message } = error as { name?: string; code?: string; message?: string };
-  if (name === 'TarError' || (typeof code === 'string' && code.startsWith('Z_'))) return new SamplesArchiveInvalid(`${where} is not a readable tar.gz (${message}); its samples are not published.`);
-  return error;
-}
-
+/** Gunzip or tar faults name the archive (SamplesArchiveInvalid); S3 and network errors keep their own names, for the state to retry. */
 async function readArchive(s3: S3Client, storage: SampleStorage, key: string, target: string): Promise<Written> {
-  const where = `s3://${storage.bucket}/${key}`;
-  const response = await s3.send(new GetObjectCommand({ Bucket: storage.bucket, Key: key }));
-  if (response.Body === undefined) throw new Error(`S3 returned no body for ${where}`);
-  const body = response.Body as Readable;
-  try {
-    // pipeline() passes an S3 read error on to the gunzip stream, which the tar reader iterates.
-    return await writeSamples(s3, storage, tarEntries(pipeline(body, createGunzip(), () => undefined)), target);
-  } catch (error) {
-    throw asArchiveError(error, where);
-  } finally {
-    body.destroy();
-  }
+  const invalid = (reason: string | undefined) => new SamplesArchiveInvalid(`s3://${storage.bucket}/${key} is not a readable tar.gz (${reason}); its samples are not published.`);
+  return readTarGz(s3, storage.bucket, key, (entries) => writeSamples(s3, storage, entries, target), invalid);
 }
 
 export async function publishSamples(raw: unknown, s3: S3Client, storage: SampleStorage): Promise<PublishedSamples> {

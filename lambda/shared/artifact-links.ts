@@ -1,5 +1,6 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { PublishedSamples, SmokeResult } from './contract';
 import { isRecord, nonEmptyString } from './run-info';
 
 /**
@@ -50,7 +51,10 @@ function fromAnswer(answer: unknown, names: readonly ArtifactName[]): Artifact[]
  * (`smoke`: SmokeResult or null) name, in a fixed order. Anything else names nothing.
  */
 export function runArtifacts(samples: unknown, smoke: unknown): Artifact[] {
-  return [...fromAnswer(samples, ['samplesJson', 'contactSheet']), ...fromAnswer(smoke, ['withoutLora', 'withLora', 'sideBySide'])];
+  // Each name is the answer's own field (contract.ts): `satisfies` keeps the two lists in step.
+  const samplesKeys = ['samplesJson', 'contactSheet'] as const satisfies readonly (keyof PublishedSamples & ArtifactName)[];
+  const smokeKeys = ['withoutLora', 'withLora', 'sideBySide'] as const satisfies readonly (keyof SmokeResult & ArtifactName)[];
+  return [...fromAnswer(samples, samplesKeys), ...fromAnswer(smoke, smokeKeys)];
 }
 
 /** A GET link per artifact, valid `seconds` (or less: see above). */

@@ -436,6 +436,9 @@ export interface PublishedSamples {
   readonly prompt?: string;
 }
 
+/** The samples function's error for an output.tar.gz that is not a readable tar.gz: never retried. */
+export const SAMPLES_ARCHIVE_INVALID = 'SamplesArchiveInvalid';
+
 /** The registry function's timeout: a registration's claim on its execution lasts longer (lambda/registry/register.ts). */
 export const REGISTRY_TIMEOUT_SECONDS = 600;
 

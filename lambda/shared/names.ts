@@ -10,6 +10,8 @@ import { createHash } from 'node:crypto';
 export const MAX_EXECUTION_NAME = 80;
 /** SageMaker's limit on job, model, endpoint config and endpoint names. */
 export const MAX_SAGEMAKER_NAME = 63;
+/** SageMaker's pattern for those names (a job's also keys its S3 folders): what a function accepts from an event. */
+export const SAGEMAKER_NAME = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
 /** Characters of the run's start time in a run name: `yyyymmddhhmmss`. */
 const STAMP_LENGTH = 14;
 /** Hex characters of the hash that tells apart runs started in the same second. */

@@ -2,11 +2,8 @@ import { Duration } from 'aws-cdk-lib';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
-import { STATES } from '../../lambda/shared/contract';
+import { SAMPLES_ARCHIVE_INVALID, STATES } from '../../lambda/shared/contract';
 import { invokeFunction } from './tasks';
-
-/** lambda/samples/publish.ts's error for an output.tar.gz that is not a readable tar.gz. */
-export const SAMPLES_ARCHIVE_INVALID = 'SamplesArchiveInvalid';
 
 /** Transient S3 or Lambda errors: a few tries with backoff (about a minute in all), every copy being idempotent. */
 export const SAMPLES_RETRY = { interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 3, jitterStrategy: sfn.JitterType.FULL } as const;

@@ -1,7 +1,7 @@
 import type { Io } from '../../cli/command';
 import { main } from '../../cli/main';
 
-/** A captured terminal for the frame's tests (validate, upload, progress, main): every write kept in order. */
+/** A captured terminal for every CLI test (read-side-support.ts builds on it): every write kept in order. */
 export interface FakeIo extends Io {
   /** Every write to stdout, in order. */
   readonly outWrites: string[];
@@ -11,12 +11,16 @@ export interface FakeIo extends Io {
   readonly stderr: () => string;
   /** The fake clock (ms); tests move it. */
   readonly clock: { now: number };
+  /** The questions asked, in order. */
+  readonly questions: string[];
 }
 
-export function fakeIo(options: { isTty?: boolean; columns?: number; answers?: string[] } = {}): FakeIo {
+/** `answers` are given in turn ('' once they run out); `clock` is the caller's, to move from outside. */
+export function fakeIo(options: { isTty?: boolean; columns?: number; answers?: string[]; clock?: { now: number } } = {}): FakeIo {
   const outWrites: string[] = [];
   const errWrites: string[] = [];
-  const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
+  const questions: string[] = [];
+  const clock = options.clock ?? { now: Date.parse('2026-01-01T00:00:00Z') };
   const answers = [...(options.answers ?? [])];
   return {
     out: (text) => void outWrites.push(text),
@@ -24,12 +28,16 @@ export function fakeIo(options: { isTty?: boolean; columns?: number; answers?: s
     isTty: options.isTty ?? false,
     columns: options.columns ?? 100,
     now: () => clock.now,
-    ask: async () => answers.shift() ?? '',
+    ask: async (question) => {
+      questions.push(question);
+      return answers.shift() ?? '';
+    },
     outWrites,
     errWrites,
     stdout: () => outWrites.join(''),
     stderr: () => errWrites.join(''),
     clock,
+    questions,
   };
 }
 

@@ -1,6 +1,5 @@
 import type { RunStatus } from '../../lambda/status/status';
-import type { Io } from '../../cli/command';
-import { main } from '../../cli/main';
+import { cli, type FakeIo, fakeIo } from './fake-io';
 
 /**
  * What the read-side command tests (status, runs, loras, generate, cleanup) share: a captured
@@ -11,32 +10,11 @@ import { main } from '../../cli/main';
 export const STATE_MACHINE_ARN = 'arn:aws:states:eu-west-1:123456789012:stateMachine:LoraPipelineWorkflow';
 export const executionArn = (name: string) => `arn:aws:states:eu-west-1:123456789012:execution:LoraPipelineWorkflow:${name}`;
 
-export interface CapturedIo extends Io {
-  readonly stdout: () => string;
-  readonly stderr: () => string;
-  /** The questions asked, in order. */
-  readonly questions: string[];
-}
+export type CapturedIo = FakeIo;
 
-/** A terminal whose output is kept, whose clock is `clock.now`, and whose answers are `answers` in turn ('' once they run out). */
+/** fake-io.ts's terminal on the read-side tests' clock: output kept, `answers` given in turn. */
 export function capturedIo(clock: { now: number } = { now: Date.parse('2025-01-01T12:12:05Z') }, answers: string[] = []): CapturedIo {
-  const out: string[] = [];
-  const err: string[] = [];
-  const questions: string[] = [];
-  return {
-    out: (text) => void out.push(text),
-    err: (text) => void err.push(text),
-    isTty: false,
-    columns: 100,
-    now: () => clock.now,
-    ask: async (question) => {
-      questions.push(question);
-      return answers.shift() ?? '';
-    },
-    stdout: () => out.join(''),
-    stderr: () => err.join(''),
-    questions,
-  };
+  return fakeIo({ clock, answers });
 }
 
 /** Env vars giving the outputs (so no CloudFormation call is made), credentials, and a region. */
@@ -52,7 +30,7 @@ export function cliEnv(outputs: Record<string, string>, extra: NodeJS.ProcessEnv
 
 /** Runs `lora-pipeline <argv>` through the real frame; returns the exit code and the captured terminal. */
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: CapturedIo = capturedIo(), signal?: AbortSignal): Promise<{ code: number; io: CapturedIo }> {
-  const code = await main(argv, { io, env, clientOverrides: { maxAttempts: 1, credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }, ...(signal !== undefined ? { signal } : {}) });
+  const { code } = await cli(argv, env, { io, clientOverrides: { maxAttempts: 1, credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }, ...(signal !== undefined ? { signal } : {}) });
   return { code, io };
 }
 

@@ -4,6 +4,7 @@ import { validateHyperparameters } from '../../lambda/shared/hyperparameters';
 import { type DatasetFolder, preflight, type PreflightOptions, type PreflightReport } from '../../lambda/prepare/preflight';
 import { readImageHeader } from '../../lambda/prepare/image-header';
 import { confine } from '../../lambda/prepare/folder-index';
+import { type Case, CASES, FIXTURES, fixtureFiles, loadCase } from '../fixtures/datasets/cases';
 
 /**
  * The pre-flight on the fixtures of test/fixtures/datasets/: each case.json says what the training
@@ -11,37 +12,9 @@ import { confine } from '../../lambda/prepare/folder-index';
  * container to it), and the pre-flight must reach the same outcome.
  */
 
-const FIXTURES = path.join(__dirname, '..', 'fixtures', 'datasets');
-
-interface Case {
-  readonly description: string;
-  readonly modelType: 'sd15' | 'sdxl';
-  readonly hyperparameters: Record<string, unknown>;
-  readonly sameFilesAs?: string;
-  readonly expected:
-    | { readonly outcome: 'ok'; readonly images: number; readonly captions: number; readonly skipped: string[] }
-    | { readonly outcome: 'refused'; readonly kind: string; readonly files: string[]; readonly mentions: string[] };
-}
-
-const CASES = fs
-  .readdirSync(FIXTURES)
-  .filter((name) => fs.existsSync(path.join(FIXTURES, name, 'case.json')))
-  .sort();
-
-function loadCase(name: string): { spec: Case; root: string } {
-  const spec = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'case.json'), 'utf8')) as Case;
-  return { spec, root: path.join(FIXTURES, spec.sameFilesAs ?? name) };
-}
-
 /** Every file under `root` but case.json, as path → bytes. */
 function filesOf(root: string): Map<string, Uint8Array> {
-  const files = new Map<string, Uint8Array>();
-  for (const entry of fs.readdirSync(root, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const relative = path.relative(root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/');
-    if (relative !== 'case.json') files.set(relative, fs.readFileSync(path.join(root, relative)));
-  }
-  return files;
+  return new Map(fixtureFiles(root).map((file) => [file, fs.readFileSync(path.join(root, file))]));
 }
 
 /** A DatasetFolder over bytes in memory, recording what was read. */
@@ -51,10 +24,6 @@ function memoryFolder(files: Map<string, Uint8Array>, reads: Array<{ path: strin
     head: async (p, bytes) => {
       reads.push({ path: p, bytes });
       return files.get(p)?.subarray(0, bytes);
-    },
-    text: async (p, maxBytes) => {
-      const bytes = files.get(p);
-      return bytes === undefined ? undefined : Buffer.from(bytes.subarray(0, maxBytes + 1)).toString('utf8');
     },
   };
 }

@@ -4,6 +4,7 @@ import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipar
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
 import { createHandler } from '../../lambda/prepare/handler';
+import { CASES, FIXTURES, fixtureFiles, loadCase } from '../fixtures/datasets/cases';
 import { motoAvailable, startMoto } from '../support/moto';
 import { PREPARE_SETTINGS } from '../support/prepare';
 import type { MotoServer } from '../support/moto';
@@ -14,20 +15,9 @@ const EXECUTION = { name: 'pokemon-0123456789abcdef', startTime: new Date().toIS
 
 const describeWithMoto = motoAvailable() ? describe : describe.skip;
 
-const FIXTURES = path.join(__dirname, '..', 'fixtures', 'datasets');
 /** A real 64x64 PNG: Prepare reads the header of every image. */
 const PNG = fs.readFileSync(path.join(FIXTURES, 'clean', 'a.png'));
 const JPEG = fs.readFileSync(path.join(FIXTURES, 'clean', 'b.jpg'));
-const CASES = fs.readdirSync(FIXTURES).filter((name) => fs.existsSync(path.join(FIXTURES, name, 'case.json'))).sort();
-
-/** The files of a fixture folder but its case.json, relative to it. */
-function fixtureFiles(root: string): string[] {
-  return fs
-    .readdirSync(root, { recursive: true, withFileTypes: true })
-    .filter((entry) => entry.isFile())
-    .map((entry) => path.relative(root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/'))
-    .filter((file) => file !== 'case.json');
-}
 
 describeWithMoto('Prepare against moto, through the real S3 client', () => {
   let moto: MotoServer;
@@ -128,8 +118,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
   });
 
   test.each(CASES)('the fixture %s: Prepare reaches the outcome the training container reaches, reading by ranges', async (name) => {
-    const spec = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'case.json'), 'utf8'));
-    const root = path.join(FIXTURES, spec.sameFilesAs ?? name);
+    const { spec, root } = loadCase(name);
     const folder = name.replace(/[^a-z0-9-]/g, '-');
     for (const file of fixtureFiles(root)) await put(`datasets/${folder}/${file}`, fs.readFileSync(path.join(root, file)));
     if (Object.keys(spec.hyperparameters).length > 0) await put(`datasets/${folder}/train.json`, JSON.stringify({ hyperparameters: spec.hyperparameters }));

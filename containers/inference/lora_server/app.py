@@ -17,7 +17,7 @@ from . import imaging
 from .logs import JsonLog
 from .lora_cache import CacheError, TooLarge
 from .metrics import Metrics
-from .registry import LoraError
+from .registry import LoraError, label
 from .service import Busy, GenerationTimeout, Loader, ModelService, NotReady, SharedLoras
 from .settings import Settings, SettingsError
 from .validation import RequestError, check_output_pixels, parse_json, split_loras, validate
@@ -117,7 +117,7 @@ def _invoke(service: ModelService, settings: Settings, received: float, context:
     check_output_pixels(params, settings.model_type)
 
     if settings.shared:
-        context["loras_requested"] = [f"{r.name}@{r.version}" if r.version else r.name for r in refs]
+        context["loras_requested"] = [label(r.name, r.version) for r in refs]
     generation = service.generate(params, received, refs, "loras" if raw.get("loras") is not None else "lora")
     used = [lora.key for lora in generation.loras]
     if settings.shared:

@@ -19,8 +19,10 @@ from .settings import Settings
 from .shared_types import LoraRef, LoraVersion
 
 # The names the server accepts (the workflow's LoRA names): never used to build a path.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-MAX_VERSION = 2**53 - 1  # DynamoDB numbers are exact well beyond this; JSON clients are not
+# validation.py parses a request's `lora`/`loras` with the same NAME and NAME_RULE.
+NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
+NAME_PATTERN = re.compile(rf"^{NAME}$")
+NAME_RULE = "1 to 63 letters, digits, '_' or '-', starting with a letter or digit"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 STATUSES = ("pending", "ready", "failed", "retired")
 # DynamoDB errors that say "try again": the caller gets a 503.
@@ -71,9 +73,7 @@ class LoraUnavailable(LoraError):
 def check_name(name: object, field: str = "lora") -> str:
     """The name if it matches NAME_PATTERN; else LoraRefused (400)."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise LoraRefused(
-            f"a LoRA name must be 1 to 63 letters, digits, '_' or '-', starting with a letter or digit, got {name!r}", field
-        )
+        raise LoraRefused(f"a LoRA name must be {NAME_RULE}, got {name!r}", field)
     return name
 
 

@@ -90,7 +90,7 @@ class Settings:
     device: str = "cuda"
     dtype: str = "float16"
     max_in_flight: int = MAX_INVOCATIONS_IN_FLIGHT
-    # Shared mode only (None or defaults in dedicated mode); see SharedSettings.
+    # Shared mode only (None or defaults in dedicated mode); see _shared_settings.
     serving_mode: str = "dedicated"
     served_base_model: str | None = None
     lora_registry_table: str | None = None

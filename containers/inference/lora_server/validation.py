@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .lora_file import ModelType
+from .registry import NAME, NAME_PATTERN, NAME_RULE, label
 from .shared_types import LoraRef
 
 MAX_PROMPT_CHARS = 2000
@@ -176,7 +177,7 @@ def check_output_pixels(params: GenerationParams, model_type: ModelType) -> None
 LORA_FIELDS = ("lora", "loras")
 MAX_LORAS = 3
 MAX_LORA_VERSION = 2**53 - 1  # the largest integer every JSON client reads exactly
-_LORA_REF = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]{0,62})(?:@([1-9][0-9]{0,14}))?$")
+_LORA_REF = re.compile(rf"^({NAME})(?:@([1-9][0-9]{{0,14}}))?$")
 _LORAS_KEYS = ("name", "version", "scale")
 
 
@@ -208,7 +209,7 @@ def _lora_string(value: Any, scale: float) -> LoraRef:
     match = _LORA_REF.match(value) if isinstance(value, str) else None
     if match is None:
         raise RequestError(
-            "lora must be a LoRA name (1 to 63 letters, digits, '_' or '-', starting with a letter or digit), "
+            f"lora must be a LoRA name ({NAME_RULE}), "
             f"optionally with @version (a positive integer), such as 'my-style' or 'my-style@3'; got {json.dumps(value)}",
             "lora",
         )
@@ -230,9 +231,9 @@ def _lora_list(value: Any, default_scale: float) -> list[LoraRef]:
             raise RequestError(f"{where} must be an object with name and optional version and scale, got {json.dumps(entry)[:200]}", "loras")
         entry = {k: v for k, v in entry.items() if v is not None}
         name = entry.get("name")
-        if not isinstance(name, str) or not _LORA_REF.match(name) or "@" in name:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise RequestError(
-                f"{where}.name must be a LoRA name (1 to 63 letters, digits, '_' or '-', starting with a letter or digit), "
+                f"{where}.name must be a LoRA name ({NAME_RULE}), "
                 f"got {json.dumps(name)}; give the version as {where}.version",
                 "loras",
             )
@@ -245,5 +246,5 @@ def _lora_list(value: Any, default_scale: float) -> list[LoraRef]:
     seen = [(ref.name, ref.version) for ref in refs]
     duplicate = next((ref for i, ref in enumerate(seen) if ref in seen[:i]), None)
     if duplicate is not None:
-        raise RequestError(f"loras names {duplicate[0]}{'' if duplicate[1] is None else f'@{duplicate[1]}'} twice", "loras")
+        raise RequestError(f"loras names {label(*duplicate)} twice", "loras")
     return refs

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import threading
@@ -218,6 +219,21 @@ def skip_or_fail(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() in ("1", "true"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+REPO = Path(__file__).resolve().parents[3]
+TSX = REPO / "node_modules" / ".bin" / "tsx"
+
+
+def run_tsx(script: str, scratch: Path, *args: str) -> dict[str, Any]:
+    """Runs a TypeScript `script` (written to `scratch`) with the repository's tsx, and returns the JSON it prints."""
+    if not TSX.is_file() or shutil.which("node") is None:
+        skip_or_fail(f"{TSX} or node is missing: run npm ci at the repository's root")
+    path = scratch / "script.ts"
+    path.write_text(script)
+    run = subprocess.run([str(TSX), str(path), *args], capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
 
 
 def required_env(name: str, what: str) -> str:

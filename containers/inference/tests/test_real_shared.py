@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import torch
 
-from lora_server import validation
 from lora_server.diffusers_pipeline import DiffusersPipeline, load_base_pipeline, load_kohya_lora, load_pipeline
 from lora_server.logs import JsonLog
 from lora_server.lora_file import LoraFileError
@@ -28,7 +27,7 @@ from lora_server.shared_types import LocalLora, LoraVersion
 
 from .conftest import KOHYA_FIXTURE, kohya_trainer_identity, required_env, settings_for
 from .test_diffusers_pipeline import params
-from .test_real_diffusers import REQUEST_DEFAULTS, SIDE, Clock, mount
+from .test_real_diffusers import REQUEST_DEFAULTS, SIDE, Clock, mount, tiny_sides  # noqa: F401 - autouse fixture: the tiny models' 64 px
 
 MODEL_TYPES = ["sd15", "sdxl"]
 # Beside conftest's LoRA (seed 0): more kohya-ss LoRAs, other seeds; SD 1.5's third has another rank and alpha.
@@ -37,12 +36,6 @@ EXTRA_LORAS: dict[str, list[list[str]]] = {
     "sdxl": [["--seed", "1"]],
 }
 MB = 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def tiny_sides(monkeypatch: pytest.MonkeyPatch) -> None:
-    for model_type, (_, largest, _) in list(validation.SIDES.items()):
-        monkeypatch.setitem(validation.SIDES, model_type, (SIDE, largest, SIDE))
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ it reads LoRAs the real kohya-ss wrote, and must agree with the server's own rea
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +11,7 @@ import pytest
 
 from lora_server.lora_file import LoraFileError, inspect_lora
 
-from .conftest import skip_or_fail
-
-REPO = Path(__file__).resolve().parents[3]
-TSX = REPO / "node_modules" / ".bin" / "tsx"
+from .conftest import REPO, run_tsx
 
 # Reads the header as the registry function does, then inspects it for each family in turn.
 SCRIPT = """
@@ -34,18 +29,11 @@ console.log(JSON.stringify({{ sd15: answer('sd15'), sdxl: answer('sdxl') }}));
 
 
 def registry_reading(path: Path, scratch: Path) -> dict[str, Any]:
-    if not TSX.is_file() or shutil.which("node") is None:
-        skip_or_fail(f"{TSX} or node is missing: run npm ci at the repository's root")
-    script = scratch / "inspect.ts"
-    script.write_text(
-        SCRIPT.format(
-            safetensors=json.dumps(str(REPO / "lambda" / "shared" / "safetensors.ts")),
-            lora_header=json.dumps(str(REPO / "lambda" / "registry" / "lora-header.ts")),
-        )
+    script = SCRIPT.format(
+        safetensors=json.dumps(str(REPO / "lambda" / "shared" / "safetensors.ts")),
+        lora_header=json.dumps(str(REPO / "lambda" / "registry" / "lora-header.ts")),
     )
-    run = subprocess.run([str(TSX), str(script), str(path)], capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)
+    return run_tsx(script, scratch, str(path))
 
 
 @pytest.mark.parametrize("model_type", ["sd15", "sdxl"])

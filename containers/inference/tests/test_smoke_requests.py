@@ -12,9 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +20,13 @@ from PIL import Image
 
 from lora_server import imaging, validation
 
-from .conftest import skip_or_fail
+from .conftest import REPO, run_tsx
 from .moto_server import moto_server  # noqa: F401 - pytest fixture
 from .test_real_diffusers import SIDE, real_servers  # noqa: F401 - pytest fixture: the dedicated server on the tiny models
 from .test_real_shared import lora_files  # noqa: F401 - pytest fixture
 from .test_real_shared_app import Served, served  # noqa: F401 - pytest fixture: the shared server, LoRAs a, b, c registered
+from .test_real_shared_app import tiny_sides  # noqa: F401 - autouse fixture: SD 1.5's 64 px side, for the whole module
 
-REPO = Path(__file__).resolve().parents[3]
-TSX = REPO / "node_modules" / ".bin" / "tsx"
 # The tiny models' side and a few steps; every other field is the function's.
 TINY = {"width": SIDE, "height": SIDE, "num_inference_steps": 3}
 FIELDS = {"prompt", "num_inference_steps", "width", "height", "seed", "output_format"}
@@ -78,28 +74,8 @@ console.log(JSON.stringify({{
 """
 
 
-def run_tsx(script: str, scratch: Path, *args: str) -> dict[str, Any]:
-    if not TSX.is_file() or shutil.which("node") is None:
-        skip_or_fail(f"{TSX} or node is missing: run npm ci at the repository's root")
-    path = scratch / "script.ts"
-    path.write_text(script)
-    run = subprocess.run([str(TSX), str(path), *args], capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)
-
-
 def lambda_source(name: str) -> str:
     return json.dumps(str(REPO / "lambda" / "lora-check" / name))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_sides() -> Iterator[None]:
-    """The tiny models' 64-pixel side for SD 1.5, for the whole module."""
-    monkeypatch = pytest.MonkeyPatch()
-    _, high, _ = validation.SIDES["sd15"]
-    monkeypatch.setitem(validation.SIDES, "sd15", (SIDE, high, SIDE))
-    yield
-    monkeypatch.undo()
 
 
 @pytest.fixture(scope="module")

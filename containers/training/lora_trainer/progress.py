@@ -107,9 +107,7 @@ class ProgressParser:
         stripped = segment.strip()
         bar = _BAR.match(stripped)
         if bar:
-            yield from self._progress(int(bar.group("step")), _LOSS.search(stripped), now)
-            if self._step is not None:
-                self._step.total_steps = int(bar.group("total"))
+            yield from self._progress(int(bar.group("step")), int(bar.group("total")), _LOSS.search(stripped), now)
             return
         if not stripped:
             return
@@ -127,7 +125,7 @@ class ProgressParser:
             # After the line is printed, so what the callback prints (a mismatch warning) follows it.
             self.on_steps_per_epoch(self.steps_per_epoch)
 
-    def _progress(self, step: int, loss: re.Match[str] | None, now: float) -> Iterator[str]:
+    def _progress(self, step: int, total: int, loss: re.Match[str] | None, now: float) -> Iterator[str]:
         if step == 0:  # the bar's first draw, before any step
             self._since = now
             return
@@ -135,7 +133,7 @@ class ProgressParser:
             yield from self._flush()
             offset = self.epoch_offset * self.steps_per_epoch if self.steps_per_epoch else 0
             seconds = now - self._since if self._since is not None else None
-            self._step = _Step(step + offset, self.epoch, None, seconds, total_epochs=self.epochs)
+            self._step = _Step(step + offset, self.epoch, None, seconds, total, self.epochs)
             self.last_step = step
             self._since = now
         if self._step is not None and loss is not None:

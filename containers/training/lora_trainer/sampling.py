@@ -4,7 +4,6 @@ the manifest (samples.json) that names each image's prompt, seed, epoch and step
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -160,8 +159,7 @@ def write_prompts_file(prompts: Sequence[SamplePrompt], path: Path) -> Path:
     """kohya's .json prompts format (a list of prompt dicts, read by json.load); the name must end
     in .json for kohya to read it as such."""
     assert path.suffix == ".json", path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([p.kohya_entry() for p in prompts], indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(path, [p.kohya_entry() for p in prompts])
     return path
 
 
