@@ -32,7 +32,7 @@ from .settings import Settings
 from .shared_types import LocalLora, LoraVersion
 
 CHUNK_BYTES = 1024 * 1024
-_OWN_FILE = re.compile(r"^[0-9a-f]{64}(\.safetensors|\.[0-9a-f]{16}\.part)$")
+_OWN_FILE = re.compile(r"^[0-9a-f]{64}(\.safetensors|\.[0-9a-f]{16}\.part)\Z")
 
 
 class FetchTimeout(LoraTimeout):

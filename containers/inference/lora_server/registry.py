@@ -21,9 +21,9 @@ from .shared_types import LoraRef, LoraVersion
 # The names the server accepts (the workflow's LoRA names): never used to build a path.
 # validation.py parses a request's `lora`/`loras` with the same NAME and NAME_RULE.
 NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
-NAME_PATTERN = re.compile(rf"^{NAME}$")
+NAME_PATTERN = re.compile(rf"^{NAME}\Z")
 NAME_RULE = "1 to 63 letters, digits, '_' or '-', starting with a letter or digit"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 STATUSES = ("pending", "ready", "failed", "retired")
 # DynamoDB errors that say "try again": the caller gets a 503.
 CACHE_ENTRIES = 10_000  # a flood of unknown names must not grow memory without bound

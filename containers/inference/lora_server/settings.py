@@ -43,11 +43,11 @@ DEFAULT_LORA_REGISTRY_TTL_SECONDS = 10.0
 MAX_LORA_REGISTRY_TTL_SECONDS = 300.0
 DEFAULT_METRICS_NAMESPACE = "SageMakerLoraPipeline/Serving"
 # S3's bucket naming rules; DynamoDB's table names (or a table ARN); CloudWatch's namespace characters.
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_TABLE = re.compile(r"^([A-Za-z0-9_.-]{3,255}|arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255})$")
-_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)+$")
-_NAMESPACE = re.compile(r"^[A-Za-z0-9.\-_/#: ]{1,255}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_TABLE = re.compile(r"^([A-Za-z0-9_.-]{3,255}|arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:\d{12}:table/[A-Za-z0-9_.-]{3,255})\Z")
+_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)+\Z")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9.\-_/#: ]{1,255}\Z")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+\Z")
 
 # Where the model runs, and the dtype of its weights. CUDA in fp16 is production's; the CPU (tests,
 # local use) runs float32 or bfloat16: fp16 there saves nothing and runs slower than float32.

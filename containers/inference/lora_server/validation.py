@@ -177,7 +177,7 @@ def check_output_pixels(params: GenerationParams, model_type: ModelType) -> None
 LORA_FIELDS = ("lora", "loras")
 MAX_LORAS = 3
 MAX_LORA_VERSION = 2**53 - 1  # the largest integer every JSON client reads exactly
-_LORA_REF = re.compile(rf"^({NAME})(?:@([1-9][0-9]{{0,14}}))?$")
+_LORA_REF = re.compile(rf"^({NAME})(?:@([1-9][0-9]{{0,14}}))?\Z")
 _LORAS_KEYS = ("name", "version", "scale")
 
 

@@ -36,6 +36,10 @@ def test_accepted_forms() -> None:
         ({"lora": "_style"}, "lora", "lora must be a LoRA name"),
         ({"lora": "a" * 64}, "lora", "lora must be a LoRA name"),
         ({"lora": "a.b"}, "lora", "lora must be a LoRA name"),
+        # `$` would match before a trailing newline and serve "style" for "style\n".
+        ({"lora": "style\n"}, "lora", "lora must be a LoRA name"),
+        ({"lora": "style@2\n"}, "lora", "lora must be a LoRA name"),
+        ({"loras": [{"name": "style\n"}]}, "loras", r"loras\[0\].name must be a LoRA name"),
         ({"lora": 3}, "lora", "lora must be a LoRA name"),
         ({"lora": "style", "lora_scale": 2.5}, "lora_scale", "lora_scale must be a number from 0 to 2"),
         ({"loras": []}, "loras", "loras must be a list of 1 to 3 objects"),

@@ -105,7 +105,7 @@ def test_items_this_endpoint_cannot_serve_are_400(
 def test_malformed_names_are_400_and_never_read(tmp_path: Path, aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
     reg = registry(tmp_path, dynamodb)
-    for name in ("../etc", "a/b", "", "-lead", "x" * 64, "name@1", "a b"):
+    for name in ("../etc", "a/b", "", "-lead", "x" * 64, "name@1", "a b", "style\n"):
         with pytest.raises(LoraRefused, match="a LoRA name must be 1 to 63 letters"):
             reg.resolve(LoraRef(name, None, 1.0))
     assert reg.reads == 0

@@ -70,6 +70,7 @@ def test_every_missing_shared_variable_is_reported_at_once() -> None:
     [
         ("SERVING_MODE", "multi", "SERVING_MODE must be 'dedicated' or 'shared' (unset: dedicated), got 'multi'"),
         ("LORA_BUCKET", "Bad_Bucket", "LORA_BUCKET must be the S3 bucket"),
+        ("LORA_BUCKET", "lora-artifacts\n", "LORA_BUCKET must be the S3 bucket"),
         ("LORA_PREFIX", "models", "LORA_PREFIX must be an S3 key prefix ending in '/'"),
         ("LORA_PREFIX", "/loras/", "LORA_PREFIX must be an S3 key prefix"),
         ("LORA_PREFIX", "loras/../", "LORA_PREFIX must be a prefix with no '.' or '..' segment"),
