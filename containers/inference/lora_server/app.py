@@ -105,7 +105,7 @@ def _invoke(service: ModelService, settings: Settings, received: float, context:
 
     raw = parse_json(request.get_data(cache=False))
     body, refs = split_loras(raw, settings.shared, settings.lora_scale)
-    params = validate(body, settings.model_type, settings.lora_scale, secrets.randbelow(2**32))
+    params = validate(body, settings.model_type, settings.lora_scale, secrets.randbelow(2**32), settings.flux_variant)
     if response_type != JSON:
         wanted = f"image/{params.output_format}"
         if body.get("output_format") is None:

@@ -15,7 +15,8 @@ from .validation import GenerationParams
 # (width x height x num_images). Set for the slowest supported GPU (ml.g4dn's T4), where an SDXL
 # decode in fp32 and a PNG encode take about a second per megapixel together.
 FINISH_FIXED_SECONDS = 2.0
-FINISH_SECONDS_PER_MEGAPIXEL: dict[ModelType, float] = {"sd15": 1.0, "sdxl": 2.0}
+# FLUX.1: its 16-channel VAE decodes in bf16, about as SDXL's in fp32.
+FINISH_SECONDS_PER_MEGAPIXEL: dict[ModelType, float] = {"sd15": 1.0, "sdxl": 2.0, "flux1": 2.0}
 
 
 def megapixels(params: GenerationParams) -> float:

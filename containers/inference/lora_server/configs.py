@@ -7,7 +7,12 @@ so that a single-file base model from S3 loads with the Hub out of reach. No wei
 Then `python -m lora_server.configs --check DIR`, with HF_HUB_OFFLINE=1, loads every baked config
 and tokenizer as `from_single_file` will, so that a missing or unreadable file fails the build.
 
-This module imports nothing of the server, so the Dockerfile can bake before copying the rest:
+For FLUX.1 (flux1) the bake is FLUX.1-schnell's repository (Apache-2.0, not gated, so the build needs
+no token) at the commit the server pins (flux_files.HUB_REVISIONS): its model_index.json, component
+configs, CLIP and T5 tokenizers (tokenizer.json: no sentencepiece needed) and scheduler config, which
+the four S3 single files need; FLUX.1-dev's differences are applied at load (flux_pipeline).
+
+This module imports nothing of the server but flux_files (standard library only), so the Dockerfile can bake before copying the rest:
 an edit to the server's code then reuses the baked layer instead of fetching from the Hub again.
 """
 
@@ -19,6 +24,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .flux_files import HUB_REPOS, HUB_REVISIONS
+
 if TYPE_CHECKING:
     from .lora_file import ModelType
 
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 CONFIG_REPOS: dict[ModelType, str] = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+    "flux1": HUB_REPOS["schnell"],
 }
 # Configs (*.json) and CLIP tokenizer files (vocab.json, merges.txt); never *.safetensors/*.bin/*.ckpt.
 ALLOW_PATTERNS = ["*.json", "*.txt"]
@@ -41,9 +49,22 @@ def is_baked(name: str) -> bool:
 
 # What from_single_file reads from a baked folder besides model_index.json: the diffusers components'
 # configs (by a class whose load_config reads that file), the text encoders' configs, the tokenizers.
-DIFFUSERS_CONFIGS = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "scheduler": "DDIMScheduler"}
-TEXT_ENCODERS: dict[ModelType, tuple[str, ...]] = {"sd15": ("text_encoder",), "sdxl": ("text_encoder", "text_encoder_2")}
-TOKENIZERS: dict[ModelType, tuple[str, ...]] = {"sd15": ("tokenizer",), "sdxl": ("tokenizer", "tokenizer_2")}
+DIFFUSERS_CONFIGS: dict[ModelType, dict[str, str]] = {
+    "sd15": {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "scheduler": "DDIMScheduler"},
+    "sdxl": {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "scheduler": "DDIMScheduler"},
+    "flux1": {"transformer": "FluxTransformer2DModel", "vae": "AutoencoderKL", "scheduler": "FlowMatchEulerDiscreteScheduler"},
+}
+# Per subfolder, the transformers config and tokenizer classes that read it.
+TEXT_ENCODERS: dict[ModelType, dict[str, str]] = {
+    "sd15": {"text_encoder": "CLIPTextConfig"},
+    "sdxl": {"text_encoder": "CLIPTextConfig", "text_encoder_2": "CLIPTextConfig"},
+    "flux1": {"text_encoder": "CLIPTextConfig", "text_encoder_2": "T5Config"},
+}
+TOKENIZERS: dict[ModelType, dict[str, str]] = {
+    "sd15": {"tokenizer": "CLIPTokenizer"},
+    "sdxl": {"tokenizer": "CLIPTokenizer", "tokenizer_2": "CLIPTokenizer"},
+    "flux1": {"tokenizer": "CLIPTokenizer", "tokenizer_2": "T5TokenizerFast"},
+}
 
 
 def bake(target: Path, revisions: dict[ModelType, str]) -> None:
@@ -59,25 +80,28 @@ def bake(target: Path, revisions: dict[ModelType, str]) -> None:
         print(f"{repo}@{revisions[model_type]}: {len(files)} config and tokenizer files in {folder}")
 
 
-def check(target: Path) -> None:
-    """Loads every baked config and tokenizer with the Hub switched off; raises if one is missing."""
+def check(target: Path, model_types: tuple[ModelType, ...] | None = None) -> None:
+    """Loads every baked config and tokenizer (of `model_types`, default all) with the Hub switched off; raises if one is missing."""
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         # huggingface_hub reads it once, at import: set it in the environment of the process.
         raise SystemExit("run the check with HF_HUB_OFFLINE=1, so that nothing can come from the Hub")
     import diffusers
     import transformers
 
-    for model_type in CONFIG_REPOS:
+    for model_type in model_types or tuple(CONFIG_REPOS):
         folder = target / model_type
         diffusers.DiffusionPipeline.load_config(str(folder), local_files_only=True)
-        for subfolder, class_name in DIFFUSERS_CONFIGS.items():
+        for subfolder, class_name in DIFFUSERS_CONFIGS[model_type].items():
             getattr(diffusers, class_name).load_config(str(folder), subfolder=subfolder, local_files_only=True)
-        for subfolder in TEXT_ENCODERS[model_type]:
-            transformers.CLIPTextConfig.from_pretrained(str(folder / subfolder), local_files_only=True)
-        for subfolder in TOKENIZERS[model_type]:
-            tokenizer = transformers.CLIPTokenizer.from_pretrained(str(folder / subfolder), local_files_only=True)
-            if not tokenizer("a photo of a pokemon")["input_ids"]:
-                raise SystemExit(f"{folder / subfolder}: the tokenizer produced no tokens")
+        for subfolder, class_name in TEXT_ENCODERS[model_type].items():
+            getattr(transformers, class_name).from_pretrained(str(folder / subfolder), local_files_only=True)
+        for subfolder, class_name in TOKENIZERS[model_type].items():
+            tokenizer = getattr(transformers, class_name).from_pretrained(str(folder / subfolder), local_files_only=True)
+            words = tokenizer("a photo of a pokemon", add_special_tokens=False)["input_ids"]
+            # transformers 5 builds an empty T5 tokenizer when tokenizer.json is missing: every word is then unknown.
+            unknown = tokenizer.unk_token_id not in (None, tokenizer.eos_token_id) and tokenizer.unk_token_id in words
+            if not words or unknown:
+                raise SystemExit(f"{folder / subfolder}: the tokenizer produced no tokens, or unknown ones (are its files missing?)")
         print(f"{folder}: configs and tokenizers load offline")
 
 
@@ -93,7 +117,7 @@ def main() -> None:
     elif not (args.sd15_revision and args.sdxl_revision):
         parser.error("--sd15-revision and --sdxl-revision are required to bake")
     else:
-        bake(args.target, {"sd15": args.sd15_revision, "sdxl": args.sdxl_revision})
+        bake(args.target, {"sd15": args.sd15_revision, "sdxl": args.sdxl_revision, "flux1": HUB_REVISIONS["schnell"]})
 
 
 if __name__ == "__main__":

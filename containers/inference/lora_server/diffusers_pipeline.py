@@ -1,4 +1,4 @@
-"""The real model: a diffusers Stable Diffusion (1.5 or XL) pipeline with the trained LoRA fused in.
+"""The real model: a diffusers Stable Diffusion (1.5 or XL) or FLUX.1 pipeline with the trained LoRA fused in.
 
 torch and diffusers are imported only inside the loading functions, so the rest of the server (and its
 tests) runs without them. `DiffusersPipeline` takes the loaded pipeline and a few factories, which
@@ -37,18 +37,25 @@ from typing import Any
 from PIL.Image import Image
 
 from .budget import finish_seconds
-from .kohya_names import DOWN, TEXT_ENCODER_PREFIXES, UNET_PREFIX, adapted_names, modules_per_component, prefixes_to_strip
+from .kohya_names import DOWN, TEXT_ENCODER_PREFIXES, UNET_PREFIX, adapted_names, flux_layers_per_component, modules_per_component, prefixes_to_strip
 from .logs import JsonLog
 from .lora_file import LoraFileError, inspect_lora
-from .model_files import BaseModel, find_lora_file, resolve_base_model
+from .model_files import BaseModel, ModelFilesError, find_lora_file, resolve_base_model
 from .pacing import Pacer
 from .service import GenerationTimeout
 from .settings import Settings
 from .validation import SCHEDULERS, GenerationParams
 
 ADAPTER = "trained"
-# The pipeline components diffusers fuses a kohya LoRA into (fuse_lora's default components).
-LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+# The pipeline components diffusers fuses a kohya LoRA into (fuse_lora's default components); FLUX.1's is its transformer.
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
+# FLUX.1's flow-matching scheduler: one transformer call per step, its timesteps set by the pipeline (dev's need the image size).
+FLOW_MATCH_SCHEDULER = "FlowMatchEulerDiscreteScheduler"
+
+
+def sd_request_kwargs(params: GenerationParams) -> dict[str, Any]:
+    """The Stable Diffusion pipelines' own arguments of a request, beside those every pipeline takes."""
+    return {"negative_prompt": params.negative_prompt}
 
 
 class WeightCopy:
@@ -91,8 +98,10 @@ class PipelineRunner:
         finish_reserve: Callable[[GenerationParams], float],
         clock: Callable[[], float] = time.monotonic,
         synchronize: Callable[[], None] = lambda: None,
+        request_kwargs: Callable[[GenerationParams], dict[str, Any]] = sd_request_kwargs,
     ) -> None:
         self._pipe = pipe
+        self._request_kwargs = request_kwargs
         self._vae_dtype = vae_dtype
         self._empty_cache = empty_cache
         # Decode the images of a request one at a time: 4 at once in fp32 (SDXL) may not fit.
@@ -113,6 +122,8 @@ class PipelineRunner:
     def unet_calls(self, params: GenerationParams) -> int:
         """The U-Net calls denoising `params` takes: its scheduler's timesteps (PNDM has one more than asked)."""
         scheduler = self._scheduler(params.scheduler)
+        if type(scheduler).__name__ == FLOW_MATCH_SCHEDULER:
+            return params.num_inference_steps
         # The pipeline sets the timesteps again at its start: this leaves nothing behind.
         scheduler.set_timesteps(params.num_inference_steps)
         return len(scheduler.timesteps)
@@ -163,7 +174,7 @@ class PipelineRunner:
         try:
             output = self._pipe(
                 prompt=params.prompt,
-                negative_prompt=params.negative_prompt,
+                **self._request_kwargs(params),
                 num_inference_steps=params.num_inference_steps,
                 guidance_scale=params.guidance_scale,
                 width=params.width,
@@ -204,10 +215,12 @@ class DiffusersPipeline(PipelineRunner):
         finish_reserve: Callable[[GenerationParams], float],
         clock: Callable[[], float] = time.monotonic,
         synchronize: Callable[[], None] = lambda: None,
+        request_kwargs: Callable[[GenerationParams], dict[str, Any]] = sd_request_kwargs,
     ) -> None:
         super().__init__(
             pipe, make_generator=make_generator, make_scheduler=make_scheduler, log=log, vae_dtype=vae_dtype,
             empty_cache=empty_cache, finish_reserve=finish_reserve, clock=clock, synchronize=synchronize,
+            request_kwargs=request_kwargs,
         )
         self._default_scale = lora_scale
         # The weights of the LoRA-targeted layers as fused at LORA_SCALE: copied before the first re-fuse.
@@ -291,7 +304,7 @@ def load_base_pipeline(settings: Settings, log: JsonLog) -> Any:
 
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU is visible; the server needs an ml.g* or ml.p* instance (DEVICE=cpu runs it on the CPU, slowly)")
-    pipe = _load_base_model(diffusers, settings, base, getattr(torch, settings.dtype))
+    pipe = _load_base_model(diffusers, settings, base, getattr(torch, settings.dtype), log)
     pipe.to(settings.device)
     pipe.set_progress_bar_config(disable=True)
     # Attention: diffusers' default processor on torch 2 is SDPA (AttnProcessor2_0); nothing to set.
@@ -319,10 +332,26 @@ def runner_options(settings: Settings, log: JsonLog) -> dict[str, Any]:
         "empty_cache": torch.cuda.empty_cache if cuda else lambda: None,
         "finish_reserve": lambda params: finish_seconds(settings.model_type, params),
         "synchronize": torch.cuda.synchronize if cuda else lambda: None,
+        "request_kwargs": flux_request_kwargs(settings) if settings.model_type == "flux1" else sd_request_kwargs,
     }
 
 
-def _load_base_model(diffusers: Any, settings: Settings, base: BaseModel, dtype: Any) -> Any:
+def flux_request_kwargs(settings: Settings) -> Callable[[GenerationParams], dict[str, Any]]:
+    """FluxPipeline's arguments of a request: no negative prompt (validation refuses one), the variant's T5 length."""
+    from . import flux_pipeline
+
+    variant = settings.flux_variant
+    assert variant is not None
+    return lambda params: {"max_sequence_length": flux_pipeline.T5_MAX_TOKENS[variant]}
+
+
+def _load_base_model(diffusers: Any, settings: Settings, base: BaseModel, dtype: Any, log: JsonLog) -> Any:
+    if settings.model_type == "flux1":
+        from .flux_pipeline import load_flux
+
+        if base.kind == "single_file":
+            raise ModelFilesError(f"{base.location}: a FLUX.1 base model is four files (flux_files), not one checkpoint")
+        return load_flux(settings, base, dtype, log)
     pipeline_class = diffusers.StableDiffusionXLPipeline if settings.model_type == "sdxl" else diffusers.StableDiffusionPipeline
     # `dtype=`: diffusers 0.40 deprecates `torch_dtype=` with a warning at every load.
     options: dict[str, Any] = {"dtype": dtype}
@@ -380,7 +409,10 @@ class LoadCheck:
     serve a LoRA without its text part."""
 
     def __init__(self, names: dict[str, str], file_name: str, model_type: str) -> None:
-        self._expected = modules_per_component(names)
+        # FLUX.1: diffusers splits kohya's fused qkv and linear1 modules into one layer per projection.
+        flux = model_type == "flux1"
+        self._expected = flux_layers_per_component(names) if flux else modules_per_component(names)
+        self._counted = "LoRA layers (kohya's fused qkv and linear1 modules split by diffusers)" if flux else "LoRA modules"
         # kohya module name, as diffusers is given it -> as the file names it (text_model_ put back).
         self._file_names = {_module(new): _module(old) for old, new in names.items() if new.endswith(DOWN)}
         self._file_name = file_name
@@ -395,7 +427,7 @@ class LoadCheck:
             loaded = layers.get(component, [])
             if len(loaded) != count:
                 raise LoraFileError(
-                    f"{self._file_name}: {count} LoRA modules are for the {component}, but {len(loaded)} of its layers "
+                    f"{self._file_name}: {count} {self._counted} are for the {component}, but {len(loaded)} of its layers "
                     f"took one{self._unmatched(component, loaded, count)}; its module names do not match this base "
                     f"model's layers; {self.action}"
                 )

@@ -62,3 +62,20 @@ def modules_per_component(keys: Iterable[str]) -> Counter[str]:
             prefix = next((p for p in TEXT_ENCODER_PREFIXES if key.startswith(p)), None)
             counts[TEXT_ENCODER_PREFIXES[prefix] if prefix else "unet" if key.startswith(UNET_PREFIX) else "other"] += 1
     return counts
+
+
+# kohya's FLUX.1 modules that diffusers 0.40's conversion (_convert_kohya_flux_lora_to_diffusers) splits into
+# several transformer layers: a double block's fused q/k/v (to_q, to_k, to_v or their add_ twins) and a
+# single block's linear1 (to_q, to_k, to_v, proj_mlp). Every other module becomes one layer.
+FLUX_SPLITS = {"_attn_qkv": 3, "_linear1": 4}
+
+
+def flux_layers_per_component(keys: Iterable[str]) -> Counter[str]:
+    """How many transformer layers a kohya FLUX.1 LoRA's modules become once diffusers has converted them."""
+    counts: Counter[str] = Counter()
+    for key in keys:
+        if key.endswith(DOWN):
+            module = key[: -len(DOWN)]
+            component = "transformer" if module.startswith(UNET_PREFIX) else "other"
+            counts[component] += next((n for suffix, n in FLUX_SPLITS.items() if module.endswith(suffix)), 1)
+    return counts

@@ -11,6 +11,10 @@ reads them (loaders/lora_conversion_utils.py):
   `lora_unet_mid_block_…`, `lora_unet_up_blocks_…`.
 - SDXL: text encoders `lora_te1_…` and `lora_te2_…`; U-Net in the original SGM block names
   `lora_unet_input_blocks_…`, `lora_unet_middle_block_…`, `lora_unet_output_blocks_…`.
+- FLUX.1 (networks/lora_flux.py): the transformer's `lora_unet_double_blocks_…` and
+  `lora_unet_single_blocks_…` (kohya keeps the `unet` prefix for ComfyUI), `ss_base_model_version`
+  "flux1"; its text-encoder modules (`lora_te1_` CLIP-L, `lora_te3_` T5) and its `in_dims` input-layer
+  modules are refused (see below).
 Text-encoder names are accepted with `text_model_` (kohya under transformers 4) or without (as the
 server renames them for transformers 5, kohya_names.py): only prefixes, suffixes and widths are read.
 Each module has `.lora_down.weight` ([rank, in_features]), `.lora_up.weight` and usually `.alpha`;
@@ -29,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-ModelType = Literal["sd15", "sdxl"]
+ModelType = Literal["sd15", "sdxl", "flux1"]
+MODEL_TYPES: tuple[ModelType, ...] = ("sd15", "sdxl", "flux1")
 
 # A LoRA header is a few hundred KB (one small entry per tensor); anything far larger is not one.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -38,11 +43,21 @@ _SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 _FAMILY_PREFIXES: dict[ModelType, tuple[str, ...]] = {
     "sd15": ("lora_te_", "lora_unet_down_blocks_", "lora_unet_mid_block_", "lora_unet_up_blocks_"),
     "sdxl": ("lora_te1_", "lora_te2_", "lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_"),
+    # networks/lora_flux.py: the double and single stream blocks, and (with its in_dims option) the input layers.
+    "flux1": ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_unet_img_in", "lora_unet_txt_in",
+              "lora_unet_time_in_", "lora_unet_vector_in_", "lora_unet_guidance_in_"),
 }
+# lora_flux.py's text-encoder prefixes (CLIP-L, T5-XXL). The pipeline trains FLUX.1's transformer only
+# (its text-encoder outputs are cached), and diffusers 0.40 loads no T5 LoRA: both are refused.
+_FLUX_TEXT_ENCODER_PREFIXES = ("lora_te1_", "lora_te3_")
+# in_dims modules: diffusers 0.40's kohya conversion names them without "transformer." (x_embedder, ...),
+# and load_lora_adapter then drops them without a word (diffusers loaders/lora_conversion_utils.py:587-645, peft.py:195).
+_FLUX_IN_DIMS_PREFIXES = ("lora_unet_img_in", "lora_unet_txt_in", "lora_unet_time_in_", "lora_unet_vector_in_", "lora_unet_guidance_in_")
 # kohya-ss sd-scripts v0.10.1 writes `ss_base_model_version`: "sd_v1" or "sd_v2", with "_v" appended
 # for v-parameterization (library/model_util.py, get_model_version_str_for_sd1_sd2), or
 # "sdxl_base_v1-0" (library/sdxl_model_util.py, MODEL_VERSION_SDXL_BASE_V1_0).
-_BASE_MODEL_VERSIONS: dict[str, ModelType] = {"sd_v1": "sd15", "sdxl_base_v1-0": "sdxl"}
+# FLUX.1: "flux1" (library/flux_utils.py, MODEL_VERSION_FLUX_V1; "chroma" is another model).
+_BASE_MODEL_VERSIONS: dict[str, ModelType] = {"sd_v1": "sd15", "sdxl_base_v1-0": "sdxl", "flux1": "flux1"}
 _V_PREDICTION_VERSIONS = ("sd_v1_v", "sd_v2_v")
 
 # in_features of lora_down that a module's width fixes, per family: (module name pattern, width).
@@ -143,9 +158,12 @@ def inspect_lora(path: Path, expected: ModelType) -> LoraInfo:
         raise LoraFileError(f"{path.name}: not a usable LoRA: an .alpha belongs to no lora_down/lora_up pair (first: {orphans[0]}.alpha)")
 
     families = {family for family, prefixes in _FAMILY_PREFIXES.items() if any(m.startswith(prefixes) for m in downs)}
+    if "flux1" in families:
+        _check_flux_modules(path, downs)
+        families = {"flux1"}
     unknown = sorted(m for m in downs if not any(m.startswith(p) for ps in _FAMILY_PREFIXES.values() for p in ps))
     if unknown:
-        raise LoraFileError(f"{path.name}: LoRA modules of no Stable Diffusion 1.5 or SDXL layout (first: {unknown[0]})")
+        raise LoraFileError(f"{path.name}: LoRA modules of no Stable Diffusion 1.5, SDXL or FLUX.1 layout (first: {unknown[0]})")
     if len(families) != 1:
         raise LoraFileError(f"{path.name}: mixes SD 1.5 and SDXL module names; it is not one model's LoRA")
     (found,) = families
@@ -163,15 +181,36 @@ def inspect_lora(path: Path, expected: ModelType) -> LoraInfo:
         )
     if found != expected:
         raise LoraFileError(
-            f"{path.name}: is an {_LABEL[found]} LoRA but MODEL_TYPE is {expected} ({_LABEL[expected]}); "
+            f"{path.name}: is {'a' if found == 'flux1' else 'an'} {_LABEL[found]} LoRA but MODEL_TYPE is {expected} ({_LABEL[expected]}); "
             "serve it with the base model it was trained on"
         )
     ranks = {tensors[f"{m}.lora_down.weight"]["shape"][0] for m in downs}
     return LoraInfo(model_type=found, modules=len(downs), rank=ranks.pop() if len(ranks) == 1 else None, metadata=metadata)
 
 
+def _check_flux_modules(path: Path, downs: set[str]) -> None:
+    """A FLUX.1 LoRA's modules: transformer ones only (lora_unet_...), none of another family."""
+    text = sorted(m for m in downs if m.startswith(_FLUX_TEXT_ENCODER_PREFIXES))
+    if text:
+        raise LoraFileError(
+            f"{path.name}: a FLUX.1 LoRA with text-encoder modules (first: {text[0]}); FLUX.1 LoRAs are served for the "
+            "transformer only, as this pipeline trains them (network_train_unet_only): retrain without the text encoders"
+        )
+    inputs = sorted(m for m in downs if m.startswith(_FLUX_IN_DIMS_PREFIXES))
+    if inputs:
+        raise LoraFileError(
+            f"{path.name}: kohya's in_dims modules (first: {inputs[0]}) on FLUX.1's input layers, which diffusers 0.40 "
+            "drops without a word when it loads the LoRA: retrain without the in_dims network argument"
+        )
+    other = sorted(m for m in downs if not m.startswith(_FAMILY_PREFIXES["flux1"]))
+    if other:
+        raise LoraFileError(f"{path.name}: mixes FLUX.1 module names with others (first: {other[0]}); it is not one model's LoRA")
+
+
 def _check_widths(path: Path, tensors: dict[str, dict], downs: set[str], found: ModelType) -> None:
     """The widths the header shapes show must be the family's; SD 2 (1024) is named as such."""
+    if found not in _WIDTHS:
+        return  # FLUX.1: diffusers' conversion checks the widths against the transformer (LoadCheck names the module)
     for module in sorted(downs):
         if not (_TE_INPUTS.search(module) or _CONTEXT_INPUTS.search(module)):
             continue
@@ -193,4 +232,4 @@ def _check_widths(path: Path, tensors: dict[str, dict], downs: set[str], found: 
         )
 
 
-_LABEL: dict[ModelType, str] = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+_LABEL: dict[ModelType, str] = {"sd15": "SD 1.5", "sdxl": "SDXL", "flux1": "FLUX.1"}

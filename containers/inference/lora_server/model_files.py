@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .flux_files import has_flux_files
 from .settings import Settings
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -17,9 +18,9 @@ class ModelFilesError(Exception):
 
 @dataclass(frozen=True)
 class BaseModel:
-    """Where the base model comes from: a diffusers folder, one checkpoint file, or a Hugging Face id."""
+    """Where the base model comes from: a diffusers folder, one checkpoint file, FLUX.1's four files, or a Hugging Face id."""
 
-    kind: Literal["folder", "single_file", "hub"]
+    kind: Literal["folder", "single_file", "flux_files", "hub"]
     location: str
 
     @property
@@ -41,6 +42,9 @@ def find_lora_file(model_dir: Path) -> Path:
 def resolve_base_model(settings: Settings) -> BaseModel:
     """The mounted base model if there is one (a diffusers folder or a single checkpoint file), else BASE_MODEL_ID."""
     path = settings.base_model_path
+    if settings.model_type == "flux1" and has_flux_files(path):
+        # Settings checked that exactly the four files are there (flux_files.variant_of_folder).
+        return BaseModel("flux_files", str(path))
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
         return BaseModel("single_file", str(path))
     if path.is_dir() and any(path.iterdir()):

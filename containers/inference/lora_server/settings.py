@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .lora_file import ModelType
+from .flux_files import HUB_REPOS, FluxFilesError, FluxVariant, has_flux_files, variant_of_folder, variant_of_hub_id
+from .lora_file import MODEL_TYPES, ModelType
 
 # SageMaker's contract: the model artifact (model.tar.gz, extracted) and each additional model data
 # source, mounted at /opt/ml/additional-model-data-sources/<ChannelName>/.
@@ -48,6 +50,8 @@ _TABLE = re.compile(r"^([A-Za-z0-9_.-]{3,255}|arn:aws[a-z-]*:dynamodb:[a-z0-9-]+
 _PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)+\Z")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9.\-_/#: ]{1,255}\Z")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+\Z")
+# A Secrets Manager secret's name or ARN (SecretId): the secret's value, a Hugging Face token, is read at load.
+_SECRET_ID = re.compile(r"^[A-Za-z0-9/_+=.@:-]{1,2048}\Z")
 
 # Where the model runs, and the dtype of its weights. CUDA in fp16 is production's; the CPU (tests,
 # local use) runs float32 or bfloat16: fp16 there saves nothing and runs slower than float32.
@@ -103,6 +107,9 @@ class Settings:
     lora_cache_dir: Path = Path(DEFAULT_LORA_CACHE_DIR)
     lora_registry_ttl_seconds: float = DEFAULT_LORA_REGISTRY_TTL_SECONDS
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+    # FLUX.1 only: which variant the base model is (its request defaults differ), and the token's secret.
+    flux_variant: FluxVariant | None = None
+    hf_token_secret_id: str | None = None
 
     @property
     def shared(self) -> bool:
@@ -113,8 +120,8 @@ class Settings:
         problems: list[Problem] = []
 
         model_type = env.get("MODEL_TYPE", "")
-        if model_type not in ("sd15", "sdxl"):
-            problems.append(Problem("MODEL_TYPE", env.get("MODEL_TYPE"), "'sd15' or 'sdxl'"))
+        if model_type not in MODEL_TYPES:
+            problems.append(Problem("MODEL_TYPE", env.get("MODEL_TYPE"), "'sd15', 'sdxl' or 'flux1'"))
 
         def number(name: str, default: float, low: float, high: float) -> float:
             raw = env.get(name)
@@ -136,18 +143,26 @@ class Settings:
         if log_prompts not in ("true", "false"):
             problems.append(Problem("LOG_PROMPTS", env["LOG_PROMPTS"], "'true' or 'false'"))
 
-        device, dtype = _device_and_dtype(env, problems)
+        device, dtype = _device_and_dtype(env, problems, model_type)
         serving_mode = env.get("SERVING_MODE") or "dedicated"
         if serving_mode not in SERVING_MODES:
             problems.append(Problem("SERVING_MODE", serving_mode, "'dedicated' or 'shared' (unset: dedicated)"))
         # A dedicated server ignores the shared variables, exactly as before they existed.
         shared = _shared_settings(env, problems, number) if serving_mode == "shared" else {}
+        base_model_path = Path(env.get("BASE_MODEL_PATH") or BASE_MODEL_PATH)
+        flux_variant = _flux_variant(env, base_model_path, problems) if model_type == "flux1" else None
+        secret_id = env.get("HF_TOKEN_SECRET_ID") or None
+        if secret_id is not None and not _SECRET_ID.match(secret_id):
+            problems.append(Problem("HF_TOKEN_SECRET_ID", secret_id, "a Secrets Manager secret name or ARN"))
+        elif secret_id is None and model_type == "flux1" and env.get("BASE_MODEL_ID") == HUB_REPOS["dev"] and not has_flux_files(base_model_path):
+            # FLUX.1-dev is gated: without a token the download fails after the endpoint has started.
+            problems.append(Problem("HF_TOKEN_SECRET_ID", None, "the secret of a Hugging Face token to load the gated FLUX.1-dev from the Hub"))
         if problems:
             raise SettingsError(problems)
         return cls(
             model_type=model_type,  # type: ignore[arg-type]  # checked above
             model_dir=Path(env.get("MODEL_DIR") or MODEL_DIR),
-            base_model_path=Path(env.get("BASE_MODEL_PATH") or BASE_MODEL_PATH),
+            base_model_path=base_model_path,
             base_model_id=env.get("BASE_MODEL_ID") or None,
             lora_scale=lora_scale,
             request_timeout_seconds=timeout,
@@ -156,8 +171,35 @@ class Settings:
             device=device,
             dtype=dtype,
             serving_mode=serving_mode,
+            flux_variant=flux_variant,
+            hf_token_secret_id=secret_id,
             **shared,
         )
+
+
+def _flux_variant(env: Mapping[str, str], base_model_path: Path, problems: list[Problem]) -> FluxVariant | None:
+    """FLUX.1-dev or -schnell: named by the mounted transformer file, a mounted diffusers folder's transformer config, or BASE_MODEL_ID."""
+    if has_flux_files(base_model_path):
+        try:
+            return variant_of_folder(base_model_path)
+        except FluxFilesError as e:
+            problems.append(Problem("BASE_MODEL_PATH", str(base_model_path), f"the four FLUX.1 files ({e})"))
+            return None
+    config = base_model_path / "transformer" / "config.json"
+    if (base_model_path / "model_index.json").is_file() and config.is_file():
+        # A diffusers-layout FLUX.1 folder: only dev has the guidance embedder.
+        return "dev" if json.loads(config.read_text()).get("guidance_embeds") else "schnell"
+    model_id = env.get("BASE_MODEL_ID") or None
+    variant = variant_of_hub_id(model_id or "")
+    if variant is None:
+        problems.append(
+            Problem(
+                "BASE_MODEL_ID", model_id,
+                "black-forest-labs/FLUX.1-dev or black-forest-labs/FLUX.1-schnell when MODEL_TYPE is flux1 and "
+                "BASE_MODEL_PATH holds no FLUX.1 files (their pinned revisions are the only ones known)",
+            )
+        )
+    return variant
 
 
 def _shared_settings(env: Mapping[str, str], problems: list[Problem], number: Callable[[str, float, float, float], float]) -> dict[str, Any]:
@@ -200,15 +242,19 @@ def _shared_settings(env: Mapping[str, str], problems: list[Problem], number: Ca
     }
 
 
-def _device_and_dtype(env: Mapping[str, str], problems: list[Problem]) -> tuple[str, str]:
-    """DEVICE (default cuda) and DTYPE (default float16 on CUDA, float32 on CPU); fp16 on CPU is refused."""
+def _device_and_dtype(env: Mapping[str, str], problems: list[Problem], model_type: str = "sd15") -> tuple[str, str]:
+    """DEVICE (default cuda) and DTYPE (default float16 on CUDA, bfloat16 for FLUX.1; float32 on CPU); fp16 on CPU is refused."""
     device = env.get("DEVICE") or "cuda"
     if device not in DEVICES:
         problems.append(Problem("DEVICE", device, "'cuda' or 'cpu'"))
         device = "cuda"
-    dtype = env.get("DTYPE") or DEFAULT_DTYPES[device]
+    flux = model_type == "flux1"
+    dtype = env.get("DTYPE") or ("bfloat16" if flux and device == "cuda" else DEFAULT_DTYPES[device])
     if dtype not in DTYPES:
         problems.append(Problem("DTYPE", dtype, "'float16', 'bfloat16' or 'float32'"))
+    elif flux and dtype == "float16":
+        # FLUX.1 was trained in bf16; its T5 and transformer activations overflow fp16 (black or NaN images).
+        problems.append(Problem("DTYPE", dtype, "'bfloat16' (or 'float32') for FLUX.1, which overflows in float16"))
     elif device == "cpu" and dtype == "float16":
         # Most CPUs have no fp16 arithmetic: torch 2.13 emulates it, twice as slow as float32 on the tests' models.
         problems.append(Problem("DTYPE", dtype, "'float32' or 'bfloat16' with DEVICE=cpu (float16 is for CUDA)"))

@@ -17,11 +17,20 @@ MAX_SEED = 2**32 - 1
 
 # Per model type: (smallest, largest, default) side in pixels. Both families work in 8-pixel
 # latent cells; SD 1.5 was trained at 512, SDXL at 1024, and quality falls off far from those.
-SIDES: dict[ModelType, tuple[int, int, int]] = {"sd15": (256, 1024, 512), "sdxl": (512, 1536, 1024)}
+SIDES: dict[ModelType, tuple[int, int, int]] = {"sd15": (256, 1024, 512), "sdxl": (512, 1536, 1024), "flux1": (256, 1536, 1024)}
+# FLUX.1 packs 2 x 2 latent cells of 8 pixels into one token: its sides are multiples of 16.
+SIDE_MULTIPLES: dict[ModelType, int] = {"sd15": 8, "sdxl": 8, "flux1": 16}
 # Per model type, the most pixels a request may produce (width x height x num_images): what a 24 GB
 # GPU denoises and decodes (one image at a time, SDXL's VAE in fp32) within the time limit. 4 x
 # 1024 x 1024; SD 1.5's side bounds keep it within this anyway, SDXL's 1536 sides do not.
-MAX_OUTPUT_PIXELS: dict[ModelType, int] = {"sd15": 4 * 1024 * 1024, "sdxl": 4 * 1024 * 1024}
+MAX_OUTPUT_PIXELS: dict[ModelType, int] = {"sd15": 4 * 1024 * 1024, "sdxl": 4 * 1024 * 1024, "flux1": 4 * 1024 * 1024}
+
+# FLUX.1 per variant (BFL's and diffusers' reference settings): schnell is timestep-distilled to 1-4 steps
+# and takes no guidance; dev is guidance-distilled: its guidance_scale is the embedded guidance
+# (3.5 by default), not classifier-free guidance, so there is no negative prompt and no doubled batch.
+FLUX_STEPS: dict[str, int] = {"schnell": 4, "dev": 28}
+FLUX_MAX_STEPS = 50
+FLUX_GUIDANCE: dict[str, float] = {"schnell": 0.0, "dev": 3.5}
 
 # Scheduler names a request may choose, and the diffusers class (with options) each one builds
 # from the base model's scheduler config. "default" keeps the base model's own scheduler.
@@ -127,15 +136,44 @@ def _choice(body: dict[str, Any], name: str, choices: tuple[str, ...], default: 
 def _side(body: dict[str, Any], name: str, model_type: ModelType) -> int:
     low, high, default = SIDES[model_type]
     value = _integer(body, name, low, high, default)
-    if value % 8:
-        raise RequestError(f"{name} must be a multiple of 8, got {value}", name)
+    multiple = SIDE_MULTIPLES[model_type]
+    if value % multiple:
+        raise RequestError(f"{name} must be a multiple of {multiple}, got {value}", name)
     return value
 
 
-def validate(body: dict[str, Any], model_type: ModelType, default_lora_scale: float, random_seed: int) -> GenerationParams:
+def _sampling(body: dict[str, Any], model_type: ModelType, variant: str | None) -> dict[str, Any]:
+    """negative_prompt, num_inference_steps, guidance_scale and scheduler: FLUX.1's rules differ by variant."""
+    if model_type != "flux1":
+        return {
+            "negative_prompt": _text(body, "negative_prompt", required=False),
+            "num_inference_steps": _integer(body, "num_inference_steps", 1, 100, 25),
+            "guidance_scale": _number(body, "guidance_scale", 0.0, 20.0, 7.5),
+            "scheduler": _choice(body, "scheduler", tuple(SCHEDULERS), "default"),
+        }
+    assert variant in FLUX_STEPS, f"a FLUX.1 server knows its variant, got {variant!r}"
+    if body.get("negative_prompt") is not None:
+        raise RequestError("negative_prompt does not apply to FLUX.1 (it is guidance-distilled: no classifier-free guidance)", "negative_prompt")
+    guidance = _number(body, "guidance_scale", 0.0, 20.0, FLUX_GUIDANCE[variant])
+    if variant == "schnell" and guidance != 0:
+        # schnell has no guidance embedder: diffusers would ignore the value, so a caller would not get what it asked.
+        raise RequestError("guidance_scale does not apply to FLUX.1-schnell (it takes no guidance): leave it out or give 0", "guidance_scale")
+    return {
+        "negative_prompt": None,
+        "num_inference_steps": _integer(body, "num_inference_steps", 1, FLUX_MAX_STEPS, FLUX_STEPS[variant]),
+        "guidance_scale": guidance,
+        # FLUX.1 is a flow-matching model: only its own Euler scheduler applies.
+        "scheduler": _choice(body, "scheduler", ("default",), "default"),
+    }
+
+
+def validate(
+    body: dict[str, Any], model_type: ModelType, default_lora_scale: float, random_seed: int, variant: str | None = None
+) -> GenerationParams:
     """Checks every field of a request body, applying defaults; raises RequestError naming the first bad field.
 
     A field given as null takes its default, as if it were absent (`"seed": null` is a random seed).
+    `variant` is FLUX.1's ('dev' or 'schnell'); other model types have none.
     """
     unknown = sorted(set(body) - set(GenerationParams.__dataclass_fields__))
     if unknown:
@@ -145,17 +183,18 @@ def validate(body: dict[str, Any], model_type: ModelType, default_lora_scale: fl
     body = {name: value for name, value in body.items() if value is not None}
     prompt = _text(body, "prompt", required=True)
     assert prompt is not None
+    sampling = _sampling(body, model_type, variant)
     return GenerationParams(
         prompt=prompt,
-        negative_prompt=_text(body, "negative_prompt", required=False),
-        num_inference_steps=_integer(body, "num_inference_steps", 1, 100, 25),
-        guidance_scale=_number(body, "guidance_scale", 0.0, 20.0, 7.5),
+        negative_prompt=sampling["negative_prompt"],
+        num_inference_steps=sampling["num_inference_steps"],
+        guidance_scale=sampling["guidance_scale"],
         width=_side(body, "width", model_type),
         height=_side(body, "height", model_type),
         seed=_integer(body, "seed", 0, MAX_SEED, random_seed),
         num_images=_integer(body, "num_images", 1, 4, 1),
         lora_scale=_number(body, "lora_scale", 0.0, 2.0, default_lora_scale),
-        scheduler=_choice(body, "scheduler", tuple(SCHEDULERS), "default"),
+        scheduler=sampling["scheduler"],
         output_format=_choice(body, "output_format", OUTPUT_FORMATS, "png"),
     )
 

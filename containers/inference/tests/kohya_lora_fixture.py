@@ -69,23 +69,34 @@ TINY_SDXL_UNET_CONFIG: dict[str, Any] = {
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pipeline_dir", type=Path, help="a saved diffusers pipeline folder (model_index.json)")
-    parser.add_argument("model_type", choices=["sd15", "sdxl"])
-    parser.add_argument("output", type=Path, help="the .safetensors file to write")
+def network_parser(description: str) -> argparse.ArgumentParser:
+    """The options of both kohya fixtures (this one and kohya_flux_fixture.py): sd-scripts, and the LoRA's sizes and weights."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sd-scripts", type=Path, default=os.environ.get("LORA_TEST_SD_SCRIPTS"), help="default: $LORA_TEST_SD_SCRIPTS")
     parser.add_argument("--rank", type=int, default=4, help="network_dim")
     parser.add_argument("--alpha", type=float, default=2.0, help="network_alpha")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strength", type=float, default=0.5, help="each LoRA's output, relative to its input's RMS")
-    parser.add_argument("--unet-only", action="store_true", help="as --network_train_unet_only: no text-encoder LoRA")
+    return parser
+
+
+def checked_args(parser: argparse.ArgumentParser, argv: list[str] | None, network_module: str) -> argparse.Namespace:
+    """The parsed arguments, once sd-scripts has `networks/<network_module>.py` and the output is a .safetensors file."""
     args = parser.parse_args(argv)
-    if args.sd_scripts is None or not (args.sd_scripts / "networks" / "lora.py").is_file():
+    if args.sd_scripts is None or not (args.sd_scripts / "networks" / f"{network_module}.py").is_file():
         parser.error(f"--sd-scripts (or LORA_TEST_SD_SCRIPTS) must be the sd-scripts folder, got {args.sd_scripts}")
     if args.output.suffix != ".safetensors":
         parser.error("the output must end in .safetensors (save_weights picks the format by suffix)")
     return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = network_parser(__doc__.splitlines()[0])
+    parser.add_argument("pipeline_dir", type=Path, help="a saved diffusers pipeline folder (model_index.json)")
+    parser.add_argument("model_type", choices=["sd15", "sdxl"])
+    parser.add_argument("output", type=Path, help="the .safetensors file to write")
+    parser.add_argument("--unet-only", action="store_true", help="as --network_train_unet_only: no text-encoder LoRA")
+    return checked_args(parser, argv, "lora")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -159,8 +170,14 @@ def build_kohya_sdxl_unet(unet_config: dict[str, Any]) -> Any:
         raise SystemExit(f"kohya's SDXL U-Net cannot be this tiny U-Net ({error}); {hint}") from error
     expected = {key: tuple(value.shape) for key, value in unet.state_dict().items()}
     if converted != expected:
-        differences = sorted(f"{key}: diffusers {converted.get(key)} kohya {expected.get(key)}" for key in set(converted) | set(expected) if converted.get(key) != expected.get(key))
-        raise SystemExit(f"the tiny diffusers U-Net is not kohya's SDXL U-Net at {sizes} ({len(differences)} differences, first: {differences[:5]}); {hint}")
+        differences = sorted(
+            f"{key}: diffusers {converted.get(key)} kohya {expected.get(key)}"
+            for key in set(converted) | set(expected)
+            if converted.get(key) != expected.get(key)
+        )
+        raise SystemExit(
+            f"the tiny diffusers U-Net is not kohya's SDXL U-Net at {sizes} ({len(differences)} differences, first: {differences[:5]}); {hint}"
+        )
     return unet
 
 

@@ -73,7 +73,7 @@ def test_an_sd2_lora_is_refused_by_its_metadata(tmp_path: Path) -> None:
         ({**lora_shapes(SD15_MODULES), "lora_unet_down_blocks_0_resnets_0_conv1.hada_w1_a": [4, 4]}, "1 of 16 tensors are not LoRA weights"),
         ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": [4, 8]}, "do not pair up"),
         ({**lora_shapes(SD15_MODULES), **lora_shapes(SDXL_MODULES)}, "mixes SD 1.5 and SDXL"),
-        (lora_shapes(["lora_unet_single_transformer_blocks_0_attn_to_q"]), "no Stable Diffusion 1.5 or SDXL layout"),
+        (lora_shapes(["lora_unet_single_transformer_blocks_0_attn_to_q"]), "no Stable Diffusion 1.5, SDXL or FLUX.1 layout"),
         ({}, "holds no tensors"),
     ],
 )

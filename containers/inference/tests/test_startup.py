@@ -56,7 +56,7 @@ def test_every_bad_setting_is_reported_at_once() -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env({"MODEL_TYPE": "sd2", "LORA_SCALE": "2.5", "REQUEST_TIMEOUT_SECONDS": "60", "LOG_PROMPTS": "yes"})
     message = str(error.value)
-    for expected in ("MODEL_TYPE must be 'sd15' or 'sdxl', got 'sd2'", "LORA_SCALE must be a number from 0 to 2, got '2.5'",
+    for expected in ("MODEL_TYPE must be 'sd15', 'sdxl' or 'flux1', got 'sd2'", "LORA_SCALE must be a number from 0 to 2, got '2.5'",
                      "REQUEST_TIMEOUT_SECONDS must be a number from 1 to 55, got '60'", "LOG_PROMPTS must be 'true' or 'false'"):
         assert expected in message
 
@@ -68,7 +68,7 @@ def test_lora_scale_must_be_a_number_in_range(value: str) -> None:
 
 
 def test_model_type_is_required() -> None:
-    with pytest.raises(SettingsError, match="MODEL_TYPE must be 'sd15' or 'sdxl', it is not set"):
+    with pytest.raises(SettingsError, match="MODEL_TYPE must be 'sd15', 'sdxl' or 'flux1', it is not set"):
         Settings.from_env({})
 
 
@@ -103,7 +103,7 @@ def test_the_server_refuses_to_start_with_bad_settings_and_logs_why(monkeypatch:
         create_app(log=JsonLog(log))
     [line] = map(json.loads, log.getvalue().splitlines())
     assert (line["event"], line["level"]) == ("settings_invalid", "error")
-    assert "MODEL_TYPE must be 'sd15' or 'sdxl', got 'sd3'" in line["reason"]
+    assert "MODEL_TYPE must be 'sd15', 'sdxl' or 'flux1', got 'sd3'" in line["reason"]
 
 
 # --- the LoRA and the base model on disk ----------------------------------------------------------
@@ -204,7 +204,10 @@ DIFFUSERS_SCHEDULERS = {
 
 
 def test_configs_are_baked_for_each_model_type_from_the_repos_diffusers_uses() -> None:
-    assert CONFIG_REPOS == {"sd15": DIFFUSERS_DEFAULT_PIPELINE_PATHS["v1"], "sdxl": DIFFUSERS_DEFAULT_PIPELINE_PATHS["xl_base"]}
+    # FLUX.1's four S3 files take FLUX.1-schnell's configs and tokenizers (flux_pipeline applies dev's differences).
+    assert CONFIG_REPOS == {
+        "sd15": DIFFUSERS_DEFAULT_PIPELINE_PATHS["v1"], "sdxl": DIFFUSERS_DEFAULT_PIPELINE_PATHS["xl_base"], "flux1": "black-forest-labs/FLUX.1-schnell",
+    }
 
 
 def test_every_scheduler_but_default_names_a_diffusers_class_with_its_options() -> None:
@@ -221,19 +224,21 @@ def test_every_scheduler_but_default_names_a_diffusers_class_with_its_options() 
 def test_the_baked_configs_and_tokenizers_load_offline_with_the_real_libraries(
     tiny_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The tiny models' configs folders have the layout the Dockerfile bakes (see tiny_pipelines.save_all).
-    for model_type in CONFIG_REPOS:
+    # The tiny models' configs folders have the layout the Dockerfile bakes (see tiny_pipelines.save_all);
+    # flux1's bake is checked in test_real_flux, which builds the tiny FLUX.1 pipeline.
+    model_types = ("sd15", "sdxl")
+    for model_type in model_types:
         shutil.copytree(tiny_models(model_type)["configs"] / model_type, tmp_path / model_type)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(SystemExit, match="HF_HUB_OFFLINE=1"):
-        check(tmp_path)
+        check(tmp_path, model_types)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    check(tmp_path)
-    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / m}: configs and tokenizers load offline" for m in CONFIG_REPOS]
+    check(tmp_path, model_types)
+    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / m}: configs and tokenizers load offline" for m in model_types]
     # Negative control: a file from_single_file needs is missing.
     (tmp_path / "sdxl" / "tokenizer_2" / "merges.txt").unlink()
     with pytest.raises(Exception, match="merges"):
-        check(tmp_path)
+        check(tmp_path, model_types)
 
 
 # --- entry point ------------------------------------------------------------------------------------
@@ -255,7 +260,7 @@ INFERENCE_DIR = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("env", "problems"),
     [
-        ({}, [{"variable": "MODEL_TYPE", "value": None, "allowed": "'sd15' or 'sdxl'"}]),
+        ({}, [{"variable": "MODEL_TYPE", "value": None, "allowed": "'sd15', 'sdxl' or 'flux1'"}]),
         ({"MODEL_TYPE": "sd15", "LORA_SCALE": "3"}, [{"variable": "LORA_SCALE", "value": "3", "allowed": "a number from 0 to 2"}]),
         (
             {"MODEL_TYPE": "sdxl", "DEVICE": "cpu", "DTYPE": "float16"},
