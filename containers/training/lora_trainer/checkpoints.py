@@ -16,7 +16,8 @@ from .safetensors_header import HeaderError, read_header
 
 # What accelerate 1.6's save_state writes for kohya's network training, in writing order: kohya's
 # pre-save hook writes train_state.json first; random_states_0.pkl comes last. A GradScaler, and so
-# scaler.pt, exists only with fp16 mixed precision.
+# scaler.pt, exists only with fp16 mixed precision. flux_train_network.py saves the same (it inherits
+# train_network.py's loop and hooks; tests/test_kohya_flux.py), in bf16: no scaler.pt.
 STATE_FILES = ("train_state.json", "model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
 FP16_STATE_FILES = ("scaler.pt",)
 COMPLETION_MARKER = "training-complete.json"

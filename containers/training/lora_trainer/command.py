@@ -1,5 +1,6 @@
-"""The exact command line: accelerate launch of kohya-ss sd-scripts' train_network.py (SD 1.5) or
-sdxl_train_network.py (SDXL), every flag checked against sd-scripts v0.10.1."""
+"""The exact command line: accelerate launch of kohya-ss sd-scripts' train_network.py (SD 1.5),
+sdxl_train_network.py (SDXL) or flux_train_network.py (FLUX.1), every flag checked against sd-scripts
+v0.10.1."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
 
+from .base_model import FluxFiles
 from .hyperparameters import Value, flag_value, load_schema
 
-SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py"}
-# Flags the container always sets: the network type, safetensors output, the spot-resume state (two
+SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py", "flux1": "flux_train_network.py"}
+# kohya's LoRA for the U-Nets and their CLIP text encoders, and its LoRA for FLUX.1's transformer.
+NETWORK_MODULES = {"sd15": "networks.lora", "sdxl": "networks.lora", "flux1": "networks.lora_flux"}
+# Flags the container always sets (after the network type): safetensors output, the spot-resume state (two
 # kept: kohya deletes the older right after writing the newer, and SageMaker uploads asynchronously,
 # so keeping one could leave S3 with only a half-uploaded state; the entrypoint prunes to the newest
 # complete one when it starts), SDPA attention, plain log lines (kohya's rich handler wraps lines at
-# the console width when there is no terminal) and fp16 LoRA files, which diffusers loads as is.
+# the console width when there is no terminal) and fp16 LoRA files, which diffusers loads as is. FLUX.1
+# too: diffusers casts a LoRA to the transformer's bf16 when it loads it, and fp16 keeps 3 more
+# mantissa bits of the fp32 LoRA weights than bf16 would, with far more range than LoRA factors use.
 FIXED_FLAGS = (
-    "--network_module", "networks.lora",
     "--save_model_as", "safetensors",
     "--save_precision", "fp16",
     "--save_state",
@@ -53,6 +58,8 @@ class Launch:
     sample_prompts: Path | None = None
     # kohya's cadence: the hyperparameter, or the one chosen from the epochs when it is unset.
     sample_every_n_epochs: int = 1
+    # FLUX.1: the transformer (as base_model), autoencoder and text encoders, on local disk.
+    flux: FluxFiles | None = None
 
 
 def epochs_for(values: Mapping[str, Value | None], steps_per_epoch: int) -> int:
@@ -81,13 +88,15 @@ def accelerate_argv(values: Mapping[str, Value | None], launch: Launch) -> list[
 
 def kohya_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
     resolution = int(values["resolution"])  # type: ignore[arg-type]
-    args = [
-        "--pretrained_model_name_or_path", launch.base_model,
+    model_type = str(values["model_type"])
+    args = ["--pretrained_model_name_or_path", launch.base_model, *flux_file_args(model_type, launch)]
+    args += [
         "--tokenizer_cache_dir", str(launch.tokenizer_cache),
         "--dataset_config", str(launch.dataset_config),
         "--resolution", f"{resolution},{resolution}",
         "--output_dir", str(launch.output_dir),
         "--max_train_epochs", str(launch.epochs),
+        "--network_module", NETWORK_MODULES[model_type],
         *FIXED_FLAGS,
     ]
     schema = load_schema()
@@ -95,6 +104,8 @@ def kohya_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
         value = values[name]
         if name in _HANDLED or name in _SAMPLING or spec.flag is None or value is None:
             continue
+        if spec.models and model_type not in spec.models:
+            continue  # another model type's setting: its script may not declare the flag
         if spec.type == "boolean":
             if value:
                 args.append(spec.flag)
@@ -109,17 +120,25 @@ def kohya_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
     return args
 
 
+def flux_file_args(model_type: str, launch: Launch) -> list[str]:
+    """flux_train_network.py takes the transformer as the base model and the other three files by
+    flag; the other scripts none of them."""
+    if model_type != "flux1":
+        return []
+    if launch.flux is None:
+        raise ValueError("a FLUX.1 run needs its base model files on disk")
+    return ["--clip_l", str(launch.flux.clip_l), "--t5xxl", str(launch.flux.t5xxl), "--ae", str(launch.flux.ae)]
+
+
 def sampling_args(values: Mapping[str, Value | None], launch: Launch) -> list[str]:
     """kohya's own sampling: the prompts file, every n epochs, the sampler. The base model's row
     (--sample_at_first) only on a fresh start: on a resumed attempt kohya would draw it again with
     the resumed weights, labelled epoch 0."""
     if launch.sample_prompts is None:
         return []
-    args = [
-        "--sample_prompts", str(launch.sample_prompts),
-        "--sample_every_n_epochs", str(launch.sample_every_n_epochs),
-        "--sample_sampler", str(values["sample_sampler"]),
-    ]
+    args = ["--sample_prompts", str(launch.sample_prompts), "--sample_every_n_epochs", str(launch.sample_every_n_epochs)]
+    if values["sample_sampler"] is not None:  # none for FLUX.1, which kohya samples with its own Euler
+        args += ["--sample_sampler", str(values["sample_sampler"])]
     if values["sample_at_first"] and launch.resume_state is None:
         args.append("--sample_at_first")
     return args

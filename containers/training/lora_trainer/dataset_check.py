@@ -26,8 +26,9 @@ JSONL_NAME = "metadata.jsonl"
 CONTROL_FILES = frozenset({TOML_NAME, "train.json", JSONL_NAME})
 MAX_LISTED = 20
 # kohya asserts bucket_reso_steps is a multiple of this once it has loaded the dataset
-# (assert_extra_args: train_network.py for SD 1.5, sdxl_train_network.py for SDXL).
-BUCKET_RESO_MULTIPLE = {"sd15": 64, "sdxl": 32}
+# (assert_extra_args: train_network.py for SD 1.5, sdxl_train_network.py for SDXL; flux_train_network.py
+# calls train_network.py's check (64) before its own (32), so FLUX.1 needs 64).
+BUCKET_RESO_MULTIPLE = {"sd15": 64, "sdxl": 32, "flux1": 64}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from collections.abc import Mapping
 
 from .errors import TrainingError
+from .flux_files import HUB_REPOS, variant_of_hub_id
 
 SCHEMA_PATH = Path(__file__).with_name("hyperparameters.schema.json")
 
@@ -156,6 +157,49 @@ def _conflicts(values: Mapping[str, Value | None], given: Mapping[str, Value]) -
         )
     if "text_encoder_lr" in given and values["network_train_unet_only"]:
         problems.append(Problem("text_encoder_lr", "conflict", "has no effect with network_train_unet_only = true; remove one of them"))
+    if values["model_type"] == "flux1":
+        problems.extend(_flux_conflicts(values))
+    elif variant_of_hub_id(str(values["base_model"])) is not None:
+        problems.append(_flux_base_model_for(str(values["model_type"]), str(values["base_model"])))
+    return problems
+
+
+def _flux_base_model_for(model_type: str, base_model: str) -> Problem:
+    """A FLUX.1 Hub id under sd15/sdxl: the SD scripts cannot load its files (Prepare refuses it too)."""
+    return Problem(
+        "base_model",
+        "conflict",
+        f"{base_model} is a flux1 base model, not {model_type}: set model_type = flux1, or give a {model_type} base model",
+    )
+
+
+def _flux_conflicts(values: Mapping[str, Value | None]) -> list[Problem]:
+    """What flux_train_network.py needs, in the order lambda/shared/hyperparameters.ts reports it."""
+    problems = []
+    if values["mixed_precision"] == "fp16":
+        problems.append(Problem("mixed_precision", "conflict", "must be bf16 for model_type flux1 (sd-scripts trains FLUX.1 in bf16), not fp16"))
+    if not values["network_train_unet_only"]:
+        why = "its text-encoder outputs are cached, so the text encoders cannot train"
+        problems.append(Problem("network_train_unet_only", "conflict", f"must be true for model_type flux1: {why}"))
+    if not values["cache_text_encoder_outputs"]:
+        problems.append(
+            Problem(
+                "cache_text_encoder_outputs",
+                "conflict",
+                "must be true for model_type flux1: sd-scripts caches FLUX.1's CLIP-L and T5-XXL outputs so both encoders leave the GPU",
+            )
+        )
+    if variant_of_hub_id(str(values["base_model"])) is None:
+        problems.append(
+            Problem(
+                "base_model",
+                "conflict",
+                f"must be {' or '.join(sorted(HUB_REPOS.values()))} for model_type flux1 (or an S3 base model channel), not {values['base_model']}",
+            )
+        )
+    if values["fp8_base"] and values["mixed_precision"] == "no":
+        # train_network.py asserts it only once the 23.8 GB transformer is loaded.
+        problems.append(Problem("fp8_base", "conflict", "needs mixed_precision = bf16: sd-scripts computes in bf16 around the fp8 weights"))
     return problems
 
 

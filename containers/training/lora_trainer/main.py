@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from . import checkpoints, run_record, sampling
+from . import caption_targets, captioning, checkpoints, flux_files, run_record, sampling
 from .base_model import BaseModel, resolve_base_model
 from .command import SCRIPTS, Launch, accelerate_argv, epochs_for, kohya_args
 from .contact_sheet import write_contact_sheet
@@ -28,6 +28,8 @@ from .dataset import DatasetOptions, PreparedDataset, prepare_dataset
 from .dataset_check import one_or_all
 from .errors import TrainingError
 from .files import write_json
+from .hub_download import fetch_flux_files
+from .hub_token import read_hf_token
 from .hyperparameters import parse_hyperparameters
 from .lora_file import read_metadata, update_metadata
 from .paths import SageMakerPaths
@@ -133,6 +135,9 @@ def train(paths: SageMakerPaths, image: Image, trainer: Trainer) -> dict[str, An
     fingerprint = run_record.make_fingerprint(inputs.values, summary.content_sha256, base.name_or_path, base.kind, image.sd_scripts_version)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     record = run_record.load_or_create(paths.checkpoints, fingerprint)
+    # --- caption_missing (captioning.py, part D): captions next to the images before kohya or the samples read them ---
+    captioning.write_captions(paths, inputs.values, inputs.prepared)
+    # --- end caption_missing ---
     epochs = epochs_for(inputs.values, summary.steps_per_epoch)
     job = Job(paths, image, trainer, inputs, fingerprint, record, epochs, started, _plan_samples(inputs, epochs))
     if run_record.completed(paths.checkpoints, fingerprint, job.final_model):
@@ -157,8 +162,9 @@ def check_inputs(paths: SageMakerPaths) -> Inputs:
     only once the image is pulled and the dataset loaded (before it loads the model)."""
     raw = _read_hyperparameters(paths.hyperparameters)
     values = parse_hyperparameters(raw)
-    base = resolve_base_model(paths.channel("base_model"), str(values["base_model"]), "base_model" in raw)
-    print(f"lora-trainer: {values['model_type']} LoRA '{values['output_name']}' on {base.kind} {base.name_or_path}", flush=True)
+    base = resolve_base_model(paths.channel("base_model"), str(values["base_model"]), "base_model" in raw, str(values["model_type"]))
+    variant = f" ({base.variant})" if base.variant else ""
+    print(f"lora-trainer: {values['model_type']}{variant} LoRA '{values['output_name']}' on {base.kind} {base.name_or_path}", flush=True)
     prepared = prepare_dataset(
         paths.channel("dataset"),
         paths.work,
@@ -166,7 +172,8 @@ def check_inputs(paths: SageMakerPaths) -> Inputs:
             resolution=int(values["resolution"]),
             batch_size=int(values["train_batch_size"]),
             num_repeats=int(values["num_repeats"]),
-            allow_missing_captions=bool(values["allow_missing_captions"]),
+            # caption_missing: caption_targets.check_plan below refuses the captionless images it will not caption.
+            allow_missing_captions=bool(values["allow_missing_captions"]) or caption_targets.wanted(values),
             max_train_steps=None if values["max_train_epochs"] is not None else int(values["max_train_steps"]),
             num_repeats_given="num_repeats" in raw,
             model_type=str(values["model_type"]),
@@ -174,6 +181,9 @@ def check_inputs(paths: SageMakerPaths) -> Inputs:
     )
     for line in prepared.summary.lines():
         print(line, flush=True)
+    # --- caption_missing (caption_targets.py, part D) ---
+    caption_targets.check_plan(paths.channel("dataset"), prepared.config, prepared.summary, values)
+    # --- end caption_missing ---
     if values["cache_text_encoder_outputs"]:
         _refuse(prepared.config, _CAPTION_AUGMENTATIONS, "cache_text_encoder_outputs", "captions are encoded once, so they cannot change per step")
     if values["cache_latents"]:
@@ -183,14 +193,15 @@ def check_inputs(paths: SageMakerPaths) -> Inputs:
 
 def _train_model(job: Job) -> Attempt:
     """Resumes from the newest complete state (or starts), runs kohya, and checks its model."""
+    _fetch_hub_files(job)
     launch = _plan_launch(job)
     values, trainer = job.inputs.values, job.trainer
     argv = [*trainer.command, *kohya_args(values, launch)] if trainer.command else accelerate_argv(values, launch)
     print("lora-trainer: " + " ".join(argv), flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if job.inputs.base.local:
+    if job.inputs.base.local or job.inputs.base.flux is not None:
         # Nothing may reach the Hub (the job can run with network isolation): tokenizers are in
-        # the image, the model is in the channel.
+        # the image, the model is in the channel or already downloaded (FLUX.1).
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
     def remember_steps_per_epoch(steps: int) -> None:
@@ -210,6 +221,15 @@ def _train_model(job: Job) -> Attempt:
         raise TrainingError(f"kohya-ss finished without a usable {job.final_model.name} ({problem}) in {job.paths.checkpoints}.")
     steps = _correct_step_count(job.final_model, launch.resume_epoch, parser.steps_per_epoch)
     return Attempt(resumed_from=launch.resume_epoch or None, steps=steps, gpus=launch.gpus, kohya_steps_per_epoch=parser.steps_per_epoch)
+
+
+def _fetch_hub_files(job: Job) -> None:
+    """A FLUX.1 Hub model's files, downloaded only now: after every check, and never by an attempt
+    that reuses a finished model. The token is read here and given only to the download."""
+    base = job.inputs.base
+    if base.variant is None or base.local:
+        return
+    job.inputs.base = fetch_flux_files(base, job.paths.hub_base_model, read_hf_token())
 
 
 def planned_steps_per_epoch(batches_per_epoch: int, gpus: int) -> int:
@@ -257,7 +277,8 @@ def _plan_launch(job: Job) -> Launch:
         sample_prompts=_prepare_sampling(job, state.epoch if state else 0),
         sample_every_n_epochs=sampling.every_n_epochs(values, job.epochs),
         sd_scripts=job.image.sd_scripts,
-        base_model=job.inputs.base.name_or_path,
+        base_model=str(job.inputs.base.flux.transformer) if job.inputs.base.flux else job.inputs.base.name_or_path,
+        flux=job.inputs.base.flux,
         dataset_config=job.inputs.prepared.config_path,
         output_dir=job.paths.checkpoints,
         tokenizer_cache=job.image.tokenizer_cache,
@@ -277,7 +298,7 @@ def _plan_samples(inputs: Inputs, epochs: int) -> list[sampling.SamplePrompt]:
     if not sampling.sampling_on(values):
         print("lora-trainer: sample images off (sample_every_n_epochs = 0)", flush=True)
         return []
-    prompts = sampling.plan_prompts(values, inputs.prepared.config)
+    prompts = sampling.plan_prompts(values, inputs.prepared.config, inputs.base.variant)
     if not prompts:
         print("lora-trainer: WARNING: no sample_prompts and no caption in the dataset to sample with; sample images off", flush=True)
         return []
@@ -285,7 +306,8 @@ def _plan_samples(inputs: Inputs, epochs: int) -> list[sampling.SamplePrompt]:
     print(
         f"lora-trainer: sample images every {every} epoch(s) of {epochs}"
         + (" and before training" if values["sample_at_first"] else "")
-        + f": {len(prompts)} prompt(s) at {first.width}x{first.height}, {first.steps} steps, {first.sampler}, guidance {first.cfg_scale}",
+        + f": {len(prompts)} prompt(s) at {first.width}x{first.height}, {first.steps} steps, "
+        + f"{first.sampler or 'FLUX.1 Euler'}, guidance {first.cfg_scale}",
         flush=True,
     )
     for prompt in prompts:
@@ -390,8 +412,14 @@ def _write_outputs(job: Job, attempt: Attempt) -> dict[str, Any]:
 
 
 def _base_model_record(base: BaseModel) -> dict[str, str]:
-    """The model trained on: a channel's file or folder name (its kind says which), or the Hub id."""
-    return {"kind": base.kind, "name": Path(base.name_or_path).name if base.local else base.name_or_path}
+    """The model trained on: a channel's file or folder name (its kind says which), or the Hub id;
+    FLUX.1's variant, and a Hub model's pinned commit, too."""
+    record = {"kind": base.kind, "name": Path(base.name_or_path).name if base.local else base.name_or_path}
+    if base.variant:
+        record["variant"] = base.variant
+        if not base.local:
+            record["revision"] = flux_files.HUB_REVISIONS[base.variant]
+    return record
 
 
 def _effective_hyperparameters(inputs: Inputs) -> dict[str, Any]:

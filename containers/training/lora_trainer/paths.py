@@ -34,6 +34,13 @@ class SageMakerPaths:
         return self.root / "checkpoints"
 
     @property
+    def hub_base_model(self) -> Path:
+        """Where a FLUX.1 Hub base model's files (34 GB) are downloaded: under /opt/ml/input, beside the
+        channels SageMaker downloads (storage it sizes for input data), and outside the folders it
+        uploads (model, output, checkpoints)."""
+        return self.root / "input" / "hub-base-model"
+
+    @property
     def output_data(self) -> Path:
         """SageMaker uploads it as output/output.tar.gz beside model.tar.gz when the job ends."""
         return self.root / "output" / "data"

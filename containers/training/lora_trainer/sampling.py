@@ -21,11 +21,16 @@ MANIFEST_NAME = "samples.json"
 CONTACT_SHEET_NAME = "contact-sheet.png"
 PROMPTS_FILE_NAME = "sample-prompts.json"
 PROMPT_SEPARATOR = "|"
+# FLUX.1's sample steps when sample_steps is unset: schnell is distilled to 4 steps; dev gets kohya's
+# default (flux_train_utils.sample_image_inference), the cost of 28 being about 40 % more.
+FLUX_SAMPLE_STEPS = {"schnell": 4, "dev": 20}
 
 
 @dataclass(frozen=True)
 class SamplePrompt:
-    """One prompt as kohya renders it, every option explicit (none left to kohya's defaults)."""
+    """One prompt as kohya renders it, every option explicit (none left to kohya's defaults).
+    `sampler` None: FLUX.1, which kohya samples with its own flow-matching Euler, `cfg_scale` being
+    FLUX's embedded guidance."""
 
     index: int
     prompt: str
@@ -35,15 +40,17 @@ class SamplePrompt:
     height: int
     steps: int
     cfg_scale: float
-    sampler: str
+    sampler: str | None
 
     def kohya_entry(self) -> dict[str, Any]:
         """The keys sample_image_inference reads from a prompt dict; the JSON prompts file hands
-        them over as they are, so no prompt text is ever parsed for ' --' options."""
-        return {
-            "prompt": self.prompt, "negative_prompt": self.negative_prompt, "seed": self.seed, "width": self.width,
-            "height": self.height, "sample_steps": self.steps, "scale": self.cfg_scale, "sample_sampler": self.sampler,
-        }
+        them over as they are, so no prompt text is ever parsed for ' --' options. FLUX.1's
+        (flux_train_utils.sample_image_inference) reads 'guidance_scale' as the embedded guidance and
+        'scale' as true CFG, which at 1.0 is off (one transformer pass a step, no negative prompt)."""
+        common = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "seed": self.seed, "width": self.width, "height": self.height}
+        if self.sampler is None:
+            return {**common, "sample_steps": self.steps, "guidance_scale": self.cfg_scale, "scale": 1.0}
+        return {**common, "sample_steps": self.steps, "scale": self.cfg_scale, "sample_sampler": self.sampler}
 
 
 @dataclass(frozen=True)
@@ -137,9 +144,16 @@ def sample_resolution(config: Mapping[str, Any], default: int) -> tuple[int, int
     return int(resolution), int(resolution)
 
 
-def plan_prompts(values: Mapping[str, Any], config: Mapping[str, Any]) -> list[SamplePrompt]:
+def sample_steps(values: Mapping[str, Any], variant: str | None) -> int:
+    """The hyperparameter, else FLUX.1's per variant (its schema default is unset for flux1)."""
+    if values["sample_steps"] is not None:
+        return int(values["sample_steps"])
+    return FLUX_SAMPLE_STEPS[variant or "dev"]
+
+
+def plan_prompts(values: Mapping[str, Any], config: Mapping[str, Any], variant: str | None = None) -> list[SamplePrompt]:
     """The sample prompts of this run: the user's, else some of the dataset's captions; empty
-    when sampling is off or there is nothing to prompt with."""
+    when sampling is off or there is nothing to prompt with. `variant`: FLUX.1's dev or schnell."""
     if not sampling_on(values):
         return []
     given = values["sample_prompts"]
@@ -148,8 +162,8 @@ def plan_prompts(values: Mapping[str, Any], config: Mapping[str, Any]) -> list[S
     return [
         SamplePrompt(
             index=index, prompt=text, negative_prompt=str(values["sample_negative_prompt"] or ""),
-            seed=int(values["sample_seed"]) + index, width=width, height=height, steps=int(values["sample_steps"]),
-            cfg_scale=float(values["sample_cfg_scale"]), sampler=str(values["sample_sampler"]),
+            seed=int(values["sample_seed"]) + index, width=width, height=height, steps=sample_steps(values, variant),
+            cfg_scale=float(values["sample_cfg_scale"]), sampler=values["sample_sampler"],
         )
         for index, text in enumerate(texts)
     ]

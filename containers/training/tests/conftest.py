@@ -122,7 +122,11 @@ def sd_scripts():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sd-scripts' invalid escape sequences
+        import flux_train_network
         import sdxl_train_network
         import train_network
         from library import config_util, train_util
-    return SimpleNamespace(folder=Path(folder), train_network=train_network, sdxl_train_network=sdxl_train_network, config_util=config_util, train_util=train_util)
+    return SimpleNamespace(
+        folder=Path(folder), train_network=train_network, sdxl_train_network=sdxl_train_network,
+        flux_train_network=flux_train_network, config_util=config_util, train_util=train_util,
+    )

@@ -1,5 +1,5 @@
-"""A stand-in for `accelerate launch train_network.py`, used only by the tests: it accepts the flags
-the entrypoint passes, rejects any other, and writes what kohya-ss sd-scripts v0.10.1 writes where it
+"""A stand-in for `accelerate launch train_network.py` (and sdxl_/flux_train_network.py, which share its
+loop), used only by the tests: it accepts the flags the entrypoint passes, rejects any other, and writes what kohya-ss sd-scripts v0.10.1 writes where it
 writes it (epoch states saved before the older one is removed, an end-of-training state, then the
 final model), printing kohya's epoch lines and drawing its tqdm bar as train_network.py draws it
 (once at its start; per step update(1), showing the previous step's loss, then set_postfix with the
@@ -32,6 +32,9 @@ VALUE_FLAGS = [
     "mixed_precision", "optimizer_type", "lr_scheduler", "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size",
     "dataset_repeats", "clip_skip", "prior_loss_weight", "resume", "initial_epoch", "initial_step",
     "sample_prompts", "sample_every_n_epochs", "sample_sampler",
+    # flux_train_network.py's (library/flux_train_utils.py, train_util.add_dit_training_arguments)
+    "clip_l", "t5xxl", "ae", "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type", "discrete_flow_shift",
+    "blocks_to_swap", "t5xxl_max_token_length",
 ]
 # The types and choices sd-scripts v0.10.1 declares for them (train_network.py, library/train_util.py);
 # optimizer_type is free text there, limited here to names its get_optimizer knows.
@@ -39,9 +42,11 @@ TYPES = {
     **{name: {"type": int} for name in (
         "max_train_epochs", "save_last_n_epochs", "save_last_n_epochs_state", "max_data_loader_n_workers", "network_dim",
         "lr_warmup_steps", "save_every_n_epochs", "seed", "train_batch_size", "dataset_repeats", "clip_skip", "initial_epoch", "initial_step",
-        "sample_every_n_epochs",
+        "sample_every_n_epochs", "blocks_to_swap", "t5xxl_max_token_length",
     )},
-    **{name: {"type": float} for name in ("learning_rate", "unet_lr", "network_alpha", "prior_loss_weight")},
+    **{name: {"type": float} for name in ("learning_rate", "unet_lr", "network_alpha", "prior_loss_weight", "guidance_scale", "sigmoid_scale", "discrete_flow_shift")},
+    "timestep_sampling": {"choices": ["sigma", "uniform", "sigmoid", "shift", "flux_shift"]},
+    "model_prediction_type": {"choices": ["raw", "additive", "sigma_scaled"]},
     "text_encoder_lr": {"type": float, "nargs": "*"},
     "mixed_precision": {"choices": ["no", "fp16", "bf16"]},
     "save_precision": {"choices": [None, "float", "fp16", "bf16"]},
@@ -51,7 +56,7 @@ TYPES = {
 }
 SWITCHES = [
     "save_state", "sdpa", "console_log_simple", "persistent_data_loader_workers", "network_train_unet_only", "cache_latents",
-    "cache_text_encoder_outputs", "gradient_checkpointing", "no_half_vae", "sample_at_first",
+    "cache_text_encoder_outputs", "gradient_checkpointing", "no_half_vae", "sample_at_first", "fp8_base", "apply_t5_attn_mask",
 ]
 
 
@@ -136,6 +141,9 @@ def main() -> int:
     log = os.environ.get("FAKE_KOHYA_LOG")
     if log:
         record = {"argv": sys.argv[1:], "start_epoch": start, "hf_offline": os.environ.get("HF_HUB_OFFLINE"), "epochs_run": []}
+        # A secret that must never reach the trainer: whether any environment value holds it.
+        if os.environ.get("FAKE_KOHYA_FORBIDDEN"):
+            record["forbidden_in_env"] = [k for k, v in os.environ.items() if os.environ["FAKE_KOHYA_FORBIDDEN"] in v and k != "FAKE_KOHYA_FORBIDDEN"]
     assert Path(args.dataset_config).is_file(), "dataset_config missing"
     if args.resume:
         assert (Path(args.resume) / "random_states_0.pkl").is_file(), "resumed from an incomplete state"

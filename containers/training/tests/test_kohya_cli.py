@@ -1,14 +1,16 @@
 """Every command line the entrypoint builds, parsed by the pinned sd-scripts' own argument parsers
-(train_network.setup_parser, sdxl_train_network.setup_parser) and accelerate's launch parser: each
+(train_network.setup_parser, sdxl_train_network.setup_parser, flux_train_network.setup_parser) and accelerate's launch parser: each
 flag must be accepted, spelt out in full (kohya's parsers allow prefix abbreviations, which argparse
 would silently expand to another option), and mean what the entrypoint intends."""
 
 import argparse
+import functools
 from pathlib import Path
 
 import pytest
 
-from lora_trainer.command import FIXED_FLAGS, SCRIPTS, Launch, accelerate_argv
+from lora_trainer.base_model import FluxFiles
+from lora_trainer.command import FIXED_FLAGS, NETWORK_MODULES, SCRIPTS, Launch, accelerate_argv
 from lora_trainer.hyperparameters import load_schema, parse_hyperparameters
 
 SCHEMA = load_schema()
@@ -26,6 +28,17 @@ NON_DEFAULT = {
 }
 
 
+CHANNEL = Path("/opt/ml/input/data/base_model")
+FLUX = FluxFiles(CHANNEL / "flux1-schnell.safetensors", CHANNEL / "ae.safetensors", CHANNEL / "clip_l.safetensors", CHANNEL / "t5xxl_fp16.safetensors")
+# Every FLUX.1 setting away from its default, as sd-scripts' guide's alternatives.
+FLUX_NON_DEFAULT = {
+    "guidance_scale": "3.5", "timestep_sampling": "shift", "sigmoid_scale": "0.5", "model_prediction_type": "additive",
+    "discrete_flow_shift": "3.1582", "fp8_base": "false", "blocks_to_swap": "18", "t5xxl_max_token_length": "256",
+    "apply_t5_attn_mask": "true", "base_model": "black-forest-labs/FLUX.1-dev",
+}
+MODULES = {"sd15": "train_network", "sdxl": "sdxl_train_network", "flux1": "flux_train_network"}
+
+
 def launch(**overrides) -> Launch:
     fields = dict(
         sd_scripts=Path("/opt/sd-scripts"), base_model="/opt/ml/input/data/base_model/model.safetensors",
@@ -36,23 +49,27 @@ def launch(**overrides) -> Launch:
 
 
 def cases():
-    for model in ("sd15", "sdxl"):
-        yield f"{model}-defaults", {"model_type": model}, launch()
-        extra = {"cache_text_encoder_outputs": "true"} if model == "sdxl" else {"clip_skip": "2"}
-        yield f"{model}-non-defaults", {"model_type": model, **NON_DEFAULT, **extra}, launch()
-        yield f"{model}-text-encoder-lr", {"model_type": model, "text_encoder_lr": "5e-5", "network_dim": "128", "network_alpha": "0.5"}, launch()
+    for model in ("sd15", "sdxl", "flux1"):
+        flux = model == "flux1"
+        at = functools.partial(launch, base_model=str(FLUX.transformer), flux=FLUX) if flux else launch
+
+        yield f"{model}-defaults", {"model_type": model}, at()
+        extra = {"cache_text_encoder_outputs": "true"} if model == "sdxl" else FLUX_NON_DEFAULT if flux else {"clip_skip": "2"}
+        yield f"{model}-non-defaults", {"model_type": model, **NON_DEFAULT, **extra}, at()
+        if not flux:  # FLUX.1 trains no text encoder
+            yield f"{model}-text-encoder-lr", {"model_type": model, "text_encoder_lr": "5e-5", "network_dim": "128", "network_alpha": "0.5"}, at()
         for optimizer in OPTIMIZERS:
             for scheduler in SCHEDULERS:
                 warmup = "0" if scheduler == "constant" or optimizer == "Adafactor" else "25"
                 values = {"model_type": model, "optimizer_type": optimizer, "lr_scheduler": scheduler, "lr_warmup_steps": warmup}
-                yield f"{model}-{optimizer}-{scheduler}", values, launch()
+                yield f"{model}-{optimizer}-{scheduler}", values, at()
         state = Path("/opt/ml/checkpoints/lora-000004-state")
-        yield f"{model}-samples", {"model_type": model}, launch(sample_prompts=PROMPTS_FILE)
-        sampling = {"sample_every_n_epochs": "3", "sample_sampler": "dpmsolver++", "sample_at_first": "false"}
-        yield f"{model}-samples-non-defaults", {"model_type": model, **sampling}, launch(sample_prompts=PROMPTS_FILE, sample_every_n_epochs=3)
-        yield f"{model}-samples-resumed", {"model_type": model}, launch(sample_prompts=PROMPTS_FILE, resume_state=state, resume_epoch=4)
-        yield f"{model}-resume-1-gpu", {"model_type": model}, launch(resume_state=state, resume_epoch=4)
-        yield f"{model}-resume-4-gpus", {"model_type": model}, launch(gpus=4, cpus=48, resume_state=state, resume_epoch=4, steps_per_epoch=25)
+        yield f"{model}-samples", {"model_type": model}, at(sample_prompts=PROMPTS_FILE)
+        sampling = {"sample_every_n_epochs": "3", "sample_at_first": "false", **({} if flux else {"sample_sampler": "dpmsolver++"})}
+        yield f"{model}-samples-non-defaults", {"model_type": model, **sampling}, at(sample_prompts=PROMPTS_FILE, sample_every_n_epochs=3)
+        yield f"{model}-samples-resumed", {"model_type": model}, at(sample_prompts=PROMPTS_FILE, resume_state=state, resume_epoch=4)
+        yield f"{model}-resume-1-gpu", {"model_type": model}, at(resume_state=state, resume_epoch=4)
+        yield f"{model}-resume-4-gpus", {"model_type": model}, at(gpus=4, cpus=48, resume_state=state, resume_epoch=4, steps_per_epoch=25)
 
 
 CASES = list(cases())
@@ -86,7 +103,7 @@ def intended(values: dict, launch_: Launch) -> dict:
         "pretrained_model_name_or_path": launch_.base_model, "tokenizer_cache_dir": str(launch_.tokenizer_cache),
         "dataset_config": launch_.dataset_config, "output_dir": str(launch_.output_dir),  # kohya declares the first a Path
         "resolution": f"{resolution},{resolution}", "max_train_epochs": launch_.epochs, "max_train_steps": 1600,
-        "network_module": "networks.lora", "save_model_as": "safetensors", "save_precision": "fp16", "save_state": True,
+        "network_module": NETWORK_MODULES[values["model_type"]], "save_model_as": "safetensors", "save_precision": "fp16", "save_state": True,
         "save_last_n_epochs": 1, "save_last_n_epochs_state": 2, "sdpa": True, "console_log_simple": True,
         "max_data_loader_n_workers": 2, "persistent_data_loader_workers": True, "no_half_vae": values["model_type"] == "sdxl",
         "resume": str(launch_.resume_state) if launch_.resume_state else None,
@@ -99,9 +116,11 @@ def intended(values: dict, launch_: Launch) -> dict:
     expected.update(
         sample_prompts=str(launch_.sample_prompts) if sampling else None,
         sample_every_n_epochs=launch_.sample_every_n_epochs if sampling else None,
-        sample_sampler=str(values["sample_sampler"]) if sampling else "ddim",
+        sample_sampler=str(values["sample_sampler"]) if sampling and values["sample_sampler"] else "ddim",
         sample_at_first=sampling and bool(values["sample_at_first"]) and launch_.resume_state is None,
     )
+    if launch_.flux is not None:
+        expected.update(clip_l=str(launch_.flux.clip_l), t5xxl=str(launch_.flux.t5xxl), ae=str(launch_.flux.ae))
     for name, spec in SCHEMA.specs.items():
         if spec.flag is None or name in ("resolution", "max_train_epochs", "base_model", *SAMPLING_KEYS):
             continue
@@ -126,7 +145,7 @@ def intended(values: dict, launch_: Launch) -> dict:
 def test_kohya_parses_every_command_as_intended(sd_scripts, given, launch_):
     values = parse_hyperparameters(given)
     launcher, script_args = split(accelerate_argv(values, launch_))
-    module = sd_scripts.train_network if values["model_type"] == "sd15" else sd_scripts.sdxl_train_network
+    module = getattr(sd_scripts, MODULES[values["model_type"]])
     assert launcher[-1] == f"/opt/sd-scripts/{SCRIPTS[values['model_type']]}"
     parser = module.setup_parser()
     parsed = parse_exactly(parser, script_args)
@@ -171,7 +190,7 @@ def test_a_misspelt_flag_is_refused(sd_scripts, bad, why):
 
 
 def test_every_fixed_flag_is_a_kohya_option(sd_scripts):
-    for module in (sd_scripts.train_network, sd_scripts.sdxl_train_network):
+    for module in (sd_scripts.train_network, sd_scripts.sdxl_train_network, sd_scripts.flux_train_network):
         options = module.setup_parser()._option_string_actions
         assert [flag for flag in FIXED_FLAGS if flag.startswith("--") and flag not in options] == []
 

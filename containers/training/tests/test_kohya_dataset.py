@@ -17,15 +17,17 @@ from lora_trainer.command import epochs_for, kohya_args
 from lora_trainer.dataset import MIN_EPOCHS
 from lora_trainer.dataset_check import kohya_caption, one_or_all
 from lora_trainer.main import check_inputs
-from test_kohya_cli import launch
+from test_kohya_cli import FLUX, MODULES, launch
 
 
 def kohya_dataset_group(sd_scripts, inputs):
     """kohya's training dataset group for the command line the entrypoint would run, passed through
     the trainer's own checks of it (assert_extra_args: bucket_reso_steps, SDXL caching), which kohya
     runs after loading the dataset."""
-    argv = kohya_args(inputs.values, launch(dataset_config=inputs.prepared.config_path))
-    module = sd_scripts.train_network if inputs.values["model_type"] == "sd15" else sd_scripts.sdxl_train_network
+    model_type = inputs.values["model_type"]
+    files = {"base_model": str(FLUX.transformer), "flux": FLUX} if model_type == "flux1" else {}
+    argv = kohya_args(inputs.values, launch(dataset_config=inputs.prepared.config_path, **files))
+    module = getattr(sd_scripts, MODULES[model_type])
     args = module.setup_parser().parse_args(argv)
     sd_scripts.train_util.prepare_dataset_args(args, True)
     config_util = sd_scripts.config_util
@@ -33,9 +35,8 @@ def kohya_dataset_group(sd_scripts, inputs):
     blueprint = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, args.masked_loss, True)).generate(user_config, args)
     group, validation = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
     assert validation is None or len(validation) == 0
-    sdxl = inputs.values["model_type"] == "sdxl"
-    trainer = sd_scripts.sdxl_train_network.SdxlNetworkTrainer() if sdxl else sd_scripts.train_network.NetworkTrainer()
-    trainer.assert_extra_args(args, group, None)
+    trainer = {"sd15": "NetworkTrainer", "sdxl": "SdxlNetworkTrainer", "flux1": "FluxNetworkTrainer"}[model_type]
+    getattr(module, trainer)().assert_extra_args(args, group, None)
     return group
 
 
@@ -209,7 +210,7 @@ def test_every_image_goes_to_kohyas_bucket(sd_scripts, no_upscale, resolution, l
 BUCKETED = "[[datasets]]\nenable_bucket = true\nbucket_reso_steps = 32\n[[datasets.subsets]]\nimage_dir = '.'\n"
 
 
-def test_bucket_steps_of_32_are_refused_for_sd15_and_kept_for_sdxl(sd_scripts, opt_ml):
+def test_bucket_steps_of_32_are_refused_for_sd15_and_flux1_and_kept_for_sdxl(sd_scripts, opt_ml):
     from lora_trainer.errors import DatasetError
 
     images(opt_ml.dataset, MIXED[:3])
@@ -217,10 +218,15 @@ def test_bucket_steps_of_32_are_refused_for_sd15_and_kept_for_sdxl(sd_scripts, o
     opt_ml.hyperparameters({})
     with pytest.raises(DatasetError, match=r"datasets\[0\] has bucket_reso_steps = 32, which kohya refuses for sd15: it must be a multiple of 64"):
         check_inputs(opt_ml.paths)
+    opt_ml.hyperparameters({"model_type": "flux1"})
+    with pytest.raises(DatasetError, match=r"bucket_reso_steps = 32, which kohya refuses for flux1: it must be a multiple of 64"):
+        check_inputs(opt_ml.paths)
     inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, {"model_type": "sdxl"})  # SDXL needs a multiple of 32
-    inputs.values["model_type"] = "sd15"
-    with pytest.raises(AssertionError, match="must be divisible by 64"):  # what kohya does with it for SD 1.5
-        kohya_dataset_group(sd_scripts, inputs)
+    for model_type in ("sd15", "flux1"):
+        # What kohya does with it: FLUX.1's assert_extra_args runs train_network.py's (64) before its own (32).
+        inputs.values["model_type"] = model_type
+        with pytest.raises(AssertionError, match="must be divisible by 64"):
+            kohya_dataset_group(sd_scripts, inputs)
 
 
 def test_images_smaller_than_a_bucket_step_are_refused(sd_scripts, opt_ml):
@@ -488,3 +494,18 @@ def test_bucket_limits_kohya_rounds_to_the_resolution_are_accepted(sd_scripts, o
     two_subsets(opt_ml)
     (opt_ml.dataset / "dataset.toml").write_text(toml_with("datasets[0]", settings))
     assert_kohya_agrees(sd_scripts, opt_ml, {})
+
+
+def test_flux_caches_text_encoder_outputs_so_caption_shuffling_is_refused_as_kohya_would(sd_scripts, opt_ml):
+    from lora_trainer.errors import TrainingError
+
+    images(opt_ml.dataset, MIXED[:2])
+    (opt_ml.dataset / "dataset.toml").write_text("[general]\nshuffle_caption = true\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    opt_ml.hyperparameters({"model_type": "flux1"})
+    with pytest.raises(TrainingError, match="cache_text_encoder_outputs cannot be combined with shuffle_caption"):
+        check_inputs(opt_ml.paths)
+    (opt_ml.dataset / "dataset.toml").write_text("[[datasets]]\n[[datasets.subsets]]\nimage_dir = '.'\n")
+    inputs, _ = assert_kohya_agrees(sd_scripts, opt_ml, {"model_type": "flux1"})
+    inputs.prepared.config_path.write_text("[general]\nshuffle_caption = true\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = '" + str(opt_ml.dataset) + "'\n")
+    with pytest.raises(AssertionError, match="when caching Text Encoder output"):  # flux_train_network.py's own refusal
+        kohya_dataset_group(sd_scripts, inputs)

@@ -125,13 +125,18 @@ def test_a_real_tqdm_in_a_child_process_reaches_the_log_as_steps():
 
 
 def test_metric_definitions_parse_the_printed_lines():
-    line = "lora-metrics step=201 epoch=3 loss=0.0831 seconds_per_step=0.400 total_steps=400 total_epochs=4"
+    # progress.py's line per step, and captioning.py's once the captions are written: each metric
+    # is read from one of them only.
+    lines = [
+        "lora-metrics step=201 epoch=3 loss=0.0831 seconds_per_step=0.400 total_steps=400 total_epochs=4",
+        "lora-metrics captions_written=12",
+    ]
     found = {}
     for definition in metric_definitions():
         assert len(definition["Regex"]) <= 500 and 1 <= len(definition["Name"]) <= 255
-        match = re.search(definition["Regex"], line)
-        assert match, definition["Name"]
-        found[definition["Name"]] = float(match.group(1))
+        matches = [match for match in (re.search(definition["Regex"], line) for line in lines) if match]
+        assert len(matches) == 1, definition["Name"]
+        found[definition["Name"]] = float(matches[0].group(1))
     assert found == {
         "train:loss": 0.0831,
         "train:step": 201,
@@ -139,6 +144,7 @@ def test_metric_definitions_parse_the_printed_lines():
         "train:seconds_per_step": 0.4,
         "train:total_steps": 400,
         "train:total_epochs": 4,
+        "train:captions_written": 12,
     }
     # and nothing else kohya prints looks like a metric
     for other in ["epoch 3/4", "steps:   0%|  | 1/400 [00:01<05:00,  2.50it/s, avr_loss=0.5]", "loss=0.3 step=1"]:

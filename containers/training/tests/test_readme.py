@@ -16,12 +16,17 @@ def test_the_hyperparameter_table_matches_the_schema():
         default, flag = rows[name]
         assert flag == (f"`{spec.flag}`" if spec.flag else "—"), name
         if isinstance(spec.default, dict):
-            expected = ", ".join(f"`{v}` ({k})" for k, v in spec.default.items())
-        elif spec.default is None:
-            expected = "unset"
+            expected = ", ".join(f"{shown(v)} ({k})" for k, v in spec.default.items())
         else:
-            expected = f"`{spec.default if isinstance(spec.default, str) else json.dumps(spec.default)}`"
+            expected = shown(spec.default)
         assert default == expected, name
+
+
+def shown(value) -> str:
+    """A default as the table writes it: unset, or the value as JSON writes it (strings bare)."""
+    if value is None:
+        return "unset"
+    return f"`{value if isinstance(value, str) else json.dumps(value)}`"
 
 
 def test_the_always_set_flags_are_the_ones_passed():
