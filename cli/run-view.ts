@@ -71,6 +71,14 @@ function endpointLine(run: RunStatus): string | undefined {
   return parts.join(', ');
 }
 
+/** The captions the job generated (caption_missing), as written back next to their images. */
+function captionsLine(run: RunStatus): string | undefined {
+  const captions = run.captions;
+  if (captions === undefined) return undefined;
+  const kept = captions.kept > 0 ? `; ${captions.kept} not written, as the folder already had that caption file (yours is kept)` : '';
+  return `${captions.written} written by BLIP next to their images in ${captions.folder}, for review${kept}`;
+}
+
 function samplesLine(run: RunStatus): string | undefined {
   const samples = run.samples;
   if (samples === undefined) return undefined;
@@ -104,6 +112,7 @@ export function runView(run: RunStatus, nowMs: number, progress?: TrainingProgre
     ['LoRA', run.lora !== undefined ? loraLine(run.lora) : undefined],
     ['Endpoint', endpointLine(run)],
     ['Samples', samplesLine(run)],
+    ['Captions', captionsLine(run)],
     ['Smoke', smokeLine(run)],
     ['Error', run.error !== undefined ? `${run.error}${run.cause !== undefined ? `: ${run.cause}` : ''}` : undefined],
   ];
@@ -121,7 +130,9 @@ function datasetCheckLines(check: RunStatus['datasetCheck']): string[] {
   const more = check.skippedCount - check.skipped.length;
   const skipped = check.skippedCount > 0 ? [`Not trained (${check.skippedCount} file${check.skippedCount === 1 ? '' : 's'})`, ...check.skipped.map((entry) => `  ${entry}`)] : [];
   if (more > 0) skipped.push(`  and ${more} more`);
-  return [...skipped, ...check.notes.map((note) => `Note      ${note}`)];
+  const toCaption = check.captionsToWrite ?? 0;
+  const captioning = toCaption > 0 ? [`Note      ${toCaption} image${toCaption === 1 ? '' : 's'} without a caption will be captioned by BLIP (caption_missing); the captions are written next to them in S3 for review`] : [];
+  return [...captioning, ...skipped, ...check.notes.map((note) => `Note      ${note}`)];
 }
 
 /** One line for following a run: what changed since the last one is what a watcher needs. */

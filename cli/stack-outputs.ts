@@ -27,6 +27,7 @@ export const OUTPUTS = {
   BaseModel: 'base-model',
   EndpointMode: 'endpoint-mode',
   NamePrefix: 'name-prefix',
+  CaptionMissing: 'caption-missing',
   DashboardName: 'dashboard',
 } as const;
 

@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS } from '../lambda/shared/models';
+import { FLUX_FILES, FLUX_HUB_REPOS } from '../lambda/shared/flux-files';
+import { HYPERPARAMETER_SCHEMA } from '../lambda/shared/hyperparameters';
+import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS, MODEL_TYPE_DEFAULTS, type ModelTypeDefaults } from '../lambda/shared/models';
 
 export { DEFAULT_BASE_MODELS } from '../lambda/shared/models';
 export type { ModelType } from '../lambda/shared/models';
@@ -43,6 +45,26 @@ function pattern(re: RegExp): z.ZodType<string> {
   return z.string().regex(re);
 }
 
+/** A Secrets Manager secret name (1–512 of letters, digits and /_+=.@-), or a secret's complete ARN. */
+const SECRET_NAME = /^[A-Za-z0-9/_+=.@-]{1,512}$/;
+const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$/;
+
+/** A hyperparameter's default from the container's schema, in words: "x (sd15), y (sdxl), z (flux1)" when it is per model type. */
+function hyperparameterDefault(key: string): string {
+  const value = HYPERPARAMETER_SCHEMA.hyperparameters[key]?.default;
+  if (value === null || value === undefined || typeof value !== 'object') return String(value);
+  return Object.entries(value)
+    .map(([type, v]) => `${String(v)} (${type})`)
+    .join(', ');
+}
+
+/** "x (sd15), y (sdxl), z (flux1)": a per-model-type default, in words. */
+function perModelType(pick: (defaults: ModelTypeDefaults) => string | number): string {
+  return Object.entries(MODEL_TYPE_DEFAULTS)
+    .map(([type, defaults]) => `${pick(defaults)} (${type})`)
+    .join(', ');
+}
+
 export interface FieldSpec<T> {
   readonly schema: z.ZodType<T>;
   /** The value used when the key is absent; `undefined` marks an optional key. */
@@ -73,9 +95,10 @@ export const CONFIG_FIELDS = {
     description: 'Key prefix under which each dataset folder is uploaded to the datasets bucket.',
   }),
   triggerFileName: field({
-    schema: pattern(new RegExp(`^${S3_SAFE_SEGMENT}$`)).refine((v) => !['.', '..', 'train.json'].includes(v)),
+    // Not a caption name either: kohya would read it as one, and a caption written back could start a run.
+    schema: pattern(new RegExp(`^${S3_SAFE_SEGMENT}$`)).refine((v) => !['.', '..', 'train.json'].includes(v) && !/\.(txt|caption)$/i.test(v)),
     default: 'dataset.toml',
-    allowed: "a file name of letters, digits and !_.*'()-, other than 'train.json'",
+    allowed: "a file name of letters, digits and !_.*'()-, other than 'train.json' and not ending in .txt or .caption",
     description:
       "The object whose upload into a dataset folder starts a run. The kohya configuration is always read from the folder's dataset.toml, whatever this name.",
   }),
@@ -93,23 +116,35 @@ export const CONFIG_FIELDS = {
       "First part of every training job, model, endpoint config and endpoint name the workflow creates; its permissions cover only names with this prefix, so two stacks in one account need different prefixes.",
   }),
   modelType: field({
-    schema: z.enum(['sd15', 'sdxl']),
+    schema: z.enum(['sd15', 'sdxl', 'flux1']),
     default: 'sd15',
-    allowed: "'sd15' or 'sdxl'",
-    description: 'Stable Diffusion family of the base model.',
+    allowed: "'sd15', 'sdxl' or 'flux1'",
+    description: 'Family of the base model: Stable Diffusion 1.5, Stable Diffusion XL, or FLUX.1 (dev or schnell).',
   }),
   baseModel: field({
     schema: z.string().refine((v) => HF_REPO_ID.test(v) || isS3ModelUri(v)),
     default: undefined,
     allowed:
-      "a Hugging Face repo id 'owner/name', or an s3:// URI of a .safetensors or .ckpt file or of a diffusers folder ending in '/'",
-    description: `Base model to train on and serve. Defaults by modelType: ${DEFAULT_BASE_MODELS.sd15} (sd15), ${DEFAULT_BASE_MODELS.sdxl} (sdxl).`,
+      "a Hugging Face repo id 'owner/name', or an s3:// URI of a .safetensors or .ckpt file or of a diffusers folder ending in '/'; " +
+      `for flux1, ${FLUX_HUB_REPOS.schnell}, ${FLUX_HUB_REPOS.dev}, or an s3:// folder ending in '/' holding ${FLUX_FILES.transformer.dev} or ` +
+      `${FLUX_FILES.transformer.schnell}, ${FLUX_FILES.ae}, ${FLUX_FILES.clipL} and ${FLUX_FILES.t5xxl}`,
+    description:
+      `Base model to train on and serve. Defaults by modelType: ${DEFAULT_BASE_MODELS.sd15} (sd15), ${DEFAULT_BASE_MODELS.sdxl} (sdxl), ` +
+      `${DEFAULT_BASE_MODELS.flux1} (flux1, Apache-2.0; ${FLUX_HUB_REPOS.dev} is non-commercial and gated: it needs huggingFaceTokenSecret).`,
+  }),
+  huggingFaceTokenSecret: field({
+    schema: z.string().refine((v) => SECRET_NAME.test(v) || SECRET_ARN.test(v)),
+    default: undefined,
+    allowed: "a Secrets Manager secret's name (letters, digits and /_+=.@-, at most 512) or complete ARN",
+    description:
+      'Secret whose value is a Hugging Face token, for gated Hub base models (required for FLUX.1-dev). Only the training and endpoint roles may read it; ' +
+      'jobs and models get its name (HF_TOKEN_SECRET_ID), never the token. A secret under a customer managed KMS key needs that key granted too.',
   }),
   'training.instanceType': field({
     schema: pattern(GPU_INSTANCE_TYPE),
-    default: 'ml.g4dn.xlarge',
-    allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g4dn.xlarge, ml.g5.2xlarge)',
-    description: 'Training instance type.',
+    default: undefined,
+    allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g4dn.xlarge, ml.g5.2xlarge), that can train the model type',
+    description: `Training instance type. Defaults by modelType: ${perModelType((d) => d.trainingInstanceType)}.`,
   }),
   'training.spot': field({
     schema: boolean(),
@@ -119,27 +154,39 @@ export const CONFIG_FIELDS = {
   }),
   'training.maxRuntimeSeconds': field({
     schema: integer(1, MAX_TRAINING_SECONDS),
-    default: 3600,
+    default: undefined,
     allowed: `an integer from 1 to ${MAX_TRAINING_SECONDS}`,
-    description: 'Longest time the training job may train (SageMaker MaxRuntimeInSeconds).',
+    description: `Longest time the training job may train (SageMaker MaxRuntimeInSeconds). Defaults by modelType: ${perModelType((d) => d.trainingMaxRuntimeSeconds)}.`,
   }),
   'training.maxWaitSeconds': field({
     schema: integer(1, MAX_TRAINING_SECONDS),
-    default: 7200,
+    default: undefined,
     allowed: `an integer from 1 to ${MAX_TRAINING_SECONDS}, at least training.maxRuntimeSeconds when training.spot is true`,
-    description: 'Longest time a spot job may take, waiting for capacity included (SageMaker MaxWaitTimeInSeconds).',
+    description:
+      'Longest time a spot job may take, waiting for capacity included (SageMaker MaxWaitTimeInSeconds). ' +
+      `Defaults by modelType: ${perModelType((d) => d.trainingMaxWaitSeconds)}.`,
   }),
   'training.volumeSizeGb': field({
     schema: integer(1, 16384),
-    default: 50,
-    allowed: 'an integer from 1 to 16384',
-    description: 'Size of the training volume (base model, latent cache, checkpoints).',
+    default: undefined,
+    allowed: 'an integer from 1 to 16384; at least 100 for flux1',
+    description: `Size of the training volume (base model, latent cache, checkpoints), GB. Defaults by modelType: ${perModelType((d) => d.trainingVolumeSizeGb)}.`,
+  }),
+  'training.captionMissing': field({
+    schema: boolean(),
+    default: undefined,
+    allowed: 'true or false',
+    description:
+      'Caption images that have no caption file with BLIP before training, and write the captions back next to them (the caption_missing hyperparameter, which a run may set). ' +
+      `Defaults by modelType, as the hyperparameter's: ${hyperparameterDefault('caption_missing')}.`,
   }),
   'endpoint.instanceType': field({
     schema: pattern(GPU_INSTANCE_TYPE),
-    default: 'ml.g4dn.xlarge',
-    allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g4dn.xlarge, ml.g5.xlarge)',
-    description: 'Endpoint instance type.',
+    default: undefined,
+    allowed: 'a SageMaker GPU instance type, ml.g* or ml.p* (e.g. ml.g4dn.xlarge, ml.g5.xlarge), that can serve the model type',
+    description:
+      `Endpoint instance type. Defaults by modelType, for the shared endpoint: ${perModelType((d) => d.sharedEndpointInstanceType)}; ` +
+      `for dedicated endpoints: ${perModelType((d) => d.endpointInstanceType)}.`,
   }),
   'endpoint.instanceCount': field({
     schema: integer(1, 20),

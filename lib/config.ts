@@ -1,5 +1,8 @@
 import type { PrepareSettings } from '../lambda/shared/contract';
 import { CONFIG_FIELDS, DEFAULT_BASE_MODELS } from './config-fields';
+import { fluxBaseModelProblem, isGatedHubModel } from '../lambda/shared/flux-files';
+import { servingFitProblem, trainingFitProblem, trainingVolumeProblem } from '../lambda/shared/instance-fit';
+import { MODEL_TYPE_DEFAULTS } from '../lambda/shared/models';
 import { sharedEndpointSizingProblems } from './shared-endpoint-sizing';
 import type { ConfigKey, FieldSpec, ModelType, ValueOf } from './config-fields';
 import { distance } from '../lambda/shared/suggest';
@@ -25,6 +28,8 @@ export interface PipelineConfig {
   readonly namePrefix: string;
   readonly modelType: ModelType;
   readonly baseModel: string;
+  /** The Secrets Manager secret (name or complete ARN) holding a Hugging Face token, if any. */
+  readonly huggingFaceTokenSecret?: string;
   /** The training defaults, exactly as Prepare receives them. */
   readonly training: PrepareSettings['training'];
   readonly endpoint: EndpointConfig;
@@ -143,6 +148,9 @@ export function parseConfig(context: Readonly<Record<string, unknown>>): Pipelin
 
   const get = <K extends ConfigKey>(key: K) => values.get(key) as ValueOf<K>;
   const modelType = get('modelType') as ModelType;
+  // Keys whose default depends on the model type are resolved here, like baseModel.
+  const typeDefaults = MODEL_TYPE_DEFAULTS[modelType];
+  const captionMissing = get('training.captionMissing');
   const config: PipelineConfig = {
     stackName: get('stackName'),
     datasetPrefix: get('datasetPrefix'),
@@ -151,15 +159,18 @@ export function parseConfig(context: Readonly<Record<string, unknown>>): Pipelin
     namePrefix: get('namePrefix'),
     modelType,
     baseModel: get('baseModel') ?? DEFAULT_BASE_MODELS[modelType],
+    huggingFaceTokenSecret: get('huggingFaceTokenSecret'),
     training: {
-      instanceType: get('training.instanceType'),
+      instanceType: get('training.instanceType') ?? typeDefaults.trainingInstanceType,
       spot: get('training.spot'),
-      maxRuntimeSeconds: get('training.maxRuntimeSeconds'),
-      maxWaitSeconds: get('training.maxWaitSeconds'),
-      volumeSizeGb: get('training.volumeSizeGb'),
+      maxRuntimeSeconds: get('training.maxRuntimeSeconds') ?? typeDefaults.trainingMaxRuntimeSeconds,
+      maxWaitSeconds: get('training.maxWaitSeconds') ?? typeDefaults.trainingMaxWaitSeconds,
+      volumeSizeGb: get('training.volumeSizeGb') ?? typeDefaults.trainingVolumeSizeGb,
+      ...(captionMissing === undefined ? {} : { captionMissing }),
     },
     endpoint: {
-      instanceType: get('endpoint.instanceType'),
+      // The shared endpoint holds more in host memory than a dedicated one (lib/shared-endpoint-sizing.ts).
+      instanceType: get('endpoint.instanceType') ?? (get('endpoint.mode') === 'shared' ? typeDefaults.sharedEndpointInstanceType : typeDefaults.endpointInstanceType),
       instanceCount: get('endpoint.instanceCount'),
       mode: get('endpoint.mode') as EndpointMode,
       minInstances: get('endpoint.minInstances'),
@@ -196,14 +207,44 @@ function crossFieldProblems(config: PipelineConfig): string[] {
         `set modelType to ${show(otherType)}, or choose a ${config.modelType} base model`,
     );
   }
+  problems.push(...modelTypeProblems(config));
   problems.push(...endpointProblems(config.endpoint));
-  if (config.endpoint.mode === 'shared') problems.push(...sharedEndpointSizingProblems(config.modelType, config.endpoint));
+  // An instance that cannot serve the model at all is reported once, not again for its cache sizes.
+  const servable = servingFitProblem(config.modelType, config.endpoint.instanceType) === undefined;
+  if (config.endpoint.mode === 'shared' && servable) problems.push(...sharedEndpointSizingProblems(config.modelType, config.endpoint));
   const longestJobSeconds = training.spot ? Math.max(training.maxWaitSeconds, training.maxRuntimeSeconds) : training.maxRuntimeSeconds;
   if (storage.checkpointExpirationDays * 86400 <= longestJobSeconds) {
     problems.push(
       `"storage.checkpointExpirationDays" = ${storage.checkpointExpirationDays} is not allowed: it must outlast the longest ` +
         `training job (${longestJobSeconds} s), or a job could lose the checkpoints it resumes from`,
     );
+  }
+  return problems;
+}
+
+/**
+ * What the model type asks of the base model, the token and the instances: a FLUX.1 base model is
+ * one of the two pinned Hub ids or an S3 folder, FLUX.1-dev needs a token, and the training and
+ * endpoint instances must hold the model (lambda/shared/instance-fit.ts, which Prepare applies per run).
+ */
+function modelTypeProblems(config: PipelineConfig): string[] {
+  const { modelType, baseModel, training, endpoint } = config;
+  const problems: string[] = [];
+  const flux = modelType === 'flux1' ? fluxBaseModelProblem(baseModel) : undefined;
+  if (flux !== undefined) problems.push(`"baseModel" = ${show(baseModel)} is not allowed with modelType "flux1": ${flux}`);
+  if (isGatedHubModel(baseModel) && config.huggingFaceTokenSecret === undefined) {
+    problems.push(
+      `"baseModel" = ${show(baseModel)} is gated on the Hugging Face Hub: set huggingFaceTokenSecret to a Secrets Manager secret holding a token ` +
+        'of an account that accepted its licence, or choose a model that is not gated',
+    );
+  }
+  const fits: Array<[string, string | number, string | undefined]> = [
+    ['training.instanceType', training.instanceType, trainingFitProblem(modelType, training.instanceType)],
+    ['training.volumeSizeGb', training.volumeSizeGb, trainingVolumeProblem(modelType, training.volumeSizeGb)],
+    ['endpoint.instanceType', endpoint.instanceType, servingFitProblem(modelType, endpoint.instanceType)],
+  ];
+  for (const [key, value, problem] of fits) {
+    if (problem !== undefined) problems.push(`"${key}" = ${show(value)} is not allowed with modelType ${show(modelType)}: ${problem}`);
   }
   return problems;
 }

@@ -57,11 +57,13 @@ export class LoraPipelineStack extends Stack {
       storage: this.storage,
       datasetPrefix: config.datasetPrefix,
       baseModel: config.baseModel,
+      huggingFaceTokenSecret: config.huggingFaceTokenSecret,
     });
     this.serving = new ServingContainer(this, 'Serving', {
       storage: this.storage,
       modelType: config.modelType,
       baseModel: config.baseModel,
+      huggingFaceTokenSecret: config.huggingFaceTokenSecret,
     });
     this.notifications = new RunNotifications(this, 'Notifications', { key: this.storage.key, email: config.notificationEmail });
 
@@ -105,6 +107,7 @@ export class LoraPipelineStack extends Stack {
         modelType: config.modelType,
         baseModel: config.baseModel,
         readableS3BaseModel: isS3BaseModel(config.baseModel) ? config.baseModel : undefined,
+        huggingFaceTokenSecretId: config.huggingFaceTokenSecret,
         training: config.training,
         endpoint: {
           instanceType: config.endpoint.instanceType,
@@ -214,10 +217,14 @@ export class LoraPipelineStack extends Stack {
     const outputs: Record<string, { value: string; description: string }> = {
       DatasetPrefix: { value: config.datasetPrefix, description: 'Key prefix of the dataset folders in the datasets bucket' },
       TriggerFileName: { value: config.triggerFileName, description: 'The file whose upload, last, starts a run of its folder' },
-      ModelType: { value: config.modelType, description: 'The deploy-time model family (sd15 or sdxl)' },
+      ModelType: { value: config.modelType, description: 'The deploy-time model family (sd15, sdxl or flux1)' },
       BaseModel: { value: config.baseModel, description: 'The deploy-time base model; a run on another one gets a dedicated endpoint' },
       EndpointMode: { value: config.endpoint.mode, description: 'shared: one endpoint serves every LoRA; dedicated: one endpoint per dataset' },
       NamePrefix: { value: config.namePrefix, description: 'First part of every training job, model, endpoint config and endpoint name' },
+      CaptionMissing: {
+        value: config.training.captionMissing === undefined ? 'default' : String(config.training.captionMissing),
+        description: "training.captionMissing: a run's caption_missing unless it sets its own (true, false, or default: the model type's)",
+      },
       DashboardName: { value: this.dashboard.dashboardName, description: 'The CloudWatch dashboard of runs, endpoints and the LoRA cache' },
     };
     for (const [id, output] of Object.entries(outputs)) new CfnOutput(this, id, output);

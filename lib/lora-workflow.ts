@@ -83,7 +83,7 @@ export class LoraWorkflow extends Construct {
       endpoint: {
         ...props.settings.endpoint,
         ...(sharedEndpoint && { shared: { endpointName: sharedEndpoint.endpointName, inferenceComponentName: sharedEndpoint.inferenceComponentName } }),
-        startupHealthCheckTimeoutSeconds: ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+        startupHealthCheckTimeoutSeconds: serving.startupHealthCheckTimeoutSeconds,
         modelDataDownloadTimeoutSeconds: ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
       },
     };
@@ -97,6 +97,7 @@ export class LoraWorkflow extends Construct {
       memorySize: 512,
     });
     this.grantDatasetRead(this.prepareFunction.role, props.settings.datasetPrefix);
+    this.grantFluxFolderListing(this.prepareFunction.role);
     this.reportFunction = new PipelineFunction(this, 'Report', {
       ...functionDefaults,
       name: 'report',
@@ -122,6 +123,7 @@ export class LoraWorkflow extends Construct {
       check: this.checkFunction.function,
       topic,
       storage,
+      datasetPrefix: props.settings.datasetPrefix,
       training,
       serving,
       shared: sharedEndpoint && { registry: this.registryFunction.function },
@@ -239,7 +241,8 @@ export class LoraWorkflow extends Construct {
     const fn = new PipelineFunction(this, 'Samples', {
       ...defaults,
       name: 'samples',
-      description: "Publishes the sample images in a training job's output.tar.gz to models/<job>/samples/, next to its model",
+      description:
+        "Publishes the sample images in a training job's output.tar.gz to models/<job>/samples/, next to its model, and its generated captions next to their images",
       environment: {
         ARTIFACTS_BUCKET: storage.artifactsBucket.bucketName,
         MODELS_PREFIX: training.outputPrefix,
@@ -250,6 +253,7 @@ export class LoraWorkflow extends Construct {
       memorySize: 512,
     });
     this.grantSampleCopies(fn.role);
+    this.grantCaptionWriteBack(fn.role);
     return fn;
   }
 
@@ -377,6 +381,28 @@ export class LoraWorkflow extends Construct {
   }
 
   /**
+   * The samples function writes the captions a job generated next to their images: `.txt` and
+   * `.caption` objects under the dataset prefix only (single PUTs with If-None-Match, so never over
+   * a caption already there), SSE-KMS with the key through S3. It reads and lists nothing there.
+   * Called after {@link grantSampleCopies}, whose key statement covers these writes.
+   */
+  private grantCaptionWriteBack(role: iam.IRole): void {
+    const { datasetsBucket } = this.props.storage;
+    const prefix = this.props.settings.datasetPrefix;
+    const captions = ['.txt', '.caption'].map((extension) => datasetsBucket.arnForObjects(`${prefix}*${extension}`));
+    // The key through S3 is granted with the sample copies (grantSampleCopies): the same key and service.
+    // Only a PUT with If-None-Match (S3's condition key for it): a caption the user wrote is never replaced.
+    const ifNoneMatch = { Null: { 's3:if-none-match': 'false' } };
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteGeneratedCaptions', actions: ['s3:PutObject'], resources: captions, conditions: ifNoneMatch }));
+    Validations.of(role.node.findChild('DefaultPolicy')).acknowledge(
+      ...captions.map((arn) => ({
+        id: `AwsSolutions-IAM5[Resource::${iamFindingArn(this, arn)}]`,
+        reason: `The samples function writes a generated caption next to each image that had none, in any dataset folder under ${prefix}; only caption files, never over an existing one.`,
+      })),
+    );
+  }
+
+  /**
    * A role that presigns links to a run's samples and smoke images (Report, the status function):
    * signing is local, but a link works only if the signer may GetObject it, with the key through S3.
    */
@@ -417,6 +443,24 @@ export class LoraWorkflow extends Construct {
     );
   }
 
+  /**
+   * A FLUX.1 deployment whose base model is an S3 folder: Prepare lists that folder (ListObjectsV2)
+   * to check it holds the four FLUX.1 files before a job is started on it. Listing only, of that prefix.
+   */
+  private grantFluxFolderListing(role: iam.IRole): void {
+    const { modelType, readableS3BaseModel } = this.props.settings;
+    const folder = modelType === 'flux1' ? s3Folder(readableS3BaseModel) : undefined;
+    if (folder === undefined) return;
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ListTheFluxBaseModelFolder',
+        actions: ['s3:ListBucket'],
+        resources: [`arn:${Stack.of(this).partition}:s3:::${folder.bucket}`],
+        conditions: { StringLike: { 's3:prefix': [`${folder.prefix}*`] } },
+      }),
+    );
+  }
+
   /** Prepare lists and reads the dataset folders (train.json, dataset.toml, the first bytes of images and captions), nothing else. */
   private grantDatasetRead(role: iam.IRole, datasetPrefix: string): void {
     const { datasetsBucket } = this.props.storage;
@@ -440,6 +484,12 @@ export class LoraWorkflow extends Construct {
       reason: `Prepare reads the dataset.toml, train.json, captions and image headers (ranged reads) of any dataset folder under ${datasetPrefix}; folder names are chosen by the uploaders.`,
     });
   }
+}
+
+/** The bucket and key prefix of an `s3://bucket/prefix/` folder, or undefined for anything else. */
+function s3Folder(uri: string | undefined): { bucket: string; prefix: string } | undefined {
+  const match = uri === undefined ? null : /^s3:\/\/([^/]+)\/(.*\/)?$/.exec(uri);
+  return match ? { bucket: match[1], prefix: match[2] ?? '' } : undefined;
 }
 
 /** A shared endpoint is given exactly when the mode is shared: anything else is a wiring mistake, refused at synth. */

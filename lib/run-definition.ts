@@ -4,7 +4,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 import { STATES } from '../lambda/shared/contract';
 import type { PipelineStorage } from './pipeline-storage';
-import { tryLora } from './run-stages/check-lora';
+import { tryLora, warmingRetry } from './run-stages/check-lora';
 import { deployDedicated } from './run-stages/deploy-dedicated';
 import { failAndCleanUp } from './run-stages/fail-and-clean-up';
 import { prepareAndSettle } from './run-stages/prepare-and-settle';
@@ -31,6 +31,8 @@ export interface RunDefinitionProps {
   readonly check: lambda.IFunction;
   readonly topic: sns.ITopic;
   readonly storage: PipelineStorage;
+  /** Key prefix of the dataset folders in the datasets bucket: generated captions are written back under it. */
+  readonly datasetPrefix: string;
   readonly training: TrainingContainer;
   readonly serving: ServingContainer;
   /** In a deployment with a shared endpoint: the function of its runs' stages. */
@@ -52,11 +54,12 @@ export function runDefinition(scope: Construct, props: RunDefinitionProps): sfn.
   let serve = deployDedicated(scope, props.serving, failure, smokeTestEndpoint(scope, props.check, failure, succeed));
   if (shared) {
     const promote = makeLoraCurrent(scope, shared.registry, failure, succeed);
-    const check = tryLora(scope, props.check, failure, promote);
+    // The shared endpoint is of the deploy-time model type: it may warm for as long as that type starts.
+    const check = tryLora(scope, props.check, failure, promote, warmingRetry(props.serving.startupHealthCheckTimeoutSeconds));
     const register = registerLora(scope, shared.registry, failure, check);
     // Prepare decides per run: a run of another base model or family than the shared endpoint's is dedicated.
     serve = new sfn.Choice(scope, STATES.servingMode).when(sfn.Condition.stringEquals('$.run.serving.mode', 'shared'), register).otherwise(serve);
   }
-  const trained = train(scope, props.storage, props.training, failure, publishSamples(scope, props.samples, serve));
+  const trained = train(scope, props.storage, props.training, failure, publishSamples(scope, props.samples, { bucket: props.storage.datasetsBucket.bucketName, datasetPrefix: props.datasetPrefix }, serve));
   return prepareAndSettle(scope, props.prepare, failure, trained);
 }

@@ -175,6 +175,17 @@ export class SageMakerExecutionRole extends Construct {
     this.addObjectStatement(bucket, location.key, ['s3:GetObject'], exact);
   }
 
+  /**
+   * Lets the workload read one Secrets Manager secret's value (a Hugging Face token), given by name or
+   * complete ARN, and nothing else of Secrets Manager. A secret's ARN ends in `-` and six random
+   * characters, so a name matches exactly `<name>-??????`: that secret, never one whose name only starts alike.
+   */
+  public grantSecretValue(secret: string): void {
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'ReadTheHuggingFaceToken', actions: ['secretsmanager:GetSecretValue'], resources: [secretArnForPolicy(this, secret)] }),
+    );
+  }
+
   private addObjectStatement(bucket: s3.IBucket, prefix: string, actions: string[], exact = false): void {
     if (exact) {
       this.role.addToPrincipalPolicy(new iam.PolicyStatement({ actions, resources: [bucket.arnForObjects(prefix)] }));
@@ -194,4 +205,10 @@ export class SageMakerExecutionRole extends Construct {
       reason: `The workload reads${actions.length > 1 ? ' and writes' : ''} every object under ${prefix || 'the bucket root'}, whose names it or its users choose at run time.`,
     });
   }
+}
+
+/** The ARN an IAM statement names a secret by: its complete ARN as given, or `<name>-??????` in this stack's account and region. */
+export function secretArnForPolicy(scope: Construct, secret: string): string {
+  if (secret.startsWith('arn:')) return secret;
+  return Stack.of(scope).formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `${secret}-??????`, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
 }

@@ -1,9 +1,10 @@
 import * as path from 'node:path';
+import { Stack } from 'aws-cdk-lib';
 import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 import type { ModelType } from './config';
-import { BASE_MODEL_CHANNEL, servingModelInputs, type ServingModelInputs } from '../lambda/shared/models';
+import { BASE_MODEL_CHANNEL, servingModelInputs, STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS, type ServingModelInputs } from '../lambda/shared/models';
 import { PipelineStorage } from './pipeline-storage';
 import { parseS3Uri, SageMakerExecutionRole, type SageMakerExecutionRoleProps } from './sagemaker-execution-role';
 
@@ -13,7 +14,7 @@ export type { AdditionalModelDataSource, ServingModelInputs } from '../lambda/sh
 export interface ServingContainerProps {
   /** The pipeline's buckets and key: the endpoint reads trained models from the artifacts bucket. */
   readonly storage: PipelineStorage;
-  /** Stable Diffusion family of the base model; the server refuses a LoRA of the other family. */
+  /** Model family of the base model (sd15, sdxl or flux1); the server refuses a LoRA of another family. */
   readonly modelType: ModelType;
   /**
    * The deploy-time base model: a Hugging Face repo id (downloaded by the container at start), or an
@@ -21,6 +22,11 @@ export interface ServingContainerProps {
    * into the container, which the role may then read).
    */
   readonly baseModel: string;
+  /**
+   * The Secrets Manager secret (name or complete ARN) holding a Hugging Face token: every endpoint role
+   * may read it, and a model of a Hub base model names it in HF_TOKEN_SECRET_ID.
+   */
+  readonly huggingFaceTokenSecret?: string;
   /**
    * Multiplier the LoRA is fused at; requests may ask for another (`lora_scale`, 0–2).
    * @default 1 — the LoRA as trained
@@ -42,11 +48,8 @@ export class ServingContainer extends Construct {
    * where the server looks for it (`BASE_MODEL_PATH` in `containers/inference/lora_server/settings.py`).
    */
   public static readonly BASE_MODEL_CHANNEL = BASE_MODEL_CHANNEL;
-  /**
-   * A ContainerStartupHealthCheckTimeoutInSeconds for the endpoint's production variant: loading an
-   * SDXL base model (about 7 GB in fp16, more to download from the Hub) takes minutes, not seconds.
-   */
-  public static readonly STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = 1200;
+  /** The longest ContainerStartupHealthCheckTimeoutInSeconds of any model type: how long a deployment may wait for one. */
+  public static readonly MAX_STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = Math.max(...Object.values(STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS));
   /**
    * A ModelDataDownloadTimeoutInSeconds for the endpoint's production variant: the LoRA artifact is
    * small, but an S3 base model mounted beside it is several GB (an SDXL checkpoint is about 7 GB).
@@ -60,6 +63,10 @@ export class ServingContainer extends Construct {
   public readonly role: iam.IRole;
   /** The multiplier the LoRA is fused at (LORA_SCALE). */
   public readonly loraScale: number;
+  /** The deploy-time model type's ContainerStartupHealthCheckTimeoutInSeconds (lambda/shared/models.ts). */
+  public readonly startupHealthCheckTimeoutSeconds: number;
+  /** The secret holding a Hugging Face token, which the endpoint roles may read; undefined if none is configured. */
+  public readonly huggingFaceTokenSecret?: string;
   /** The model inputs for the deploy-time base model and model type. */
   public readonly defaults: ServingModelInputs;
 
@@ -68,7 +75,9 @@ export class ServingContainer extends Construct {
   constructor(scope: Construct, id: string, props: ServingContainerProps) {
     super(scope, id);
     this.loraScale = props.loraScale ?? 1;
-    this.defaults = ServingContainer.modelInputs(props.modelType, props.baseModel, this.loraScale);
+    this.huggingFaceTokenSecret = props.huggingFaceTokenSecret;
+    this.startupHealthCheckTimeoutSeconds = STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS[props.modelType];
+    this.defaults = ServingContainer.modelInputs(props.modelType, props.baseModel, this.loraScale, props.huggingFaceTokenSecret, Stack.of(this).region);
 
     this.image = new ecrAssets.DockerImageAsset(this, 'Image', {
       directory: ServingContainer.DIRECTORY,
@@ -99,11 +108,12 @@ export class ServingContainer extends Construct {
     description: string,
     options: { readonly loraPrefix: string; readonly telemetry?: SageMakerExecutionRoleProps['telemetry'] },
   ): SageMakerExecutionRole {
-    const { storage, baseModel } = this.props;
+    const { storage, baseModel, huggingFaceTokenSecret } = this.props;
     const executionRole = new SageMakerExecutionRole(scope, id, { workload: 'hosting', image: this.image, key: storage.key, description, telemetry: options.telemetry });
     executionRole.grantRead(storage.artifactsBucket, options.loraPrefix);
     // A single file is mounted as one S3Object, so the role reads exactly that object.
     if (parseS3Uri(baseModel)) executionRole.grantReadUri(baseModel, { exactObject: true });
+    if (huggingFaceTokenSecret !== undefined) executionRole.grantSecretValue(huggingFaceTokenSecret);
     return executionRole;
   }
 
@@ -112,7 +122,7 @@ export class ServingContainer extends Construct {
    * `baseModel`, fused at `loraScale`. Throws on a scale outside 0–2, which the server would refuse.
    * The Prepare function builds each run's model with the same function (`lambda/shared/models.ts`).
    */
-  public static modelInputs(modelType: ModelType, baseModel: string, loraScale = 1): ServingModelInputs {
-    return servingModelInputs(modelType, baseModel, loraScale);
+  public static modelInputs(modelType: ModelType, baseModel: string, loraScale = 1, huggingFaceTokenSecret?: string, region?: string): ServingModelInputs {
+    return servingModelInputs(modelType, baseModel, loraScale, { huggingFaceTokenSecretId: huggingFaceTokenSecret, region });
   }
 }

@@ -150,7 +150,7 @@ export class SharedEndpoint extends Construct {
       specification: {
         modelName: this.model.attrModelName,
         startupParameters: {
-          containerStartupHealthCheckTimeoutInSeconds: ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+          containerStartupHealthCheckTimeoutInSeconds: props.serving.startupHealthCheckTimeoutSeconds,
           modelDataDownloadTimeoutInSeconds: ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
         },
         computeResourceRequirements: {
@@ -178,7 +178,7 @@ export class SharedEndpoint extends Construct {
   /** The server's environment in shared mode (containers/inference/README.md lists each variable). */
   private environment(props: SharedEndpointProps): Record<string, string> {
     const { storage, registry, serving, endpoint } = props;
-    const inputs = ServingContainer.modelInputs(props.modelType, props.baseModel, serving.loraScale);
+    const inputs = ServingContainer.modelInputs(props.modelType, props.baseModel, serving.loraScale, serving.huggingFaceTokenSecret);
     return {
       ...inputs.environment,
       ...(isS3BaseModel(props.baseModel) ? { BASE_MODEL_PATH: MODEL_DATA_DIR } : {}),

@@ -30,6 +30,8 @@ export interface TrainingContainerProps {
    * by the jobs; a Hugging Face id needs no grant.
    */
   readonly baseModel: string;
+  /** The Secrets Manager secret (name or complete ARN) holding a Hugging Face token: the jobs may read it. */
+  readonly huggingFaceTokenSecret?: string;
   /**
    * Folder with the image's Dockerfile.
    * @default the repository's containers/training
@@ -83,6 +85,7 @@ export class TrainingContainer extends Construct {
     execution.grantReadWrite(storage.artifactsBucket, this.checkpointsPrefix);
     execution.grantReadWrite(storage.artifactsBucket, this.outputPrefix);
     if (parseS3Uri(props.baseModel)) execution.grantReadUri(props.baseModel);
+    if (props.huggingFaceTokenSecret !== undefined) execution.grantSecretValue(props.huggingFaceTokenSecret);
     this.role = execution.role;
   }
 }

@@ -127,7 +127,7 @@ describe('configuration errors name the key, the value and what is allowed', () 
     ['below range', 'settleSeconds', -1, 'an integer from 0 to 3600'],
     ['above range', 'endpoint.instanceCount', 21, 'an integer from 1 to 20'],
     ['not a boolean', 'training.spot', 'yes', 'true or false'],
-    ['unknown enum', 'modelType', 'sd3', "'sd15' or 'sdxl'"],
+    ['unknown enum', 'modelType', 'sd3', "'sd15', 'sdxl' or 'flux1'"],
     ['unknown removal policy', 'removalPolicy', 'delete', "'retain' or 'destroy'"],
     ['retention CloudWatch refuses', 'logRetentionDays', 10, 'one of 1, 3, 5, 7, 14, 30'],
     ['CPU instance', 'training.instanceType', 'ml.m5.xlarge', 'GPU instance type'],
@@ -139,6 +139,9 @@ describe('configuration errors name the key, the value and what is allowed', () 
     ['name prefix with a hyphen', 'namePrefix', 'lo-ra', 'a lowercase letter'],
     ['name prefix too long for run names', 'namePrefix', 'abcdefghijk', 'up to 9'],
     ['trigger clashing with train.json', 'triggerFileName', 'train.json', "other than 'train.json'"],
+    // A generated caption written back next to its image must never be taken for the trigger.
+    ['trigger named like a caption', 'triggerFileName', 'START.txt', 'not ending in .txt or .caption'],
+    ['trigger named like a .caption caption', 'triggerFileName', 'go.Caption', 'not ending in .txt or .caption'],
     ['s3 URI of an unsupported file', 'baseModel', 's3://my-models/model.bin', 'an s3:// URI of a .safetensors or .ckpt file'],
     ['hub id without owner', 'baseModel', 'stable-diffusion-v1-5', "Hugging Face repo id 'owner/name'"],
     ['hub id with a double hyphen', 'baseModel', 'owner/bad--name', "Hugging Face repo id 'owner/name'"],
@@ -187,7 +190,7 @@ describe('configuration errors name the key, the value and what is allowed', () 
   test("the shared endpoint's host memory reservation and GPU cache must fit a known instance type, naming the keys", () => {
     // ml.g4dn.xlarge: 16 GiB of host memory, 14336 MB after the system's 2 GiB; SDXL reserves the cache + 6144 + 2048 MB.
     const [host] = problemsOf({ modelType: 'sdxl', 'endpoint.loraCacheHostMb': 8192 });
-    expect(host).toMatch(/^"endpoint\.loraCacheHostMb" = 8192 is not allowed on "endpoint\.instanceType" ml\.g4dn\.xlarge: .*\(16384 MB\), more than the 14336 MB .* at most 6144, or choose a larger endpoint\.instanceType$/);
+    expect(host).toMatch(/^"endpoint\.loraCacheHostMb" = 8192 is not allowed on "endpoint\.instanceType" ml\.g4dn\.xlarge: .*\(16384 MB\), more than the 14336 MB .* at most 6144, or choose a larger endpoint\.instanceType, such as ml\.g4dn\.2xlarge \(32 GiB\)$/);
     // Its T4 has 16 GiB: SDXL's pipeline about 10240 MB and CUDA 1024 leave 5120 for the GPU cache.
     const [gpu] = problemsOf({ modelType: 'sdxl', 'endpoint.loraCacheGpuMb': 6000, 'endpoint.loraCacheHostMb': 6144 });
     expect(gpu).toMatch(/^"endpoint\.loraCacheGpuMb" = 6000 is not allowed on "endpoint\.instanceType" ml\.g4dn\.xlarge: its NVIDIA T4 has 16 GiB.* at most 5120/);
@@ -262,6 +265,104 @@ describe('configuration errors name the key, the value and what is allowed', () 
 
   test('the error message lists each problem on its own line', () => {
     expect(() => parse({ modelType: 'sd3' })).toThrow(/^Invalid configuration:\n {2}- "modelType" = "sd3"/);
+  });
+});
+
+describe('FLUX.1', () => {
+  const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:hf/token-AbC123';
+
+  test('defaults sized for the model: schnell, an A10G to train with fp8_base for up to 6 hours, an L40S to serve (64 GiB shared), a 150 GB volume', () => {
+    const config = parse({ modelType: 'flux1' });
+    expect(config).toMatchObject({
+      baseModel: 'black-forest-labs/FLUX.1-schnell',
+      training: { instanceType: 'ml.g5.2xlarge', volumeSizeGb: 150, maxRuntimeSeconds: 21600, maxWaitSeconds: 43200 },
+      endpoint: { instanceType: 'ml.g6e.2xlarge', mode: 'shared', loraCache: { gpuMb: 2048, hostMb: 4096, diskMb: 20480 } },
+    });
+    // Dedicated endpoints hold no LoRA cache: the 32 GiB L40S type.
+    expect(parse({ modelType: 'flux1', 'endpoint.mode': 'dedicated' }).endpoint.instanceType).toBe('ml.g6e.xlarge');
+    expect(config.huggingFaceTokenSecret).toBeUndefined();
+    // Negative control: the same keys keep the SD defaults for the other families.
+    expect(parse({ modelType: 'sdxl' })).toMatchObject({
+      training: { instanceType: 'ml.g4dn.xlarge', volumeSizeGb: 50, maxRuntimeSeconds: 3600, maxWaitSeconds: 7200 },
+      endpoint: { instanceType: 'ml.g4dn.xlarge' },
+    });
+  });
+
+  test('a given MaxRuntime above the per-type MaxWait is still refused for spot, naming both', () => {
+    expect(problemsOf({ modelType: 'flux1', 'training.maxRuntimeSeconds': 50000 })[0]).toMatch(/^"training\.maxWaitSeconds" = 43200 is not allowed: .* \(50000\)/);
+    expect(parse({ modelType: 'flux1', 'training.maxRuntimeSeconds': 50000, 'training.spot': false }).training.maxWaitSeconds).toBe(43200);
+  });
+
+  test('given instance types and volume win over the per-type defaults', () => {
+    const config = parse({ modelType: 'flux1', 'training.instanceType': 'ml.g6e.2xlarge', 'training.volumeSizeGb': '200', 'endpoint.instanceType': 'ml.g6e.2xlarge' });
+    expect(config.training).toMatchObject({ instanceType: 'ml.g6e.2xlarge', volumeSizeGb: 200 });
+    expect(config.endpoint.instanceType).toBe('ml.g6e.2xlarge');
+  });
+
+  test('instances and volume too small for FLUX.1 are refused, each saying what fits', () => {
+    const problems = problemsOf({ modelType: 'flux1', 'training.instanceType': 'ml.g4dn.xlarge', 'training.volumeSizeGb': 80, 'endpoint.instanceType': 'ml.g5.2xlarge' });
+    expect(problems).toEqual([
+      expect.stringMatching(/^"training\.instanceType" = "ml\.g4dn\.xlarge" is not allowed with modelType "flux1": ml\.g4dn\.xlarge cannot train FLUX\.1: .* no bf16.*; use ml\.g5\.2xlarge/),
+      expect.stringMatching(/^"training\.volumeSizeGb" = 80 is not allowed with modelType "flux1": .* at least 100 GB/),
+      // Reported once, for the GPU, not again for the cache sizes that could not fit it either.
+      expect.stringMatching(/^"endpoint\.instanceType" = "ml\.g5\.2xlarge" is not allowed with modelType "flux1": .* at least 40 GB; use ml\.g6e\.xlarge/),
+    ]);
+    // Negative control: the same instances are fine for SDXL.
+    expect(() => parse({ modelType: 'sdxl', 'training.instanceType': 'ml.g4dn.xlarge', 'training.volumeSizeGb': 80, 'endpoint.instanceType': 'ml.g5.2xlarge' })).not.toThrow();
+  });
+
+  test("a shared FLUX.1 endpoint on 32 GiB: its ~22 GB of pristine weights leave room for a smaller LoRA host cache only, which the message gives, with a type that fits", () => {
+    expect(problemsOf({ modelType: 'flux1', 'endpoint.instanceType': 'ml.g6e.xlarge' })).toEqual([
+      expect.stringMatching(/^"endpoint\.loraCacheHostMb" = 4096 is not allowed on "endpoint\.instanceType" ml\.g6e\.xlarge: .*22600 MB of pristine flux1 weights and 4096 MB for the server \(30792 MB\), more than the 29491 MB .* at most 2795, or choose a larger endpoint\.instanceType, such as ml\.g6e\.2xlarge \(64 GiB\)$/),
+    ]);
+    expect(() => parse({ modelType: 'flux1', 'endpoint.instanceType': 'ml.g6e.xlarge', 'endpoint.loraCacheHostMb': 2795, 'endpoint.loraCacheGpuMb': 2048 })).not.toThrow();
+  });
+
+  test('the serving rule holds in dedicated mode too', () => {
+    expect(problemsOf({ modelType: 'flux1', 'endpoint.mode': 'dedicated', 'endpoint.instanceType': 'ml.g5.12xlarge' })[0]).toMatch(/^"endpoint\.instanceType" = "ml\.g5\.12xlarge"/);
+  });
+
+  test('every known instance type that can serve FLUX.1 with 64 GiB takes the default cache sizes', () => {
+    const servable = Object.entries(INSTANCE_MEMORY).filter(([, m]) => m.gpuGiB >= 40 && m.hostGiB >= 64);
+    expect(servable.length).toBeGreaterThan(3);
+    for (const [instanceType] of servable) expect(() => parse({ modelType: 'flux1', 'endpoint.instanceType': instanceType })).not.toThrow();
+  });
+
+  test('the base model is one of the two pinned Hub ids, or an S3 folder', () => {
+    expect(parse({ modelType: 'flux1', baseModel: 's3://models/flux1/' }).baseModel).toBe('s3://models/flux1/');
+    expect(problemsOf({ modelType: 'flux1', baseModel: 's3://models/flux1/flux1-dev.safetensors' })[0]).toMatch(
+      /^"baseModel" = "s3:\/\/models\/flux1\/flux1-dev\.safetensors" is not allowed with modelType "flux1": .*folder .* not a single file/,
+    );
+    expect(problemsOf({ modelType: 'flux1', baseModel: 'someone/FLUX.1-finetune' })[0]).toMatch(/black-forest-labs\/FLUX\.1-schnell \(Apache-2\.0\) or black-forest-labs\/FLUX\.1-dev/);
+    expect(problemsOf({ modelType: 'flux1', baseModel: DEFAULT_BASE_MODELS.sdxl })[0]).toContain('set modelType to "sdxl"');
+    // Negative control: the FLUX rule does not apply to the SD families.
+    expect(parse({ modelType: 'sdxl', baseModel: 's3://models/xl.safetensors' }).baseModel).toBe('s3://models/xl.safetensors');
+  });
+
+  test('FLUX.1-dev is gated: it needs huggingFaceTokenSecret, by name or complete ARN', () => {
+    const dev = { modelType: 'flux1', baseModel: 'black-forest-labs/FLUX.1-dev' };
+    expect(problemsOf(dev)).toEqual([expect.stringMatching(/^"baseModel" = "black-forest-labs\/FLUX\.1-dev" is gated on the Hugging Face Hub: set huggingFaceTokenSecret/)]);
+    expect(parse({ ...dev, huggingFaceTokenSecret: 'hf/token' }).huggingFaceTokenSecret).toBe('hf/token');
+    expect(parse({ ...dev, huggingFaceTokenSecret: SECRET_ARN }).huggingFaceTokenSecret).toBe(SECRET_ARN);
+    // Schnell needs none, and an S3 folder of dev's files none either (nothing is downloaded).
+    expect(() => parse({ modelType: 'flux1' })).not.toThrow();
+    expect(() => parse({ modelType: 'flux1', baseModel: 's3://models/flux1-dev/' })).not.toThrow();
+  });
+
+  test.each([
+    ['a name with a space', 'hf token'],
+    ['an ARN of another service', 'arn:aws:ssm:eu-west-1:123456789012:parameter/hf'],
+    ['a partial secret ARN', 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:hf/token'],
+    ['an empty name', ''],
+  ])('huggingFaceTokenSecret refuses %s', (_, value) => {
+    expect(problemsOf({ huggingFaceTokenSecret: value })[0]).toMatch(/^"huggingFaceTokenSecret" = .* is not allowed: expected a Secrets Manager secret's name/);
+  });
+
+  test('training.captionMissing is passed on only when given', () => {
+    expect(parse({ 'training.captionMissing': 'false', modelType: 'flux1' }).training.captionMissing).toBe(false);
+    expect(parse({ training: { captionMissing: true } }).training.captionMissing).toBe(true);
+    expect('captionMissing' in parse({}).training).toBe(false);
+    expect(problemsOf({ 'training.captionMissing': 'yes' })[0]).toMatch(/^"training\.captionMissing" = "yes" is not allowed: expected true or false/);
   });
 });
 

@@ -49,6 +49,16 @@ describe.each([
   ['sdxl with an S3 base model and e-mail', { modelType: 'sdxl', baseModel: 's3://models/sdxl/', notificationEmail: 'a@example.com' }],
   ['shared endpoint scaling to zero on a type taking the key', { 'endpoint.minInstances': 0, 'endpoint.instanceType': 'ml.p3.2xlarge' }],
   ['dedicated endpoints', { 'endpoint.mode': 'dedicated' }],
+  ['FLUX.1-dev with a Hugging Face token secret', { modelType: 'flux1', baseModel: 'black-forest-labs/FLUX.1-dev', huggingFaceTokenSecret: 'hf/token' }],
+  [
+    'FLUX.1 from an S3 folder (Prepare lists it) on dedicated endpoints, the secret by ARN',
+    {
+      modelType: 'flux1',
+      baseModel: 's3://models/flux/dev/',
+      'endpoint.mode': 'dedicated',
+      huggingFaceTokenSecret: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:hf/token-AbC123',
+    },
+  ],
 ])('cdk-nag AwsSolutions with the %s', (_, configValues: Record<string, unknown>) => {
   const { report, acknowledgements } = nagReport(configValues);
 

@@ -4,6 +4,7 @@ import type { CfnResource } from 'aws-cdk-lib';
 import type { Template } from 'aws-cdk-lib/assertions';
 import { emitRunMetrics, PIPELINE_ENV, RUN_METRICS_NAMESPACE } from '../lambda/report/run-metrics';
 import type { ReportEvent } from '../lambda/shared/contract';
+import { OUTPUT_KEYS } from '../cli/stack-outputs';
 import { SERVER_DIMENSION } from '../lib/pipeline-dashboard';
 import { synthPipeline } from './support/app';
 import { resolveIntrinsics } from './support/asl';
@@ -241,21 +242,23 @@ describe("the stack's outputs for the command-line tool (contract D)", () => {
     const { template } = synthPipeline({
       namePrefix: 'acme',
       datasetPrefix: 'data/in/',
-      triggerFileName: 'go.txt',
+      triggerFileName: 'go.start',
       modelType: 'sdxl',
       'endpoint.mode': 'dedicated',
+      'training.captionMissing': true,
     });
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
     const values = Object.fromEntries(
-      ['DatasetPrefix', 'TriggerFileName', 'ModelType', 'BaseModel', 'EndpointMode', 'NamePrefix', 'DashboardName'].map((id) => [id, outputs[id]?.Value]),
+      ['DatasetPrefix', 'TriggerFileName', 'ModelType', 'BaseModel', 'EndpointMode', 'NamePrefix', 'CaptionMissing', 'DashboardName'].map((id) => [id, outputs[id]?.Value]),
     );
     expect(values).toEqual({
       DatasetPrefix: 'data/in/',
-      TriggerFileName: 'go.txt',
+      TriggerFileName: 'go.start',
       ModelType: 'sdxl',
       BaseModel: 'stabilityai/stable-diffusion-xl-base-1.0',
       EndpointMode: 'dedicated',
       NamePrefix: 'acme',
+      CaptionMissing: 'true',
       DashboardName: 'acme-pipeline',
     });
     template.hasResourceProperties('AWS::CloudWatch::Dashboard', { DashboardName: values.DashboardName });
@@ -268,5 +271,10 @@ describe("the stack's outputs for the command-line tool (contract D)", () => {
     expect(outputs.DatasetPrefix.Value).toBe('datasets/');
     expect(outputs.TriggerFileName.Value).toBe('dataset.toml');
     expect(outputs.DashboardName.Value).toBe('lora-pipeline');
+    // Left to the model type: the CLI then uses the caption_missing default, as Prepare does.
+    expect(outputs.CaptionMissing.Value).toBe('default');
+    expect(synthPipeline({ 'training.captionMissing': false }).template.toJSON().Outputs.CaptionMissing.Value).toBe('false');
+    // Every output the CLI reads is there (in shared mode, the shared endpoint's too).
+    expect(OUTPUT_KEYS.filter((key) => outputs[key] === undefined)).toEqual([]);
   });
 });

@@ -151,7 +151,7 @@ describe('SharedEndpoint endpoint and inference component', () => {
       Specification: {
         ModelName: { 'Fn::GetAtt': [expect.stringMatching(/^SharedModel/), 'ModelName'] },
         StartupParameters: {
-          ContainerStartupHealthCheckTimeoutInSeconds: ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+          ContainerStartupHealthCheckTimeoutInSeconds: 1200,
           ModelDataDownloadTimeoutInSeconds: ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
         },
         ComputeResourceRequirements: { NumberOfAcceleratorDevicesRequired: 1, MinMemoryRequiredInMb: 4096 + 1024 + 2048 },

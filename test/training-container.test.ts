@@ -99,6 +99,7 @@ describe('TrainingContainer', () => {
       'train:seconds_per_step',
       'train:total_steps',
       'train:total_epochs',
+      'train:captions_written',
     ]);
     expect([stack.training.checkpointsPrefix, stack.training.outputPrefix]).toEqual(['checkpoints/', 'models/']);
     expect(stack.resolve(stack.training.imageUri)).toMatchObject({ 'Fn::Sub': expect.stringContaining('.dkr.ecr.') });

@@ -40,10 +40,14 @@ describe('training hyperparameters, validated from the container’s own schema 
     }
   });
 
-  test('what the workflow sends is what the container accepts, value for value', () => {
+  test.each([
+    ['sdxl', { learning_rate: 0.00005, network_alpha: 8, cache_latents: false, model_type: 'sdxl', seed: 0 }],
+    // FLUX.1's per-type defaults include nulls (sample_sampler, sample_steps): left out, the container fills the same.
+    ['flux1', { model_type: 'flux1', base_model: 'black-forest-labs/FLUX.1-dev', fp8_base: false, blocks_to_swap: 18, guidance_scale: 1, seed: 0 }],
+  ])('what the workflow sends is what the container accepts, value for value (%s)', (_, input) => {
     // Execution input as a user writes it (JSON numbers and booleans), through the workflow's
     // conversion to SageMaker strings, into the real Python parser.
-    const result = validateHyperparameters({ learning_rate: 0.00005, network_alpha: 8, cache_latents: false, model_type: 'sdxl', seed: 0 });
+    const result = validateHyperparameters(input);
     if (!result.ok) throw new Error(result.message);
     const strings = toSageMakerHyperparameters(result.values);
     expect(Object.values(strings).every((v) => typeof v === 'string')).toBe(true);

@@ -65,6 +65,9 @@ const settings = defaultSettings;
 const topicArn = String((definition.States[STATES.notifyFailure] as any).Parameters.TopicArn);
 const S3_BASE_MODEL = 's3://base-models/sd15/v1-5-pruned-emaonly.safetensors';
 const withS3BaseModel = deployed({ 'endpoint.mode': 'dedicated', baseModel: S3_BASE_MODEL });
+/** FLUX.1-dev, gated: dedicated endpoints, and the Hugging Face token's secret named in the configuration. */
+const FLUX_DEV = 'black-forest-labs/FLUX.1-dev';
+const fluxDev = deployed({ 'endpoint.mode': 'dedicated', modelType: 'flux1', baseModel: FLUX_DEV, huggingFaceTokenSecret: 'hf/token' });
 /** The default deployment: one shared endpoint for the deploy-time base model. */
 const shared = deployed();
 const { LORA_REGISTRY_TABLE: registryTable, LORA_BUCKET: artifactsBucket, MODELS_PREFIX: modelsPrefix, LORA_PREFIX: lorasPrefix } = shared.registryEnvironment;
@@ -544,6 +547,82 @@ describeWithMoto('the workflow, run locally against moto', () => {
         }),
       }),
     ]);
+  });
+
+  /** moto's enum of endpoint instance types predates ml.g6e, which SageMaker takes: CreateEndpointConfig is sent to moto with one it knows. */
+  const instanceTypeMotoKnows =
+    (handler: TaskHandler): TaskHandler =>
+    (request) => {
+      const { ProductionVariants: variants, ...rest } = request as { ProductionVariants: Array<Record<string, JsonValue>> };
+      return handler({ ...rest, ProductionVariants: variants.map((v) => ({ ...v, InstanceType: 'ml.g4dn.xlarge' })) } as JsonValue);
+    };
+
+  test('a FLUX.1-dev run: trained and served on the FLUX.1 instances, the token secret named to the job and the model, captions asked back to the dataset folder', async () => {
+    await pokemon();
+    const requests: Record<string, JsonValue[]> = {};
+    const record =
+      (state: string) =>
+      (handler: TaskHandler): TaskHandler =>
+      (request) => {
+        (requests[state] ??= []).push(request);
+        return handler(request);
+      };
+    const wrap = Object.fromEntries([STATES.train, STATES.createModel, STATES.publishSamples].map((state) => [state, record(state)]));
+    wrap[STATES.createEndpointConfig] = (handler) => record(STATES.createEndpointConfig)(instanceTypeMotoKnows(handler));
+    const result = await run({ dataset: 'pokemon' }, { pipeline: fluxDev, wrap });
+    expect([result.error, result.cause]).toEqual([undefined, undefined]);
+    expect(result.status).toBe('SUCCEEDED');
+    const runName = String((result.output as Record<string, unknown>).run);
+
+    const job = await sm.send(new sagemaker.DescribeTrainingJobCommand({ TrainingJobName: runName }));
+    expect(job.ResourceConfig).toEqual({ InstanceType: 'ml.g5.2xlarge', InstanceCount: 1, VolumeSizeInGB: 150 });
+    expect(job.HyperParameters).toMatchObject({ model_type: 'flux1', base_model: FLUX_DEV });
+    expect(JSON.stringify(job.HyperParameters)).not.toContain('hf/token');
+    // The secret's id, never the token, in the job's environment (checked on the request: moto may not keep it),
+    // with Prepare's region, where boto3 finds a secret given by name.
+    const token = { HF_TOKEN_SECRET_ID: 'hf/token', AWS_DEFAULT_REGION: 'us-east-1' };
+    expect(requests[STATES.train]).toEqual([expect.objectContaining({ Environment: token, EnableNetworkIsolation: false })]);
+    expect(requests[STATES.createModel]).toEqual([
+      expect.objectContaining({
+        PrimaryContainer: expect.objectContaining({ Environment: { MODEL_TYPE: 'flux1', LORA_SCALE: '1', BASE_MODEL_ID: FLUX_DEV, ...token } }),
+      }),
+    ]);
+    expect(requests[STATES.createEndpointConfig]).toEqual([expect.objectContaining({ ProductionVariants: [expect.objectContaining({ InstanceType: 'ml.g6e.xlarge' })] })]);
+    // The samples function is told where the dataset folder is, to write generated captions back.
+    expect(requests[STATES.publishSamples]).toEqual([
+      { trainingJobName: runName, datasetFolder: { bucket: fluxDev.settings.datasetsBucket, prefix: `${fluxDev.settings.datasetPrefix}pokemon/` } },
+    ]);
+  });
+
+  test('a FLUX.1 run on a folder with an uncaptioned image: the caption the job generated is written next to it, one the user uploaded meanwhile is kept', async () => {
+    await pokemon();
+    await upload('pokemon', { '0003.png': PNG, '0004.png': PNG });
+    // The job captioned 0003 and 0004 (caption_missing, on by default for flux1); the user uploaded 0004.txt meanwhile.
+    const captions = { '0003.txt': 'a blue pokemon', '0004.txt': 'a yellow pokemon' };
+    const rendersCaptions = (handler: TaskHandler): TaskHandler => async (request) => {
+      const job = (await handler(request)) as { TrainingJobName: string };
+      const entries = Object.entries(captions).map(([name, body]) => ({ path: `captions/${name}`, body: Buffer.from(body) }));
+      const archive = gzipSync(tarArchive([{ path: 'captions/', type: '5' }, ...entries]));
+      await s3.send(new PutObjectCommand({ Bucket: artifactsBucket, Key: `models/${job.TrainingJobName}/output/output.tar.gz`, Body: archive }));
+      await upload('pokemon', { '0004.txt': 'my own caption' });
+      return job as never;
+    };
+    const result = await run({ dataset: 'pokemon' }, { pipeline: fluxDev, wrap: { [STATES.train]: rendersCaptions, [STATES.createEndpointConfig]: instanceTypeMotoKnows } });
+    expect([result.error, result.cause]).toEqual([undefined, undefined]);
+    const text = async (name: string) =>
+      (await s3.send(new GetObjectCommand({ Bucket: fluxDev.settings.datasetsBucket, Key: `${fluxDev.settings.datasetPrefix}pokemon/${name}` }))).Body!.transformToString();
+    expect(await text('0003.txt')).toBe('a blue pokemon');
+    expect(await text('0004.txt')).toBe('my own caption');
+    expect(result.output).toMatchObject({ captions: { written: 1, kept: 1 } });
+  });
+
+  test('a FLUX.1 run on an instance too small for it is refused before any SageMaker call, saying what fits', async () => {
+    await pokemon();
+    const result = await run({ dataset: 'pokemon', training: { instanceType: 'ml.g4dn.xlarge' } }, { pipeline: fluxDev });
+    expect(result.status).toBe('FAILED');
+    expect(result.error).toBe('InvalidInput');
+    expect(result.cause).toMatch(/ml\.g4dn\.xlarge cannot train FLUX\.1: .*; use ml\.g5\.2xlarge/);
+    expect((await list()).jobs).toEqual([]);
   });
 
   /** An error as the SDK raises it for one SageMaker's API model does not list (throttling, validation). */

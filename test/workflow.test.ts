@@ -7,6 +7,7 @@ import { LORA_ERRORS, LORA_REFUSALS, PHASE_OF_STATE, SAMPLES_ARCHIVE_INVALID, ST
 import { CLAIM_LEASE_MS } from '../lambda/registry/register';
 import { ENDPOINT_POLL_LIMIT, ENDPOINT_POLL_SECONDS, WARMING_RETRY } from '../lib/run-definition';
 import { REGISTRY_BUSY_RETRY } from '../lib/run-stages/register-lora';
+import { intrinsicLiteral } from '../lib/run-stages/publish-samples';
 import { LoraWorkflow, type LoraWorkflowProps } from '../lib/lora-workflow';
 import { PipelineStorage } from '../lib/pipeline-storage';
 import { ServingContainer } from '../lib/serving-container';
@@ -16,6 +17,7 @@ import { createTestApp, synthPipeline } from './support/app';
 import { PREPARE_SETTINGS } from './support/prepare';
 import { extractDefinition, resolveIntrinsics } from './support/asl';
 import { actionsOf, allows, roleStatements, type PolicyStatement } from './support/iam';
+import { runLocally } from './support/local-sfn';
 
 /** The workflow's constructs in the synthesized template: what they may do, where they log, what triggers them. */
 
@@ -77,6 +79,13 @@ describe('the state machine', () => {
     expect(train.OutputDataConfig).toEqual({ S3OutputPath: expect.stringMatching(/^s3:\/\/[a-z0-9]+\/models\/$/), KmsKeyId: expect.stringMatching(/^arn:aws:kms:/) });
   });
 
+  test("passes the job Prepare's environment (HF_TOKEN_SECRET_ID when a token is configured), never a token of its own", () => {
+    const train = (definition.States[STATES.train] as any).Parameters;
+    expect(train['Environment.$']).toBe('$.run.training.environment');
+    expect(train).not.toHaveProperty('Environment');
+    expect(JSON.stringify(train)).not.toMatch(/HF_TOKEN|secretsmanager/i);
+  });
+
   test('retries quota errors for up to half an hour, other errors briefly, and a training job only for quota', () => {
     const retriers = (name: string) => ((definition.States[name] as any).Retry ?? []) as Array<{ ErrorEquals: string[]; IntervalSeconds: number; BackoffRate: number; MaxAttempts: number }>;
     /** Seconds a retrier may wait in all, its jitter aside. */
@@ -111,7 +120,7 @@ describe('the state machine', () => {
     expect(ENDPOINT_POLL_SECONDS).toBeLessThanOrEqual(60);
     expect((definition.States[STATES.waitForEndpoint] as any).Seconds).toBe(ENDPOINT_POLL_SECONDS);
     expect(ENDPOINT_POLL_LIMIT * ENDPOINT_POLL_SECONDS).toBeGreaterThan(
-      ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS + ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+      ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS + ServingContainer.MAX_STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
     );
   });
 
@@ -436,8 +445,9 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
     ]);
   });
 
-  test('the smoke test: Try LoRA and Smoke test the endpoint send the check function the run\'s job and samples; a dedicated run is smoke-tested once in service, then reported', () => {
-    const smokeFields = { 'modelType.$': '$.run.modelType', 'trainingJobName.$': '$.run.training.jobName', 'samples.$': '$.samples' };
+  test('the smoke test: Try LoRA and Smoke test the endpoint send the check function the run\'s model, job and samples; a dedicated run is smoke-tested once in service, then reported', () => {
+    // The base model too: a FLUX.1 variant's steps and guidance follow it.
+    const smokeFields = { 'modelType.$': '$.run.modelType', 'baseModel.$': '$.run.baseModel', 'trainingJobName.$': '$.run.training.jobName', 'samples.$': '$.samples' };
     expect(states[STATES.tryLora].Parameters).toEqual({
       mode: 'shared',
       'endpointName.$': '$.run.serving.endpointName',
@@ -458,12 +468,33 @@ describe('the shared path (endpoint.mode shared, the default)', () => {
 
   test('Publish samples: the samples function with the job name, retried on anything, and any failure recorded at $.samples as the run goes on', () => {
     expect(states[STATES.publishSamples]).toMatchObject({ Parameters: { 'trainingJobName.$': '$.run.training.jobName' }, ResultPath: '$.samples' });
+    // The run's dataset folder, where generated captions are written back: the datasets bucket and the folder under the prefix.
+    expect(states[STATES.publishSamples].Parameters.datasetFolder).toEqual({
+      bucket: JSON.parse(resolved(stack.resolve(stack.storage.datasetsBucket.bucketName))),
+      'prefix.$': "States.Format('datasets/{}/', $.run.dataset.name)",
+    });
     expect(invoked(STATES.publishSamples)).toBe(functionArn(stack.workflow.samplesFunction.function));
     expect(attempts(STATES.publishSamples, 'SlowDown')).toBe(3);
     // The function's own name for a corrupt archive, which no retry can mend.
     expect(new SamplesArchiveInvalid('x').name).toBe(SAMPLES_ARCHIVE_INVALID);
     expect(attempts(STATES.publishSamples, SAMPLES_ARCHIVE_INVALID)).toBe(0);
     expect(states[STATES.publishSamples].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.samples', Next: STATES.servingMode }]);
+  });
+
+  test('a dataset prefix with quotes or parentheses gives the folder as is (the intrinsic string escaped)', async () => {
+    const prefix = "team's-(data)/";
+    const { template: other } = synthPipeline({ datasetPrefix: prefix });
+    const parameters = (extractDefinition(other).States[STATES.publishSamples] as any).Parameters;
+    const runPass = (params: unknown) =>
+      runLocally({ StartAt: 'P', States: { P: { Type: 'Pass', Parameters: params, End: true } } } as never, { run: { training: { jobName: 'job-1' }, dataset: { name: 'poke' } } }, { handlers: {} });
+    const result = await runPass(parameters);
+    expect(result.output).toMatchObject({ trainingJobName: 'job-1', datasetFolder: { prefix: "team's-(data)/poke/" } });
+    // Negative control: the prefix unescaped in the intrinsic fails the state.
+    const unescaped = { ...parameters, datasetFolder: { ...parameters.datasetFolder, 'prefix.$': `States.Format('${prefix}{}/', $.run.dataset.name)` } };
+    const broken = await runPass(unescaped).catch((error: Error) => ({ status: 'FAILED', output: undefined, message: error.message }));
+    expect(broken).toMatchObject({ status: 'FAILED', output: undefined });
+    expect(intrinsicLiteral(prefix)).toBe("team\\'s-(data)/");
+    expect(intrinsicLiteral('a{b}\\')).toBe('a\\{b\\}\\\\');
   });
 
   test('no state a shared run can reach creates or changes a SageMaker model, endpoint config or endpoint', () => {
@@ -583,11 +614,23 @@ describe('the registry and check functions: least privilege', () => {
     expect(kms.map((s) => [actionsOf(s), resolved(s.Condition)])).toEqual([[['kms:GenerateDataKey'], '{"StringEquals":{"kms:ViaService":"s3.us-east-1.amazonaws.com"}}']]);
   });
 
-  test('the samples function finds and reads models/<job>/output/output.tar.gz only, writes models/<job>/samples/, nothing else', () => {
+  test('the samples function finds and reads models/<job>/output/output.tar.gz only, writes models/<job>/samples/ and caption files under the dataset prefix, nothing else', () => {
     const { statements } = roleStatements(stack, template, stack.workflow.samplesFunction.role);
-    expect(otherActions(statements).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
+    expect(otherActions(statements).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey', 's3:GetObject', 's3:ListBucket', 's3:PutObject', 's3:PutObject']);
     const plain = statements.map((s) => ({ ...s, Resource: JSON.parse(resolved(s.Resource)), Condition: s.Condition && JSON.parse(resolved(s.Condition)) }));
     const bucket = resolved(stack.resolve(stack.storage.artifactsBucket.bucketName)).replace(/"/g, '');
+    const datasets = resolved(stack.resolve(stack.storage.datasetsBucket.bucketName)).replace(/"/g, '');
+    const dataset = (key: string) => `arn:aws:s3:::${datasets}/${key}`;
+    // Generated captions go back next to their images: caption files under the dataset prefix, nothing else there.
+    expect(allows(plain, 's3:PutObject', dataset('datasets/pokemon/0001.txt'))).toBe(true);
+    expect(allows(plain, 's3:PutObject', dataset('datasets/pokemon/sub/0001.caption'))).toBe(true);
+    for (const key of ['datasets/pokemon/0001.png', 'datasets/pokemon/dataset.toml', 'datasets/pokemon/train.json', 'other/pokemon/0001.txt', 'datasets/pokemon/0001.txt.png']) {
+      expect([key, allows(plain, 's3:PutObject', dataset(key))]).toEqual([key, false]);
+    }
+    // Only with If-None-Match: never over a caption already there (S3 refuses the PUT without the header).
+    expect(plain.filter((s) => s.Sid === 'WriteGeneratedCaptions').map((s) => s.Condition)).toEqual([{ Null: { 's3:if-none-match': 'false' } }]);
+    expect(allows(plain, 's3:GetObject', dataset('datasets/pokemon/0001.txt'))).toBe(false);
+    expect(allows(plain, 's3:DeleteObject', dataset('datasets/pokemon/0001.txt'))).toBe(false);
     const object = (key: string) => `arn:aws:s3:::${bucket}/${key}`;
     // Listing only to tell a missing archive from a denied one: the prefix is the archive's exact key.
     expect(allowing(statements, 's3:ListBucket').map((s) => [s.Resource, s.Condition])).toEqual([[`arn:aws:s3:::${bucket}`, { StringLike: { 's3:prefix': ['models/*/output/output.tar.gz'] } }]]);

@@ -1,4 +1,5 @@
 import { access, writeFile } from 'node:fs/promises';
+import { fluxVariantOfHubId } from '../../lambda/shared/flux-files';
 import { LORA_NAME, loraRef } from '../../lambda/shared/lora-name';
 import { awsCall } from '../aws-errors';
 import { type CliContext, type Command, EXIT, type ParsedArgs, UsageError } from '../command';
@@ -18,7 +19,9 @@ dedicated endpoint, give --endpoint <name>, or --lora <dataset> to use the endpo
 dataset's latest run. Prints the seed and the LoRA versions the endpoint used.
 
 The server checks each field (containers/inference/README.md): steps 1-100, width and height
-multiples of 8 (256-1024 for SD 1.5, 512-1536 for SDXL), scale 0-2, guidance 0-20.
+multiples of 8 (256-1024 for SD 1.5, 512-1536 for SDXL), scale 0-2, guidance 0-20. FLUX.1 differs:
+steps 1-50 (default 4 for schnell, 28 for dev), sides multiples of 16 (256-1536), --guidance is
+FLUX.1-dev's distilled guidance (default 3.5; schnell takes none), and there is no --negative.
 
 Exit status: 0 when the image is written; 1 when the endpoint refused or failed the request (its
 message is printed); 2 on a usage error; 3 on an AWS or configuration error.`;
@@ -57,6 +60,33 @@ function parameters(args: ParsedArgs, out: string | undefined): GenerateParamete
   };
 }
 
+/** A stack output, when the stack (or its flag) says it; unknown (the server then decides) when it cannot be read. */
+async function sharedSetting(ctx: CliContext, key: 'ModelType' | 'BaseModel'): Promise<string | undefined> {
+  try {
+    return (await ctx.outputs(key)).find(key);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What the shared FLUX.1 server would refuse, said before the endpoint is paid for: a negative prompt
+ * (FLUX.1 is guidance-distilled: no classifier-free guidance), and guidance for FLUX.1-schnell (no
+ * guidance embedder). An S3 base model's variant is not known here: the server decides.
+ */
+async function refuseForSharedFlux(args: ParsedArgs, ctx: CliContext): Promise<void> {
+  const guidance = decimal(args, 'guidance', 0, 20);
+  if (args.string('negative') === undefined && !guidance) return;
+  if ((await sharedSetting(ctx, 'ModelType')) !== 'flux1') return;
+  if (args.string('negative') !== undefined) {
+    throw new UsageError('--negative does not apply to FLUX.1 (guidance-distilled: no classifier-free guidance), which the shared endpoint serves: leave it out');
+  }
+  const baseModel = await sharedSetting(ctx, 'BaseModel');
+  if (baseModel !== undefined && fluxVariantOfHubId(baseModel) === 'schnell') {
+    throw new UsageError(`--guidance does not apply to FLUX.1-schnell (it takes no guidance), which the shared endpoint serves (${baseModel}): leave it out or give 0`);
+  }
+}
+
 /** The endpoint the request goes to: --endpoint, else the shared one, else the dataset's dedicated one. */
 async function targetOf(args: ParsedArgs, ctx: CliContext, lora: { name: string; version?: number } | undefined): Promise<GenerateTarget | string> {
   const endpoint = args.string('endpoint');
@@ -68,6 +98,7 @@ async function targetOf(args: ParsedArgs, ctx: CliContext, lora: { name: string;
   const outputs = await ctx.outputs('SharedEndpointName', 'SharedInferenceComponentName');
   const shared = outputs.find('SharedEndpointName');
   if (shared !== undefined) {
+    await refuseForSharedFlux(args, ctx);
     const ref = lora.version !== undefined ? loraRef(lora.name, lora.version) : lora.name;
     return { mode: 'shared', endpointName: shared, inferenceComponentName: outputs.get('SharedInferenceComponentName'), lora: ref };
   }
@@ -104,12 +135,12 @@ export const command: Command = {
     prompt: { type: 'string', short: 'p', value: '"<text>"', description: 'what to draw (required)' },
     out: { type: 'string', short: 'o', value: '<file>', description: 'the image file (default <lora>-<seed>.png; .jpg/.jpeg for JPEG)' },
     seed: { type: 'string', value: '<n>', description: 'the seed, 0-4294967295 (default: random, printed)' },
-    steps: { type: 'string', value: '<n>', description: 'denoising steps, 1-100 (server default 25)' },
-    width: { type: 'string', value: '<px>', description: 'image width, a multiple of 8' },
-    height: { type: 'string', value: '<px>', description: 'image height, a multiple of 8' },
-    negative: { type: 'string', value: '"<text>"', description: 'the negative prompt' },
+    steps: { type: 'string', value: '<n>', description: 'denoising steps, 1-100 (server default 25; FLUX.1 1-50, default 4 schnell, 28 dev)' },
+    width: { type: 'string', value: '<px>', description: 'image width, a multiple of 8 (FLUX.1: 16)' },
+    height: { type: 'string', value: '<px>', description: 'image height, a multiple of 8 (FLUX.1: 16)' },
+    negative: { type: 'string', value: '"<text>"', description: 'the negative prompt (not for FLUX.1)' },
     scale: { type: 'string', value: '<x>', description: 'the LoRA strength, 0-2' },
-    guidance: { type: 'string', value: '<x>', description: 'the guidance scale, 0-20 (server default 7.5)' },
+    guidance: { type: 'string', value: '<x>', description: 'the guidance scale, 0-20 (server default 7.5; FLUX.1-dev 3.5; not for schnell)' },
     endpoint: { type: 'string', value: '<name>', description: 'a dedicated endpoint to invoke instead of the shared one' },
     force: { type: 'boolean', description: 'overwrite --out if it exists' },
     json: { type: 'boolean', description: 'print the file, seed, LoRA versions and timings as JSON' },

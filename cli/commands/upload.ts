@@ -51,6 +51,7 @@ function stackSettings(outputs: StackOutputs): PrepareSettings {
     sharedEndpointName: outputs.find('SharedEndpointName'),
     sharedInferenceComponentName: outputs.find('SharedInferenceComponentName'),
     baseModel: outputs.find('BaseModel'),
+    captionMissing: outputs.find('CaptionMissing'),
   });
 }
 

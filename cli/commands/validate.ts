@@ -1,12 +1,13 @@
 import * as path from 'node:path';
 import { DATASET_TOML, MAX_CONTROL_FILE_BYTES, TRAIN_JSON } from '../../lambda/prepare/dataset';
 import { count } from '../../lambda/prepare/errors';
-import { combinationProblems, parseTrainJson, resolveDataset, resolveOptions, type ResolvedOptions, type RunOptions } from '../../lambda/prepare/input';
+import { combinationProblems, hyperparameterInput, parseTrainJson, resolveDataset, resolveOptions, type ResolvedOptions, type RunOptions } from '../../lambda/prepare/input';
+import { machineFitProblems } from '../../lambda/prepare/machine-fit';
 import { preflight, type PreflightReport } from '../../lambda/prepare/preflight';
 import { servingDecision, servingProblems } from '../../lambda/prepare/serving';
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { validateHyperparameters } from '../../lambda/shared/hyperparameters';
-import { DEFAULT_BASE_MODELS, isS3BaseModel, type ModelType } from '../../lambda/shared/models';
+import { DEFAULT_BASE_MODELS, isS3BaseModel, MODEL_TYPE_DEFAULTS, type ModelType } from '../../lambda/shared/models';
 import { CONFIG_FIELDS } from '../../lib/config-fields';
 import type { ParsedArgs } from '../args';
 import { type CliContext, type Command, EXIT, type Io, UsageError } from '../command';
@@ -31,6 +32,14 @@ export interface Deployment {
   readonly datasetsBucket?: string;
   readonly datasetPrefix?: string;
   readonly triggerFileName?: string;
+  /** The stack output CaptionMissing: true, false, or default (the model type's). */
+  readonly captionMissing?: string;
+}
+
+/** The deployment's training.captionMissing from its stack output; undefined leaves caption_missing to the model type. */
+function captionMissingOf(value: string | undefined): boolean | undefined {
+  const parsed = checked(value, 'default', (v) => ['true', 'false', 'default'].includes(v), 'caption-missing', "'true', 'false' or 'default'");
+  return parsed === 'default' ? undefined : parsed === 'true';
 }
 
 function checked<T>(value: T | undefined, fallback: T, valid: (value: T) => boolean, flag: string, allowed: string): T {
@@ -51,6 +60,8 @@ export function deploymentSettings(given: Deployment): PrepareSettings {
   const namePrefix = checked(given.namePrefix, field('namePrefix').default, (v) => field('namePrefix').schema.safeParse(v).success, 'name-prefix', field('namePrefix').allowed) as string;
   const baseModel = checked(given.baseModel, DEFAULT_BASE_MODELS[modelType], (v) => field('baseModel').schema.safeParse(v).success, 'base-model', field('baseModel').allowed);
   const sharedName = `${namePrefix}-shared-${modelType}`;
+  const defaults = MODEL_TYPE_DEFAULTS[modelType];
+  const captionMissing = captionMissingOf(given.captionMissing);
   return {
     datasetsBucket: given.datasetsBucket ?? 'datasets-bucket',
     datasetPrefix: given.datasetPrefix ?? (field('datasetPrefix').default as string),
@@ -62,18 +73,19 @@ export function deploymentSettings(given: Deployment): PrepareSettings {
     baseModel,
     ...(isS3BaseModel(baseModel) ? { readableS3BaseModel: baseModel } : {}),
     training: {
-      instanceType: field('training.instanceType').default as string,
+      instanceType: defaults.trainingInstanceType,
       spot: field('training.spot').default as boolean,
-      maxRuntimeSeconds: field('training.maxRuntimeSeconds').default as number,
-      maxWaitSeconds: field('training.maxWaitSeconds').default as number,
-      volumeSizeGb: field('training.volumeSizeGb').default as number,
+      maxRuntimeSeconds: defaults.trainingMaxRuntimeSeconds,
+      maxWaitSeconds: defaults.trainingMaxWaitSeconds,
+      volumeSizeGb: defaults.trainingVolumeSizeGb,
+      ...(captionMissing === undefined ? {} : { captionMissing }),
     },
     endpoint: {
       mode,
       ...(mode === 'shared'
         ? { shared: { endpointName: given.sharedEndpointName ?? sharedName, inferenceComponentName: given.sharedInferenceComponentName ?? sharedName } }
         : {}),
-      instanceType: field('endpoint.instanceType').default as string,
+      instanceType: defaults.endpointInstanceType,
       instanceCount: field('endpoint.instanceCount').default as number,
       startupHealthCheckTimeoutSeconds: 600,
       modelDataDownloadTimeoutSeconds: 600,
@@ -125,9 +137,10 @@ export async function checkDataset(folder: LocalFolder, name: string, settings: 
   if (toml && toml.size > MAX_CONTROL_FILE_BYTES) {
     problems.push(`${DATASET_TOML}: it is ${toml.size} bytes, more than the ${MAX_CONTROL_FILE_BYTES} a dataset configuration may have; upload the kohya dataset configuration only`);
   }
-  const raw = { ...options.hyperparameters, model_type: options.modelType.value, ...(isS3BaseModel(options.baseModel.value) ? {} : { base_model: options.baseModel.value }) };
-  const hyperparameters = validateHyperparameters(raw);
+  const hyperparameters = validateHyperparameters(hyperparameterInput(options));
   if (!hyperparameters.ok) problems.push(hyperparameters.message);
+  // Offline the deployment's machines are unknown (the defaults stand in): only the run's own are checked.
+  else if (file.problems.length === 0) problems.push(...machineFitProblems(options, hyperparameters.values, servingDecision(options, settings).mode === 'dedicated', true));
   // With bad hyperparameters the pre-flight still runs, on the defaults, so every problem shows at once.
   const defaults = validateHyperparameters({ model_type: options.modelType.value });
   const values = hyperparameters.ok ? hyperparameters.values : defaults.ok ? defaults.values : {};
@@ -142,6 +155,7 @@ export function describeCheck(check: DatasetCheck, settings: PrepareSettings): s
   const bytes = check.files.reduce((sum, f) => sum + f.size, 0);
   lines.push(`Dataset "${check.name}": ${count(check.files.length, 'file')}, ${bytes} bytes`);
   lines.push(`  images: ${report.images}, with a caption: ${report.captions}`);
+  if (report.captionsToWrite > 0) lines.push(`  to be captioned by BLIP in the training job (caption_missing): ${report.captionsToWrite}, written next to them in S3 for review`);
   if (report.uncheckedImages > 0) lines.push(`  image headers checked: ${report.checkedImages}; not checked: ${report.uncheckedImages} (the training container still decodes them)`);
   if (options) {
     const serving = servingDecision(options, settings);
@@ -168,6 +182,7 @@ export function givenDeployment(args: ParsedArgs, env: NodeJS.ProcessEnv): Deplo
     endpointMode: flagOrEnv('endpoint-mode', 'EndpointMode'),
     namePrefix: flagOrEnv('name-prefix', 'NamePrefix'),
     baseModel: flagOrEnv('base-model', 'BaseModel'),
+    captionMissing: flagOrEnv('caption-missing', 'CaptionMissing'),
   };
 }
 
@@ -192,12 +207,12 @@ export const command: Command = {
   name: 'validate',
   summary: 'check a local dataset folder offline, as Prepare and the training container would',
   usage: [
-    'lora-pipeline validate <folder> [--name <name>] [--model-type sd15|sdxl] [--endpoint-mode shared|dedicated] [--base-model <id>] [--json]',
+    'lora-pipeline validate <folder> [--name <name>] [--model-type sd15|sdxl|flux1] [--endpoint-mode shared|dedicated] [--base-model <id>] [--caption-missing true|false|default] [--json]',
     '',
     "Runs Prepare's checks on a local folder, without AWS: train.json and the run's options, the hyperparameters,",
     "dataset.toml paths, captions, image headers. Prints what would be trained and the files kohya would skip, or",
     'every problem. The deployment is assumed to use the configuration defaults unless --model-type, --endpoint-mode,',
-    '--name-prefix, --base-model (or their LORA_PIPELINE_* env vars) say otherwise. Exit 0: accepted; 1: refused.',
+    '--name-prefix, --base-model, --caption-missing (or their LORA_PIPELINE_* env vars) say otherwise. Exit 0: accepted; 1: refused.',
   ].join('\n'),
   flags: {
     ...DEPLOYMENT_FLAGS,
@@ -216,6 +231,7 @@ export const command: Command = {
         dataset: name,
         images: report.images,
         captions: report.captions,
+        captionsToWrite: report.captionsToWrite,
         skipped: report.skipped,
         problems: check.problems,
         findings: report.findings,
@@ -227,7 +243,8 @@ export const command: Command = {
       // Offline, the deployment is assumed: say what was assumed and how to change it.
       ctx.io.out(
         `(checked for a deployment with modelType ${settings.modelType}, base model ${settings.baseModel}, endpoint.mode ${settings.endpoint.mode}, ` +
-          `namePrefix ${settings.namePrefix}: the configuration defaults unless --model-type, --base-model, --endpoint-mode, --name-prefix ` +
+          `namePrefix ${settings.namePrefix}, training.captionMissing ${settings.training.captionMissing ?? 'default'}: ` +
+          'the configuration defaults unless --model-type, --base-model, --endpoint-mode, --name-prefix, --caption-missing ' +
           'or their LORA_PIPELINE_* env vars say otherwise)\n',
       );
     }

@@ -18,7 +18,9 @@ export { BUSY_STATUSES } from './endpoint-answer';
 
 const common = {
   endpointName: z.string().min(1),
-  modelType: z.enum(['sd15', 'sdxl']),
+  modelType: z.enum(['sd15', 'sdxl', 'flux1']),
+  // The run's base model: a FLUX.1 Hub id names the variant, whose steps and guidance the smoke test uses.
+  baseModel: z.string().min(1).optional(),
   trainingJobName: z.string().min(1),
   samples: z.unknown().optional(),
 };
@@ -38,8 +40,8 @@ export function parseCheckEvent(event: unknown): LoraCheckEvent {
     const problems = result.error.issues.map((issue) => `${issue.path.join('.') || '(event)'}: ${issue.message}`);
     // A definition bug, not the endpoint's answer: not a LoraCheckFailed, so the message is not mistaken for one.
     throw new Error(
-      `The LoRA check's event is invalid (${problems.join('; ')}); expected {mode: "shared", endpointName, inferenceComponentName, lora: {name, version}, modelType, trainingJobName, samples} ` +
-        'or {mode: "dedicated", endpointName, modelType, trainingJobName, samples}.',
+      `The LoRA check's event is invalid (${problems.join('; ')}); expected {mode: "shared", endpointName, inferenceComponentName, lora: {name, version}, modelType, baseModel?, trainingJobName, samples} ` +
+        'or {mode: "dedicated", endpointName, modelType, baseModel?, trainingJobName, samples}.',
     );
   }
   return result.data as LoraCheckEvent;
@@ -103,7 +105,7 @@ function ask(runtime: SageMakerRuntimeClient, event: SharedCheckEvent, request: 
 
 /** The smoke test's two requests to the shared endpoint: the new version named, then no LoRA; otherwise the same. */
 export function sharedSmokeRequests(event: SharedCheckEvent): { withLora: Record<string, unknown>; withoutLora: Record<string, unknown> } {
-  const request = smokeRequest(event.modelType, smokePrompt(event.samples));
+  const request = smokeRequest(event.modelType, smokePrompt(event.samples), event.baseModel);
   return { withLora: { ...request, lora: loraRef(event.lora.name, event.lora.version) }, withoutLora: request };
 }
 

@@ -35,7 +35,7 @@ function ask(runtime: SageMakerRuntimeClient, event: DedicatedSmokeEvent, reques
 
 /** The smoke test's two requests to a dedicated endpoint: its LoRA at the deployment's scale, then at 0; otherwise the same. */
 export function dedicatedSmokeRequests(event: DedicatedSmokeEvent): { withLora: Record<string, unknown>; withoutLora: Record<string, unknown> } {
-  const request = smokeRequest(event.modelType, smokePrompt(event.samples));
+  const request = smokeRequest(event.modelType, smokePrompt(event.samples), event.baseModel);
   return { withLora: request, withoutLora: { ...request, ...WITHOUT_LORA } };
 }
 

@@ -1,4 +1,5 @@
 import type { SmokeResult } from '../shared/contract';
+import { type FluxVariant, fluxVariantOfHubId } from '../shared/flux-files';
 import type { ModelType } from '../shared/models';
 import { isRecord, nonEmptyString } from '../shared/run-info';
 import { smokeTestFailed } from './errors';
@@ -11,10 +12,42 @@ import { decodePng, encodePng, type RawImage } from './png';
  * image-difference.ts) mean the LoRA had no effect: SmokeTestFailed.
  */
 
-/** A fixed seed and the family's usual side and a usual step count: images worth looking at, in a few GPU seconds. */
+/** A fixed seed: the two images differ only by the LoRA. */
 export const SMOKE_SEED = 1234;
-export const SMOKE_STEPS = 20;
-export const SMOKE_SIDE: Readonly<Record<ModelType, number>> = { sd15: 512, sdxl: 1024 };
+
+/** What a smoke request sets besides the prompt and seed. */
+export interface SmokeSettings {
+  readonly side: number;
+  readonly steps: number;
+  /** Sent only where it means something: FLUX.1-dev's distilled guidance. */
+  readonly guidanceScale?: number;
+}
+
+/**
+ * The family's usual side and step count: images worth looking at, in a few GPU seconds; FLUX.1 per
+ * variant. schnell is distilled to 4 steps without guidance (the server's default), at 1024 px. dev
+ * takes its reference 28 steps at guidance 3.5, at 768 px (0.56 of the tokens of 1024 px): its time
+ * per image on an L40S is not measured here, and each request must answer within SageMaker's 60 s
+ * invocation limit, so the smaller side keeps a margin; the LoRA's effect shows at either size. A
+ * FLUX.1 from S3, whose variant only its file names tell, gets dev's steps and side and the server's
+ * default guidance: enough for either variant.
+ */
+const SMOKE_SETTINGS = {
+  sd15: { side: 512, steps: 20 },
+  sdxl: { side: 1024, steps: 20 },
+  flux1: { side: 768, steps: 28 },
+} as const satisfies Record<ModelType, SmokeSettings>;
+const FLUX_SMOKE: Readonly<Record<FluxVariant, SmokeSettings>> = {
+  schnell: { side: 1024, steps: 4 },
+  dev: { side: 768, steps: 28, guidanceScale: 3.5 },
+};
+
+/** The smoke settings of a model type on a base model (a Hub id names the FLUX.1 variant). */
+export function smokeSettings(modelType: ModelType, baseModel?: string): SmokeSettings {
+  const variant = modelType === 'flux1' && baseModel !== undefined ? fluxVariantOfHubId(baseModel) : undefined;
+  return variant !== undefined ? FLUX_SMOKE[variant] : SMOKE_SETTINGS[modelType];
+}
+
 /** Used when the training rendered no samples; otherwise the first sample prompt is (it is the dataset's). */
 export const DEFAULT_SMOKE_PROMPT = 'a detailed photograph';
 /** The server's limit on a prompt (containers/inference/lora_server/validation.py, MAX_PROMPT_CHARS). */
@@ -36,9 +69,10 @@ export function smokePrompt(samples: unknown): string {
 }
 
 /** The request both images are made with; the caller adds what names (or scales) the LoRA. PNG: lossless, so only the model changes pixels. */
-export function smokeRequest(modelType: ModelType, prompt: string): Record<string, unknown> {
-  const side = SMOKE_SIDE[modelType];
-  return { prompt, num_inference_steps: SMOKE_STEPS, width: side, height: side, seed: SMOKE_SEED, output_format: 'png' };
+export function smokeRequest(modelType: ModelType, prompt: string, baseModel?: string): Record<string, unknown> {
+  const { side, steps, guidanceScale } = smokeSettings(modelType, baseModel);
+  const guidance = guidanceScale !== undefined ? { guidance_scale: guidanceScale } : {};
+  return { prompt, num_inference_steps: steps, ...guidance, width: side, height: side, seed: SMOKE_SEED, output_format: 'png' };
 }
 
 export interface SmokeContext {
@@ -73,6 +107,7 @@ export async function judgeSmoke(withoutLora: Uint8Array, withLora: Uint8Array, 
     sideBySide: await store.put(SMOKE_FILES.sideBySide, encodePng(sideBySide(without, withIt))),
   };
   const difference = imageDifference(without, withIt);
+  const steps = Number(context.request.num_inference_steps);
   const result: SmokeResult = {
     bucket: store.bucket,
     ...keys,
@@ -80,7 +115,7 @@ export async function judgeSmoke(withoutLora: Uint8Array, withLora: Uint8Array, 
     seed: SMOKE_SEED,
     width: without.width,
     height: without.height,
-    steps: SMOKE_STEPS,
+    steps,
     meanAbsoluteDifference: round(difference.meanAbsoluteDifference, 3),
     changedPixelShare: round(difference.changedPixelShare, 4),
     minMeanAbsoluteDifference: MIN_MEAN_ABSOLUTE_DIFFERENCE,
@@ -89,7 +124,7 @@ export async function judgeSmoke(withoutLora: Uint8Array, withLora: Uint8Array, 
   if (!loraHadEffect(difference)) {
     const folder = `s3://${store.bucket}/${keys.sideBySide.slice(0, keys.sideBySide.lastIndexOf('/') + 1)}`;
     throw smokeTestFailed(
-      `The LoRA had no effect: ${context.what} gave the same image without and with it (same prompt, seed ${SMOKE_SEED}, ${SMOKE_STEPS} steps): ` +
+      `The LoRA had no effect: ${context.what} gave the same image without and with it (same prompt, seed ${SMOKE_SEED}, ${steps} steps): ` +
         `a mean difference of ${result.meanAbsoluteDifference} levels in 255 (the threshold is ${MIN_MEAN_ABSOLUTE_DIFFERENCE}), ` +
         `${round(result.changedPixelShare * 100, 2)} % of pixels changed. The images are in ${folder}. ` +
         'A kohya LoRA whose module names match no layer of the base model loads and does nothing: check that it was trained on this base model.',

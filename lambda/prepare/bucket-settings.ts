@@ -1,3 +1,4 @@
+import type { ModelType } from '../shared/models';
 import type { Table } from './dataset-config';
 
 /**
@@ -15,8 +16,11 @@ export interface BucketSettings {
   readonly bucketResoSteps: number;
 }
 
-/** kohya asserts bucket_reso_steps is a multiple of this (train_network.py, sdxl_train_network.py). */
-const BUCKET_RESO_MULTIPLE = { sd15: 64, sdxl: 32 } as const;
+/**
+ * kohya asserts bucket_reso_steps is a multiple of this (assert_extra_args: train_network.py 64, sdxl_train_network.py 32;
+ * flux_train_network.py runs train_network.py's check (64) before its own (32), so FLUX.1 needs 64).
+ */
+const BUCKET_RESO_MULTIPLE: Readonly<Record<ModelType, number>> = { sd15: 64, sdxl: 32, flux1: 64 };
 
 /** A value as kohya resolves it: the first table that sets it, else the default. */
 export function setting(key: string, tables: readonly Table[], fallback: unknown): unknown {
@@ -39,12 +43,12 @@ export function bucketSettings(dataset: Table, general: Table, resolution: numbe
 }
 
 /** _refuse_bucket_steps and _refuse_bucket_range: the settings kohya refuses, or that divide by zero. */
-export function bucketProblems(settings: BucketSettings, where: string, modelType: 'sd15' | 'sdxl'): string[] {
+export function bucketProblems(settings: BucketSettings, where: string, modelType: ModelType): string[] {
   if (!settings.enableBucket) return [];
   const steps = settings.bucketResoSteps;
   const multiple = BUCKET_RESO_MULTIPLE[modelType];
   if (steps % multiple !== 0) {
-    return [`${where} has bucket_reso_steps = ${steps}, which kohya refuses for ${modelType}: it must be a multiple of ${multiple} (64 for sd15, 32 for sdxl)`];
+    return [`${where} has bucket_reso_steps = ${steps}, which kohya refuses for ${modelType}: it must be a multiple of ${multiple} (64 for sd15 and flux1, 32 for sdxl)`];
   }
   const low = settings.minBucketReso - (settings.minBucketReso % steps);
   const high = settings.maxBucketReso + (((-settings.maxBucketReso % steps) + steps) % steps);

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import type { ExecutionInput, PrepareSettings } from '../shared/contract';
 import type { HyperparameterValue } from '../shared/hyperparameters';
-import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3BaseModel, MAX_TRAINING_SECONDS, type ModelType } from '../shared/models';
+import { FLUX_HUB_REPOS, fluxBaseModelProblem, fluxVariantOfHubId, isGatedHubModel } from '../shared/flux-files';
+import { servingFitProblem, trainingFitProblem, trainingVolumeProblem } from '../shared/instance-fit';
+import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3BaseModel, MAX_TRAINING_SECONDS, MODEL_TYPE_DEFAULTS, type ModelType } from '../shared/models';
 import { SAGEMAKER_NAME } from '../shared/names';
 import { closest } from '../shared/suggest';
 import { show } from './errors';
@@ -55,7 +57,7 @@ const OPTION_FIELDS = {
     schema: z.string().refine((v) => HF_REPO_ID.test(v) || v.startsWith('s3://')),
     allowed: "a Hugging Face repo id 'owner/name', or the s3:// URI of the base model the stack was deployed with",
   },
-  modelType: { schema: z.enum(['sd15', 'sdxl']), allowed: "'sd15' or 'sdxl'" },
+  modelType: { schema: z.enum(['sd15', 'sdxl', 'flux1']), allowed: "'sd15', 'sdxl' or 'flux1'" },
   hyperparameters: {
     schema: z.record(z.string(), z.unknown()),
     allowed: 'an object of training hyperparameters, such as {"max_train_steps": 800} (containers/training/README.md lists them)',
@@ -319,28 +321,51 @@ export function resolveOptions(input: RunOptions, file: RunOptions, settings: Pr
       ? pick(input.baseModel, file.baseModel, settings.baseModel)
       : { value: DEFAULT_BASE_MODELS[modelType.value], source: 'default for the model type' };
   const t = (key: keyof ResolvedOptions['training']) => pick(input.training?.[key], file.training?.[key], settings.training[key]);
+  const type = modelType.value;
+  // Likewise the deploy-time machine sizes, when they are too small for the run's model type.
+  const sized = <T>(value: Sourced<T>, problem: (value: T) => string | undefined, fallback: T): Sourced<T> =>
+    value.source === 'deploy-time configuration' && type !== settings.modelType && problem(value.value) !== undefined
+      ? { value: fallback, source: 'default for the model type' }
+      : value;
+  const defaults = MODEL_TYPE_DEFAULTS[type];
   return {
     name: input.name ?? file.name,
     modelType,
     baseModel,
     training: {
-      instanceType: t('instanceType') as Sourced<string>,
+      instanceType: sized(t('instanceType') as Sourced<string>, (v) => trainingFitProblem(type, v), defaults.trainingInstanceType),
       spot: t('spot') as Sourced<boolean>,
       maxRuntimeSeconds: t('maxRuntimeSeconds') as Sourced<number>,
       maxWaitSeconds: t('maxWaitSeconds') as Sourced<number>,
-      volumeSizeGb: t('volumeSizeGb') as Sourced<number>,
+      volumeSizeGb: sized(t('volumeSizeGb') as Sourced<number>, (v) => trainingVolumeProblem(type, v), defaults.trainingVolumeSizeGb),
     },
     endpoint: {
       name: input.endpoint?.name ?? file.endpoint?.name,
-      instanceType: pick(input.endpoint?.instanceType, file.endpoint?.instanceType, settings.endpoint.instanceType),
+      instanceType: sized(
+        pick(input.endpoint?.instanceType, file.endpoint?.instanceType, settings.endpoint.instanceType),
+        (v) => servingFitProblem(type, v),
+        defaults.endpointInstanceType,
+      ),
       instanceCount: pick(input.endpoint?.instanceCount, file.endpoint?.instanceCount, settings.endpoint.instanceCount),
     },
-    hyperparameters: { ...(file.hyperparameters ?? {}), ...(input.hyperparameters ?? {}) },
+    hyperparameters: { ...captionDefault(settings), ...(file.hyperparameters ?? {}), ...(input.hyperparameters ?? {}) },
   };
+}
+
+/** The deploy-wide `caption_missing`, which a run's own hyperparameters override; none when the deployment leaves it to the model type. */
+function captionDefault(settings: PrepareSettings): Record<string, HyperparameterValue> {
+  const value = settings.training.captionMissing;
+  return value === undefined ? {} : { caption_missing: value };
 }
 
 function named(key: string, sourced: Sourced<unknown>): string {
   return `"${key}" = ${show(sourced.value)} (${sourced.source})`;
+}
+
+/** The model type a Hub id is known to be of: a type's default, or a FLUX.1 repo (FLUX.1-dev is no default). */
+function knownTypeOf(baseModel: string): ModelType | undefined {
+  if (fluxVariantOfHubId(baseModel) !== undefined) return 'flux1';
+  return (Object.keys(DEFAULT_BASE_MODELS) as ModelType[]).find((type) => DEFAULT_BASE_MODELS[type] === baseModel);
 }
 
 /** Problems of the merged options that no single field shows. */
@@ -363,14 +388,52 @@ export function combinationProblems(options: ResolvedOptions, settings: PrepareS
         'or deploy with a larger -c storage.checkpointExpirationDays',
     );
   }
-  const otherType = (Object.keys(DEFAULT_BASE_MODELS) as ModelType[]).find(
-    (type) => type !== options.modelType.value && DEFAULT_BASE_MODELS[type] === options.baseModel.value,
-  );
-  if (otherType) {
+  const otherType = knownTypeOf(options.baseModel.value);
+  const mismatched = otherType !== undefined && otherType !== options.modelType.value;
+  if (mismatched) {
+    const article = DEFAULT_BASE_MODELS[otherType] === options.baseModel.value ? 'the' : 'a';
     problems.push(
-      `${named('baseModel', options.baseModel)} is the ${otherType} base model, but ${named('modelType', options.modelType)}: ` +
+      `${named('baseModel', options.baseModel)} is ${article} ${otherType} base model, but ${named('modelType', options.modelType)}: ` +
         `set "modelType": "${otherType}", or give a ${options.modelType.value} base model`,
     );
   }
+  // The one readable S3 base model is the deployment's, of the deployment's model type.
+  const deployedS3 = isS3BaseModel(options.baseModel.value) && options.modelType.value !== settings.modelType;
+  if (deployedS3) {
+    problems.push(
+      `${named('baseModel', options.baseModel)} is the deployment's ${settings.modelType} base model, but ${named('modelType', options.modelType)}: ` +
+        `leave out "baseModel" to train on the ${options.modelType.value} default, or give a Hugging Face ${options.modelType.value} model`,
+    );
+  }
+  const fluxProblem = options.modelType.value === 'flux1' ? fluxBaseModelProblem(options.baseModel.value) : undefined;
+  if (fluxProblem !== undefined && !mismatched && !deployedS3) problems.push(`${named('baseModel', options.baseModel)} is not a flux1 base model: ${fluxProblem}`);
   return problems;
+}
+
+/**
+ * What the container will validate: the run's hyperparameters with its model type and, for a Hub
+ * model, its base model. A base model already refused as another type's or as not a flux1 one is
+ * left out, so that the problem is given once, as "baseModel" (combinationProblems).
+ */
+export function hyperparameterInput(options: ResolvedOptions): Record<string, unknown> {
+  const baseModel = options.baseModel.value;
+  const type = options.modelType.value;
+  const otherType = knownTypeOf(baseModel);
+  const refused = (otherType !== undefined && otherType !== type) || (type === 'flux1' && fluxBaseModelProblem(baseModel) !== undefined);
+  const hub = !isS3BaseModel(baseModel) && !refused;
+  return { ...options.hyperparameters, model_type: options.modelType.value, ...(hub ? { base_model: baseModel } : {}) };
+}
+
+/**
+ * A gated Hub model (FLUX.1-dev) downloads only with a Hugging Face token, which the deployment gives
+ * as a Secrets Manager secret: without one the job would fail at its first download. Prepare alone
+ * checks it; the CLI offline does not know the deployment's secret.
+ */
+export function tokenProblems(options: ResolvedOptions, settings: PrepareSettings): string[] {
+  // A gated model of another type is refused as such (combinationProblems): no second message.
+  if (options.modelType.value !== 'flux1' || !isGatedHubModel(options.baseModel.value) || settings.huggingFaceTokenSecretId !== undefined) return [];
+  return [
+    `${named('baseModel', options.baseModel)} is gated on the Hugging Face Hub (its licence must be accepted) and this deployment has no token: ` +
+      `store a Hugging Face token in Secrets Manager and deploy with -c huggingFaceTokenSecret=<its name or ARN>, or train on ${FLUX_HUB_REPOS.schnell}`,
+  ];
 }

@@ -6,6 +6,12 @@ import { JPEG_HEADER_BYTES, readAll, type ReadPaths, type Reads } from './header
 import { cacheProblems, type CacheSettings } from './cache-combinations';
 import { hasText, LINE_BREAK } from './python-text';
 import { HYPERPARAMETER_SCHEMA } from '../shared/hyperparameters';
+import type { ModelType } from '../shared/models';
+import { captionTargets, type CaptionableImage } from './caption-targets';
+import { listing, MAX_LISTED } from './listing';
+
+// Where they were defined first; prepare.ts and others take them from here.
+export { listing, MAX_LISTED };
 
 /**
  * The dataset checks the training container makes (containers/training/lora_trainer/dataset.py,
@@ -22,8 +28,8 @@ export interface DatasetFolder {
 }
 
 export interface PreflightOptions {
-  readonly modelType: 'sd15' | 'sdxl';
-  /** The effective hyperparameters (validated values), e.g. allow_missing_captions. */
+  readonly modelType: ModelType;
+  /** The effective hyperparameters (validated values), e.g. allow_missing_captions, caption_missing. */
   readonly hyperparameters: Readonly<Record<string, string | number | boolean | null>>;
   /** Bounds of the image header reads; the defaults (PREFLIGHT_LIMITS) suit a Lambda function. */
   readonly limits?: Partial<PreflightLimits>;
@@ -82,6 +88,8 @@ export interface PreflightReport {
   readonly uncheckedImages: number;
   /** What was left to the container, for the user to know (e.g. a JPEG whose size lies beyond the bytes read). */
   readonly notes: readonly string[];
+  /** Images without a caption file that the training job captions with BLIP (caption_missing); 0 without it. */
+  readonly captionsToWrite: number;
   /** Files listed but gone when read: the folder is changing, so the answer is not final (Prepare waits and looks again). */
   readonly vanished: readonly string[];
 }
@@ -96,8 +104,6 @@ export const PREFLIGHT_LIMITS: PreflightLimits = {
 };
 /** dataset.toml and a metadata.jsonl are read whole, up to this; a larger one is refused (see README). */
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
-/** Files named in one problem or kept in the skipped list of Prepare's output. */
-export const MAX_LISTED = 20;
 
 /** Files of the dataset contract that are not training data, wherever they are (dataset_check.py CONTROL_FILES). */
 const CONTROL_FILES = new Set([DATASET_TOML, TRAIN_JSON, JSONL_NAME]);
@@ -166,7 +172,7 @@ function configText(path: string, bytes: Uint8Array): string {
 }
 
 /** The hyperparameters the container's DatasetOptions takes, with the schema's defaults. */
-function hyperparameterValues(options: PreflightOptions): ConfigOptions & CacheSettings & { readonly allowMissingCaptions: boolean } {
+function hyperparameterValues(options: PreflightOptions): ConfigOptions & CacheSettings & CaptionSettings {
   const value = (key: string) => {
     const given = options.hyperparameters[key];
     if (given !== undefined && given !== null) return given;
@@ -178,6 +184,7 @@ function hyperparameterValues(options: PreflightOptions): ConfigOptions & CacheS
     batchSize: Number(value('train_batch_size')),
     numRepeats: Number(value('num_repeats')),
     allowMissingCaptions: value('allow_missing_captions') === true || value('allow_missing_captions') === 'true',
+    captionMissing: value('caption_missing') === true || value('caption_missing') === 'true',
     cacheLatents: value('cache_latents') === true || value('cache_latents') === 'true',
     cacheTextEncoderOutputs: value('cache_text_encoder_outputs') === true || value('cache_text_encoder_outputs') === 'true',
   };
@@ -190,8 +197,13 @@ type CaptionSource =
   | { readonly text: string; readonly staged: string }
   | { readonly tokens: string | undefined };
 
+interface CaptionSettings {
+  readonly allowMissingCaptions: boolean;
+  readonly captionMissing: boolean;
+}
+
 /** One image of one subset (an image in two subsets is trained, and counted, twice). */
-interface PlannedImage {
+interface PlannedImage extends CaptionableImage {
   readonly path: string;
   readonly settings: BucketSettings;
   readonly caption: CaptionSource;
@@ -208,7 +220,7 @@ interface ScanPlan {
 }
 
 /** check_images up to the pixels: each dataset's refusals of its settings, then its subsets' images and captions. */
-function scanPlan(config: DatasetConfig, index: FolderIndex, values: ConfigOptions, modelType: 'sd15' | 'sdxl'): ScanPlan {
+function scanPlan(config: DatasetConfig, index: FolderIndex, values: ConfigOptions, modelType: ModelType): ScanPlan {
   const images: PlannedImage[] = [];
   const problems: PreflightProblem[] = [];
   const used = new Set<string>();
@@ -246,7 +258,9 @@ function scanPlan(config: DatasetConfig, index: FolderIndex, values: ConfigOptio
         const source = caption ?? { tokens };
         used.add(path);
         if ('file' in source) used.add(source.file);
-        images.push({ path, settings, caption: source, wildcard });
+        // caption_missing writes captions in an image_dir subset without class tokens (caption_targets.py targets).
+        const writable = subset.staged === undefined && !tokens && !('file' in source) ? extension : undefined;
+        images.push({ path, settings, caption: source, wildcard, captionExtension: writable });
       }
     }
   }
@@ -305,12 +319,13 @@ function refusedEarly(index: FolderIndex, found: readonly PreflightProblem[]): P
     checkedImages: 0,
     uncheckedImages: index.paths().filter(isImageName).length,
     notes: [],
+    captionsToWrite: 0,
     vanished: [],
   };
 }
 
 /** _refuse_problems, in the container's order (it refuses with the first): the findings name every file. */
-function report(plan: ScanPlan, reads: Reads, values: { readonly allowMissingCaptions: boolean }, index: FolderIndex): Omit<PreflightReport, 'vanished'> {
+function report(plan: ScanPlan, reads: Reads, values: CaptionSettings, index: FolderIndex): Omit<PreflightReport, 'vanished'> {
   const undecodable = new Map<string, string>();
   const tooSmall = new Map<string, string>();
   const steps = new Set<number>();
@@ -344,8 +359,13 @@ function report(plan: ScanPlan, reads: Reads, values: { readonly allowMissingCap
   }
   if (notUtf8.size > 0) add('caption-not-utf8', [...notUtf8], `${notUtf8.size} caption file(s) are not UTF-8 text, which kohya cannot read: ${listing([...notUtf8])}. Save them as UTF-8`);
   if (empty.size > 0) add('empty-caption', [...empty], `${empty.size} caption file(s) are empty, which kohya refuses: ${listing([...empty])}. Write a caption in each, or delete them to train those images without one`);
-  if (missing.length > 0 && !values.allowMissingCaptions) {
-    add('missing-captions', missing, `${missing.length} of ${plan.images.length} image(s) have no caption: ${listing(missing)}. Add a same-name ${CAPTION_EXTENSION} file for each, set class_tokens for the subset, or set the hyperparameter allow_missing_captions=true`);
+  // With caption_missing the container refuses (check_plan) what it cannot caption, after the checks above.
+  const targets = values.captionMissing ? captionTargets(plan.images) : { paths: new Set<string>(), problems: [] };
+  for (const problem of targets.problems) add('missing-captions', problem.files, problem.message);
+  const uncaptioned = missing.filter((path) => !targets.paths.has(path));
+  if (targets.problems.length === 0 && uncaptioned.length > 0 && !values.allowMissingCaptions) {
+    const only = values.captionMissing ? ' (caption_missing captions only images of an image_dir subset without class_tokens)' : '';
+    add('missing-captions', uncaptioned, `${uncaptioned.length} of ${plan.images.length} image(s) have no caption: ${listing(uncaptioned)}. Add a same-name ${CAPTION_EXTENSION} file for each, set class_tokens for the subset, or set the hyperparameter allow_missing_captions=true${only}`);
   }
   const checked = reads.headers.size;
   return {
@@ -357,6 +377,7 @@ function report(plan: ScanPlan, reads: Reads, values: { readonly allowMissingCap
     checkedImages: checked,
     uncheckedImages: reads.uncheckedImages,
     notes: notes(reads, unknownCaptions),
+    captionsToWrite: targets.problems.length === 0 ? targets.paths.size : 0,
   };
 }
 
@@ -407,10 +428,4 @@ function skipReason(path: string, plan: ScanPlan): string {
   if (isImageName(path)) return 'not in a folder the dataset configuration trains';
   if (IMAGE_EXTENSIONS.includes(extension)) return 'a hidden file, kohya ignores it';
   return 'not an image kohya trains, nor the caption of one';
-}
-
-/** The first MAX_LISTED items and how many more, as the container lists them. */
-export function listing(items: readonly string[]): string {
-  const shown = items.slice(0, MAX_LISTED).join(', ');
-  return items.length > MAX_LISTED ? `${shown} and ${items.length - MAX_LISTED} more` : shown;
 }

@@ -2,11 +2,13 @@ import { z } from 'zod';
 import type { PreparedRun, PrepareEvent, PrepareResult, PrepareSettings, Tag, TrainingChannel, UnsettledRun } from '../shared/contract';
 import { toSageMakerHyperparameters, validateHyperparameters } from '../shared/hyperparameters';
 import { loraNameOf } from '../shared/lora-name';
-import { BASE_MODEL_CHANNEL, isS3BaseModel } from '../shared/models';
+import { BASE_MODEL_CHANNEL, hubTokenEnvironment, isS3BaseModel } from '../shared/models';
 import { fittedSlug, runName } from '../shared/names';
 import { DATASET_TOML, folderFiles, type ListedObject, MAX_CONTROL_FILE_BYTES, newest, TRAIN_JSON } from './dataset';
 import { invalidDataset, invalidInput, listProblems } from './errors';
-import { combinationProblems, type DatasetLocation, parseExecutionInput, parseTrainJson, resolveOptions, type ResolvedOptions, type RunOptions } from './input';
+import { combinationProblems, type DatasetLocation, hyperparameterInput, parseExecutionInput, parseTrainJson, resolveOptions, type ResolvedOptions, type RunOptions, tokenProblems } from './input';
+import { baseModelFilesProblem } from './base-model-files';
+import { machineFitProblems } from './machine-fit';
 import { MAX_LISTED, preflight, type PreflightReport } from './preflight';
 import { hasInstanceStorage, tagValue } from './resources';
 import { s3DatasetFolder } from './s3-store';
@@ -73,13 +75,15 @@ export async function prepare(event: PrepareEvent, deps: PrepareDependencies): P
   if (file === 'gone') return changedWhileReading(TRAIN_JSON, settings);
   const options = resolveOptions(parsed.options, file, settings);
   const outputName = fittedSlug(options.name ?? dataset.folder, 100);
-  const problems = [...combinationProblems(options, settings), ...servingProblems(options, settings, options.name ?? dataset.folder)];
-  const hyperparameters = validateHyperparameters({
-    ...options.hyperparameters,
-    model_type: options.modelType.value,
-    ...(isS3BaseModel(options.baseModel.value) ? {} : { base_model: options.baseModel.value }),
-  });
+  const problems = [...combinationProblems(options, settings), ...tokenProblems(options, settings), ...servingProblems(options, settings, options.name ?? dataset.folder)];
+  const hyperparameters = validateHyperparameters(hyperparameterInput(options));
   if (!hyperparameters.ok) problems.push(hyperparameters.message);
+  else problems.push(...machineFitProblems(options, hyperparameters.values, servingDecision(options, settings).mode === 'dedicated'));
+  // Listed only once the rest is valid: a refused run makes no request outside its own folder.
+  if (problems.length === 0) {
+    const files = await baseModelFilesProblem(options.modelType.value, options.baseModel.value, (bucket, prefix) => store.list(bucket, prefix));
+    if (files !== undefined) problems.push(files);
+  }
   if (problems.length > 0) {
     const remedy = file === EMPTY ? INPUT_REMEDY : `Fix the execution input or ${dataset.uri}${TRAIN_JSON}, then start the run again.`;
     throw invalidInput(listProblems('The run', problems, remedy));
@@ -245,6 +249,8 @@ function preparedRun(parts: RunParts): PreparedRun {
       skipped: parts.report.skipped.slice(0, MAX_LISTED),
       skippedCount: parts.report.skipped.length,
       notes: parts.report.notes.slice(0, 5),
+      // The images the job captions with BLIP (caption_missing): the notification and status say how many.
+      ...(parts.report.captionsToWrite > 0 ? { captionsToWrite: parts.report.captionsToWrite } : {}),
     },
     modelType: options.modelType.value,
     baseModel,
@@ -252,6 +258,8 @@ function preparedRun(parts: RunParts): PreparedRun {
     training: {
       jobName: run,
       hyperparameters: parts.hyperparameters,
+      // Only the secret's id: the container reads the token itself, and never from a hyperparameter.
+      environment: hubTokenEnvironment(baseModel, settings.huggingFaceTokenSecretId, process.env.AWS_REGION),
       inputDataConfig: [channel('dataset', dataset.uri), ...(inS3 ? [channel(BASE_MODEL_CHANNEL, baseModel)] : [])],
       resourceConfig: {
         InstanceType: trainingType,

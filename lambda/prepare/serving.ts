@@ -1,5 +1,5 @@
 import type { DedicatedServing, PrepareSettings, SharedServing, Tag } from '../shared/contract';
-import { MODEL_TYPES, servingModelInputs } from '../shared/models';
+import { MODEL_TYPES, servingModelInputs, STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS } from '../shared/models';
 import { endpointName } from '../shared/names';
 import { show } from './errors';
 import type { ResolvedOptions } from './input';
@@ -77,7 +77,11 @@ export interface DedicatedParts {
 export function dedicatedServing(parts: DedicatedParts): DedicatedServing {
   const { run, options, settings } = parts;
   const endpointType = options.endpoint.instanceType.value;
-  const model = servingModelInputs(options.modelType.value, options.baseModel.value, settings.endpoint.loraScale);
+  const model = servingModelInputs(options.modelType.value, options.baseModel.value, settings.endpoint.loraScale, {
+    huggingFaceTokenSecretId: settings.huggingFaceTokenSecretId,
+    // Prepare runs in the stack's region: a secret given by name is found there.
+    region: process.env.AWS_REGION,
+  });
   return {
     mode: 'dedicated',
     ...(parts.because !== undefined ? { dedicatedBecause: parts.because } : {}),
@@ -96,7 +100,8 @@ export function dedicatedServing(parts: DedicatedParts): DedicatedServing {
           ModelName: run,
           InstanceType: endpointType,
           InitialInstanceCount: options.endpoint.instanceCount.value,
-          ContainerStartupHealthCheckTimeoutInSeconds: settings.endpoint.startupHealthCheckTimeoutSeconds,
+          // The deployment's limit is its own model type's; a FLUX.1 run in an SD deployment downloads ~34 GB at start.
+          ContainerStartupHealthCheckTimeoutInSeconds: Math.max(settings.endpoint.startupHealthCheckTimeoutSeconds, STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS[options.modelType.value]),
           ModelDataDownloadTimeoutInSeconds: settings.endpoint.modelDataDownloadTimeoutSeconds,
         },
       ],

@@ -24,15 +24,19 @@ const settingsSchema = z.strictObject({
   // A run name keeps 40 − prefix length characters for the run's own name (names.ts runName), and
   // at least the 8 of a shortened name's hash must fit.
   namePrefix: z.string().regex(/^[a-z0-9](-?[a-z0-9])*$/).max(32),
-  modelType: z.enum(['sd15', 'sdxl']),
+  modelType: z.enum(['sd15', 'sdxl', 'flux1']),
   baseModel: z.string().refine((v) => HF_REPO_ID.test(v) || isS3ModelUri(v), 'a Hugging Face repo id or an s3:// model URI'),
   readableS3BaseModel: z.string().refine(isS3ModelUri, 'an s3:// model URI').optional(),
+  // A Secrets Manager secret's name or ARN (never the token): the containers read it themselves.
+  huggingFaceTokenSecretId: z.string().regex(/^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$/).optional(),
   training: z.strictObject({
     instanceType: gpuInstanceType,
     spot: z.boolean(),
     maxRuntimeSeconds: positiveInteger(MAX_TRAINING_SECONDS),
     maxWaitSeconds: positiveInteger(MAX_TRAINING_SECONDS),
     volumeSizeGb: positiveInteger(16384),
+    // caption_missing for a run that does not set it; absent: the model type's schema default.
+    captionMissing: z.boolean().optional(),
   }),
   endpoint: z.strictObject({
     mode: z.enum(['shared', 'dedicated']),

@@ -1,5 +1,5 @@
 import type { RegisteredLora } from '../shared/contract';
-import type { ModelType } from '../shared/models';
+import { MODEL_TYPES, type ModelType } from '../shared/models';
 import type { SafetensorsHeader } from '../shared/safetensors';
 
 /**
@@ -8,6 +8,10 @@ import type { SafetensorsHeader } from '../shared/safetensors';
  * as the server reads them (containers/inference/lora_server/lora_file.py):
  * - SD 1.5: text encoder `lora_te_…`; U-Net in diffusers block names (`down_blocks`, `mid_block`, `up_blocks`).
  * - SDXL: text encoders `lora_te1_…`, `lora_te2_…`; U-Net in SGM block names (`input_blocks`, `middle_block`, `output_blocks`).
+ * - FLUX.1 (networks/lora_flux.py): transformer `lora_unet_double_blocks_…`, `lora_unet_single_blocks_…`. Its text
+ *   encoders' `lora_te1_…` (CLIP-L), `lora_te3_…` (T5-XXL) and, with its in_dims option, the input layers'
+ *   (`lora_unet_img_in`, `…_txt_in`, `…_time_in_…`, `…_vector_in_…`, `…_guidance_in_…`) are told as FLUX.1's,
+ *   then refused as the server refuses them (lora_file.py `_check_flux_modules`).
  * Every module has `.lora_down.weight` ([rank, in_features]) and `.lora_up.weight`, usually `.alpha`.
  */
 
@@ -22,21 +26,67 @@ export interface LoraFacts {
 
 const SUFFIXES = ['.lora_down.weight', '.lora_up.weight', '.alpha'];
 
-/** Module prefixes, each with the component it adapts and the family its layout belongs to. */
-const PREFIXES: ReadonlyArray<{ prefix: string; component: LoraComponent; family: ModelType }> = [
-  { prefix: 'lora_te1_', component: 'text_encoder', family: 'sdxl' },
-  { prefix: 'lora_te2_', component: 'text_encoder_2', family: 'sdxl' },
-  { prefix: 'lora_te_', component: 'text_encoder', family: 'sd15' },
-  { prefix: 'lora_unet_input_blocks_', component: 'unet', family: 'sdxl' },
-  { prefix: 'lora_unet_middle_block_', component: 'unet', family: 'sdxl' },
-  { prefix: 'lora_unet_output_blocks_', component: 'unet', family: 'sdxl' },
-  { prefix: 'lora_unet_down_blocks_', component: 'unet', family: 'sd15' },
-  { prefix: 'lora_unet_mid_block_', component: 'unet', family: 'sd15' },
-  { prefix: 'lora_unet_up_blocks_', component: 'unet', family: 'sd15' },
+/**
+ * Module prefixes, each with the component it adapts and the families whose layout has it. kohya's
+ * FLUX network (networks/lora_flux.py) names CLIP-L `lora_te1_` as SDXL's first encoder is named,
+ * so that prefix alone does not tell the family: the LoRA's other modules do.
+ */
+const PREFIXES: ReadonlyArray<{ prefix: string; component: LoraComponent; families: readonly ModelType[] }> = [
+  { prefix: 'lora_te1_', component: 'text_encoder', families: ['sdxl', 'flux1'] },
+  { prefix: 'lora_te2_', component: 'text_encoder_2', families: ['sdxl'] },
+  { prefix: 'lora_te3_', component: 'text_encoder_2', families: ['flux1'] },
+  { prefix: 'lora_te_', component: 'text_encoder', families: ['sd15'] },
+  { prefix: 'lora_unet_input_blocks_', component: 'unet', families: ['sdxl'] },
+  { prefix: 'lora_unet_middle_block_', component: 'unet', families: ['sdxl'] },
+  { prefix: 'lora_unet_output_blocks_', component: 'unet', families: ['sdxl'] },
+  { prefix: 'lora_unet_down_blocks_', component: 'unet', families: ['sd15'] },
+  { prefix: 'lora_unet_mid_block_', component: 'unet', families: ['sd15'] },
+  { prefix: 'lora_unet_up_blocks_', component: 'unet', families: ['sd15'] },
+  // FLUX.1's transformer: its double-stream and single-stream blocks (kohya keeps the "unet" prefix for ComfyUI).
+  { prefix: 'lora_unet_double_blocks_', component: 'transformer', families: ['flux1'] },
+  { prefix: 'lora_unet_single_blocks_', component: 'transformer', families: ['flux1'] },
+  // Its input layers, which lora_flux.py adapts with its in_dims option (refused below, as the server refuses them).
+  { prefix: 'lora_unet_img_in', component: 'transformer', families: ['flux1'] },
+  { prefix: 'lora_unet_txt_in', component: 'transformer', families: ['flux1'] },
+  { prefix: 'lora_unet_time_in_', component: 'transformer', families: ['flux1'] },
+  { prefix: 'lora_unet_vector_in_', component: 'transformer', families: ['flux1'] },
+  { prefix: 'lora_unet_guidance_in_', component: 'transformer', families: ['flux1'] },
 ];
 
-const LABEL: Record<ModelType, string> = { sd15: 'SD 1.5', sdxl: 'SDXL' };
-const COMPONENT_ORDER: LoraComponent[] = ['unet', 'text_encoder', 'text_encoder_2'];
+/**
+ * FLUX.1 modules the server refuses, so the registry refuses them too rather than register a LoRA the
+ * shared endpoint answers 400 for. Text encoders (CLIP-L, T5-XXL): this pipeline trains FLUX.1's
+ * transformer only (its text-encoder outputs are cached) and diffusers 0.40 loads no T5 LoRA. in_dims
+ * input layers: diffusers 0.40's kohya conversion names them outside the transformer and drops them silently.
+ */
+const FLUX_REFUSED: ReadonlyArray<{ prefixes: readonly string[]; what: string; remedy: string }> = [
+  {
+    prefixes: ['lora_te1_', 'lora_te3_'],
+    what: 'text-encoder modules',
+    remedy: 'FLUX.1 LoRAs are served for the transformer only, as this pipeline trains them (network_train_unet_only): retrain without the text encoders',
+  },
+  {
+    prefixes: ['lora_unet_img_in', 'lora_unet_txt_in', 'lora_unet_time_in_', 'lora_unet_vector_in_', 'lora_unet_guidance_in_'],
+    what: "kohya's in_dims modules on the input layers",
+    remedy: 'diffusers 0.40 drops them without a word when it loads the LoRA: retrain without the in_dims network argument',
+  },
+];
+
+const LABEL: Record<ModelType, string> = { sd15: 'SD 1.5', sdxl: 'SDXL', flux1: 'FLUX.1' };
+const ARTICLE: Record<ModelType, string> = { sd15: 'an', sdxl: 'an', flux1: 'a' };
+const COMPONENT_ORDER: LoraComponent[] = ['unet', 'transformer', 'text_encoder', 'text_encoder_2'];
+
+/** The family every module's layout allows (`expected` when it is one of several), or why there is none. */
+function familyOf(layouts: ReadonlyArray<{ families: readonly ModelType[] }>, expected: ModelType): ModelType {
+  const common = MODEL_TYPES.filter((type) => layouts.every((layout) => layout.families.includes(type)));
+  if (common.length === 0) {
+    // Named by the layouts only one family has (a shared text-encoder prefix says nothing).
+    const seen = MODEL_TYPES.filter((type) => layouts.some((layout) => layout.families.length === 1 && layout.families[0] === type)).map((type) => LABEL[type]);
+    throw new Error(`it mixes ${seen.join(' and ')} module names: it is not the LoRA of one model`);
+  }
+  // Only text-encoder modules that several families name alike: the run's family, if it is one of them.
+  return common.includes(expected) ? expected : common[0];
+}
 
 /** Facts of the LoRA, or the reason it is not a kohya-ss LoRA of `expected` (thrown as a plain Error for the caller to name). */
 export function inspectLora(header: SafetensorsHeader, expected: ModelType): LoraFacts {
@@ -49,20 +99,29 @@ export function inspectLora(header: SafetensorsHeader, expected: ModelType): Lor
   const downs = names.filter((name) => name.endsWith('.lora_down.weight'));
   if (downs.length === 0) throw new Error('it has no lora_down weights');
 
-  const families = new Set<ModelType>();
-  const components = new Set<LoraComponent>();
-  for (const name of downs) {
+  const layouts = downs.map((name) => {
     const layout = PREFIXES.find(({ prefix }) => name.startsWith(prefix));
-    if (layout === undefined) throw new Error(`its module ${name} has neither an SD 1.5 nor an SDXL layout`);
-    families.add(layout.family);
-    components.add(layout.component);
-  }
-  if (families.size > 1) throw new Error('it mixes SD 1.5 and SDXL module names: it is not the LoRA of one model');
-  const [found] = families;
+    if (layout === undefined) throw new Error(`its module ${name} has no SD 1.5, SDXL or FLUX.1 layout`);
+    return layout;
+  });
+  const components = new Set(layouts.map((layout) => layout.component));
+  const found = familyOf(layouts, expected);
   if (found !== expected) {
-    throw new Error(`it is an ${LABEL[found]} LoRA, but the run's modelType is ${expected} (${LABEL[expected]}); the training output does not match the run`);
+    throw new Error(`it is ${ARTICLE[found]} ${LABEL[found]} LoRA, but the run's modelType is ${expected} (${LABEL[expected]}); the training output does not match the run`);
   }
+  if (found === 'flux1') refuseFluxModules(downs);
   const rank = Math.max(...downs.map((name) => header.tensors.get(name)?.shape[0] ?? 0));
   if (!(rank > 0)) throw new Error('its lora_down weights have no rank (an empty first dimension)');
   return { modelType: found, components: COMPONENT_ORDER.filter((c) => components.has(c)), rank };
+}
+
+/** A FLUX.1 LoRA of the transformer's blocks only, as the server serves it (lora_file.py `_check_flux_modules`, in its order). */
+function refuseFluxModules(downs: readonly string[]): void {
+  for (const { prefixes, what, remedy } of FLUX_REFUSED) {
+    const refused = downs.filter((name) => prefixes.some((prefix) => name.startsWith(prefix)));
+    if (refused.length > 0) {
+      const first = [...refused].sort()[0].replace(/\.lora_down\.weight$/, '');
+      throw new Error(`it is a FLUX.1 LoRA with ${refused.length} ${what} (first: ${first}); ${remedy}`);
+    }
+  }
 }

@@ -1,7 +1,7 @@
 import type { PreparedRun, ReportEvent, ReportResult, RunSummary } from '../shared/contract';
 import { type ArtifactLink, LINK_SECONDS } from '../shared/artifact-links';
 import { samplesSummary, smokeSummary } from '../shared/artifact-summaries';
-import { datasetCheck, datasetCheckLines } from '../shared/dataset-check';
+import { captionsLines, captionsSummary, datasetCheck, datasetCheckLines } from '../shared/dataset-check';
 import { isRecord, preparedRun } from '../shared/run-info';
 import { summarizeTraining } from '../shared/training-summary';
 import { artifactLines, linkLines, MAX_MESSAGE_BYTES } from './artifacts';
@@ -61,7 +61,8 @@ function successSummary(event: Record<string, unknown>, run: PreparedRun | undef
   const outputArchive = /^s3:\/\/[^/]+\/.*\/model\.tar\.gz$/.test(summary.modelArtifact) ? summary.modelArtifact.replace(/model\.tar\.gz$/, 'output.tar.gz') : undefined;
   const samples = samplesSummary(event.samples, outputArchive);
   const smoke = smokeSummary(smokeOf(event));
-  return { ...summary, ...(samples !== undefined ? { samples } : {}), ...(smoke !== undefined ? { smoke } : {}) };
+  const captions = captionsSummary(event.samples, run);
+  return { ...summary, ...(samples !== undefined ? { samples } : {}), ...(smoke !== undefined ? { smoke } : {}), ...(captions !== undefined ? { captions } : {}) };
 }
 
 function reportSuccess(event: Record<string, unknown>, options: ReportOptions): ReportResult {
@@ -79,6 +80,7 @@ function reportSuccess(event: Record<string, unknown>, options: ReportOptions): 
     `Training job: ${summary.trainingJobName} (${summary.trainingSeconds} s of training, ${summary.billableSeconds} s billed${savings})`,
     `Model artifact: ${summary.modelArtifact}`,
     ...(artifacts.length > 0 ? ['', ...artifacts] : []),
+    ...captionsLines(summary.captions),
     ...withBlank(datasetCheckLines(datasetCheck(run))),
   ];
   const tail = ['', 'Generate an image:', `  ${summary.invokeCommand}`, '', JSON.stringify(summary, null, 2)];

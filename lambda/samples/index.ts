@@ -17,7 +17,7 @@ export function createHandler(s3: S3Client, storage: SampleStorage): (event: unk
   return async (event) => {
     try {
       const result = await publishSamples(event, s3, storage);
-      log('INFO', 'Samples published', { prefix: result.prefix, count: result.count, omitted: result.omitted });
+      log('INFO', 'Samples published', { prefix: result.prefix, count: result.count, omitted: result.omitted, captionsWritten: result.captionsWritten, captionsKept: result.captionsKept });
       return result;
     } catch (error) {
       log('WARN', 'Samples not published', { error: (error as Error).name, reason: (error as Error).message });

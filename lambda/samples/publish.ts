@@ -6,6 +6,7 @@ import { isRecord, nonEmptyString, parseJson } from '../shared/run-info';
 import { readTarGz, type TarEntries } from '../shared/s3-tar-gz';
 import { type TarEntry, TarError } from '../shared/tar';
 import { contentType, sampleName } from './sample-name';
+import { captionPath, type CaptionCounts, type DatasetFolderTarget, MAX_CAPTIONS, writeCaption } from './captions';
 
 /**
  * Publish samples: the images the training job rendered, with samples.json and the contact sheet,
@@ -13,6 +14,7 @@ import { contentType, sampleName } from './sample-name';
  * /opt/ml/output/data, which SageMaker uploads before the job completes; the checkpoint folder has
  * no such promise for its last files) and written to `models/<job>/samples/`, next to the model,
  * encrypted with the pipeline key. Streamed (S3 → gunzip → tar), bounded in count and bytes.
+ * The captions the job generated (its `captions/` folder) go back next to their images (captions.ts).
  */
 
 /** A run renders a few prompts per epoch: 500 files is far more than any sensible run makes. */
@@ -37,11 +39,21 @@ export interface SampleStorage {
   readonly keyArn: string;
 }
 
-const eventSchema = z.object({ trainingJobName: z.string().regex(SAGEMAKER_NAME) });
+/** A dataset folder: `<prefix><name>/`, never the bucket's root, nothing that climbs out of it. */
+const datasetFolderSchema = z.object({
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/),
+  prefix: z
+    .string()
+    .min(2)
+    .max(900)
+    .refine((prefix) => prefix.endsWith('/') && !prefix.startsWith('/') && prefix.split('/').slice(0, -1).every((segment) => segment !== '' && segment !== '.' && segment !== '..'), 'must be a folder path ending in /'),
+});
+// datasetFolder is optional for an execution started before it was passed: its captions stay in output.tar.gz.
+const eventSchema = z.object({ trainingJobName: z.string().regex(SAGEMAKER_NAME), datasetFolder: datasetFolderSchema.optional() });
 
-export function parseEvent(event: unknown): PublishSamplesEvent {
+export function parseEvent(event: unknown): Omit<PublishSamplesEvent, 'datasetFolder'> & { readonly datasetFolder?: DatasetFolderTarget } {
   const result = eventSchema.safeParse(event);
-  if (!result.success) throw new Error(`The samples event is invalid (${result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}); expected {trainingJobName}.`);
+  if (!result.success) throw new Error(`The samples event is invalid (${result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}); expected {trainingJobName} and datasetFolder {bucket, prefix}.`);
   return result.data;
 }
 
@@ -60,6 +72,7 @@ interface Written {
   readonly names: string[];
   omitted: number;
   samplesJson?: Buffer;
+  readonly captions: CaptionCounts;
 }
 
 /** Whether `name` still fits the bounds, given what was written; the index files only need to fit the per-file bound. */
@@ -82,12 +95,25 @@ async function readAll(data: AsyncIterable<Buffer>, entry: TarEntry): Promise<Bu
   return Buffer.concat(parts, got);
 }
 
-/** Every sample entry of the archive written under `target`, at most CONCURRENCY requests at a time. */
-async function writeSamples(s3: S3Client, storage: SampleStorage, entries: TarEntries, target: string): Promise<Written> {
-  const written: Written = { names: [], omitted: 0 };
+/** Every sample entry of the archive written under `target`, and every caption into the dataset folder, at most CONCURRENCY requests at a time. */
+async function writeSamples(s3: S3Client, storage: SampleStorage, entries: TarEntries, target: string, folder: DatasetFolderTarget | undefined): Promise<Written> {
+  const written: Written = { names: [], omitted: 0, captions: { written: 0, kept: 0, omitted: 0 } };
   const inFlight: Promise<unknown>[] = [];
+  const queue = async (sent: Promise<unknown>) => {
+    sent.catch(() => undefined); // Handled when awaited below; a failure meanwhile is not an unhandled rejection.
+    inFlight.push(sent);
+    if (inFlight.length >= CONCURRENCY) await inFlight.shift();
+  };
+  const captions = new Set<string>();
   let bytes = 0;
   for await (const { entry, data } of entries) {
+    const caption = folder === undefined ? undefined : captionPath(entry);
+    if (folder !== undefined && caption !== undefined && !captions.has(caption)) {
+      captions.add(caption);
+      if (captions.size > MAX_CAPTIONS) written.captions.omitted += 1;
+      else await queue(writeCaption(s3, folder, storage.keyArn, caption, await readAll(data, entry), written.captions));
+      continue;
+    }
     const name = sampleName(entry);
     if (name === undefined || written.names.includes(name)) continue;
     if (!fits(name, entry, written, bytes)) {
@@ -99,10 +125,7 @@ async function writeSamples(s3: S3Client, storage: SampleStorage, entries: TarEn
     if (name === SAMPLES_JSON) written.samplesJson = body;
     written.names.push(name);
     const put = new PutObjectCommand({ Bucket: storage.bucket, Key: `${target}${name}`, Body: body, ContentType: contentType(name), ServerSideEncryption: 'aws:kms', SSEKMSKeyId: storage.keyArn, BucketKeyEnabled: true });
-    const sent = s3.send(put);
-    sent.catch(() => undefined); // Handled when awaited below; a failure meanwhile is not an unhandled rejection.
-    inFlight.push(sent);
-    if (inFlight.length >= CONCURRENCY) await inFlight.shift();
+    await queue(s3.send(put));
   }
   await Promise.all(inFlight);
   return written;
@@ -118,17 +141,17 @@ function firstPrompt(samplesJson: Buffer | undefined): string | undefined {
 }
 
 /** Gunzip or tar faults name the archive (SamplesArchiveInvalid); S3 and network errors keep their own names, for the state to retry. */
-async function readArchive(s3: S3Client, storage: SampleStorage, key: string, target: string): Promise<Written> {
+async function readArchive(s3: S3Client, storage: SampleStorage, key: string, target: string, folder: DatasetFolderTarget | undefined): Promise<Written> {
   const invalid = (reason: string | undefined) => new SamplesArchiveInvalid(`s3://${storage.bucket}/${key} is not a readable tar.gz (${reason}); its samples are not published.`);
-  return readTarGz(s3, storage.bucket, key, (entries) => writeSamples(s3, storage, entries, target), invalid);
+  return readTarGz(s3, storage.bucket, key, (entries) => writeSamples(s3, storage, entries, target, folder), invalid);
 }
 
 export async function publishSamples(raw: unknown, s3: S3Client, storage: SampleStorage): Promise<PublishedSamples> {
-  const { trainingJobName } = parseEvent(raw);
+  const { trainingJobName, datasetFolder } = parseEvent(raw);
   const archive = `${storage.modelsPrefix}${trainingJobName}/output/output.tar.gz`;
   const target = `${storage.modelsPrefix}${trainingJobName}/samples/`;
   // No output archive, or one without a sample/ folder: sampling was off, which is no failure.
-  const written = (await archiveExists(s3, storage.bucket, archive)) ? await readArchive(s3, storage, archive, target) : { names: [], omitted: 0 };
+  const written = (await archiveExists(s3, storage.bucket, archive)) ? await readArchive(s3, storage, archive, target, datasetFolder) : { names: [], omitted: 0, captions: { written: 0, kept: 0, omitted: 0 } };
   const key = (name: string) => (written.names.includes(name) ? `${target}${name}` : undefined);
   const samplesJson = key(SAMPLES_JSON);
   const contactSheet = key(CONTACT_SHEET);
@@ -141,5 +164,7 @@ export async function publishSamples(raw: unknown, s3: S3Client, storage: Sample
     ...(contactSheet !== undefined ? { contactSheet } : {}),
     omitted: written.omitted,
     ...(prompt !== undefined ? { prompt } : {}),
+    captionsWritten: written.captions.written,
+    captionsKept: written.captions.kept,
   };
 }

@@ -6,6 +6,8 @@
  * Both sides import these types, so a change to one shows up as a type error in the other.
  */
 
+import type { ModelType } from './models';
+
 /** The workflow's state names. The status function maps them to phases; the definition uses them as is. */
 export const STATES = {
   readInput: 'Read input',
@@ -142,7 +144,7 @@ export interface ExecutionInput {
   /** Short name of the run's resources (default: the dataset folder name). */
   readonly name?: string;
   readonly baseModel?: string;
-  readonly modelType?: 'sd15' | 'sdxl';
+  readonly modelType?: ModelType;
   readonly hyperparameters?: Record<string, string | number | boolean>;
   readonly training?: {
     readonly instanceType?: string;
@@ -219,8 +221,10 @@ export interface PreparedRun {
     readonly skippedCount?: number;
     /** What the pre-flight left to the training container, e.g. images past its bounds (at most 5). */
     readonly notes?: readonly string[];
+    /** Images without a caption that the training job captions (caption_missing), their captions written back next to them. */
+    readonly captionsToWrite?: number;
   };
-  readonly modelType: 'sd15' | 'sdxl';
+  readonly modelType: ModelType;
   readonly baseModel: string;
   /** The LoRA's registry name: the run's stable name (`name`, else the dataset folder name). */
   readonly lora: { readonly name: string };
@@ -240,6 +244,11 @@ export interface PreparedRun {
     readonly stoppingCondition: { readonly MaxRuntimeInSeconds: number; readonly MaxWaitTimeInSeconds?: number };
     /** True when the base model is in S3: the job then needs no network at all. */
     readonly networkIsolation: boolean;
+    /**
+     * CreateTrainingJob's Environment: `HF_TOKEN_SECRET_ID` (models.ts hubTokenEnvironment) when a Hugging Face
+     * token is configured and the base model is on the Hub; otherwise empty. Never the token itself.
+     */
+    readonly environment: Record<string, string>;
   };
   /** How the run is served: on the deployment's shared endpoint, or on an endpoint of its own. */
   readonly serving: DedicatedServing | SharedServing;
@@ -322,13 +331,14 @@ export interface RegisteredLora extends LoraVersionRef {
   /** `name@version`, as a request names it. */
   readonly ref: string;
   readonly status: 'pending';
-  readonly modelType: 'sd15' | 'sdxl';
+  readonly modelType: ModelType;
   readonly baseModel: string;
   readonly s3Uri: string;
   readonly sha256: string;
   readonly sizeBytes: number;
   readonly rank: number;
-  readonly components: Array<'unet' | 'text_encoder' | 'text_encoder_2'>;
+  /** What the LoRA adapts, by diffusers component: a FLUX.1 LoRA's `lora_unet_*_blocks_*` keys adapt the `transformer`. */
+  readonly components: Array<'unet' | 'transformer' | 'text_encoder' | 'text_encoder_2'>;
   readonly createdAt: string;
 }
 
@@ -366,7 +376,9 @@ export type LoraCheckEvent = SharedCheckEvent | DedicatedSmokeEvent;
 /** What both kinds of check share: where the smoke images go, and the prompt the samples suggest. */
 interface SmokeEventFields {
   readonly endpointName: string;
-  readonly modelType: 'sd15' | 'sdxl';
+  readonly modelType: ModelType;
+  /** The run's base model (`$.run.baseModel`): for FLUX.1 its variant decides the smoke request's steps and guidance. */
+  readonly baseModel?: string;
   /** The run's training job: the smoke images go to `models/<job>/smoke/`. */
   readonly trainingJobName: string;
   /** Publish samples' answer (`$.samples`): null, PublishedSamples, or the error that stopped it. Its prompt, if any, is the smoke test's. */
@@ -418,6 +430,11 @@ export interface LoraCheckResult {
 /** What the workflow passes to the samples function after training. */
 export interface PublishSamplesEvent {
   readonly trainingJobName: string;
+  /**
+   * The run's dataset folder (`s3://<bucket>/<prefix>`, prefix ending in `/`): the captions the job
+   * wrote for images without one are copied back there, next to their images, never over an existing object.
+   */
+  readonly datasetFolder: { readonly bucket: string; readonly prefix: string };
 }
 
 /** The samples function's answer, `$.samples`: what it wrote from the `sample/` folder of `models/<job>/output/output.tar.gz` to `models/<job>/samples/`. */
@@ -434,6 +451,10 @@ export interface PublishedSamples {
   readonly omitted: number;
   /** The first sample prompt, from samples.json: the smoke test's prompt. */
   readonly prompt?: string;
+  /** Captions the job generated and the function wrote next to their images in the dataset folder. */
+  readonly captionsWritten?: number;
+  /** Generated captions not written because the folder already had that caption file (the user's wins). */
+  readonly captionsKept?: number;
 }
 
 /** The samples function's error for an output.tar.gz that is not a readable tar.gz: never retried. */
@@ -548,6 +569,16 @@ export interface RunSummary {
   readonly samples?: SamplesSummary;
   /** The smoke test that proved the LoRA changes the image. */
   readonly smoke?: SmokeSummary;
+  /** Captions the job generated for images without one, written back next to them (when any were generated). */
+  readonly captions?: CaptionsSummary;
+}
+
+/** The captions a run generated: written next to their images in the dataset folder, or kept (the user's caption was there first). */
+export interface CaptionsSummary {
+  readonly written: number;
+  readonly kept: number;
+  /** `s3://bucket/prefix/` of the dataset folder. */
+  readonly folder: string;
 }
 
 /** Where a run's samples are: `count` objects under `location` (0 when sampling was off, or with `note` when publishing failed). */
@@ -636,9 +667,14 @@ export interface PrepareSettings {
   readonly maxSettleWaitSeconds: number;
   /** First part of every run and endpoint name; the workflow's IAM policies are scoped to it. */
   readonly namePrefix: string;
-  readonly modelType: 'sd15' | 'sdxl';
+  readonly modelType: ModelType;
   /** The deploy-time base model, resolved (a Hugging Face id or an `s3://` URI). */
   readonly baseModel: string;
+  /**
+   * The Secrets Manager secret (name or ARN) holding a Hugging Face token, when configured: the training
+   * and serving roles may read it; jobs and models of a Hub base model get it as `HF_TOKEN_SECRET_ID`.
+   */
+  readonly huggingFaceTokenSecretId?: string;
   /**
    * The one S3 base model the training and endpoint roles may read (the deploy-time one, when in
    * S3). A run asking for another S3 location is refused: its job could not read it.
@@ -650,6 +686,8 @@ export interface PrepareSettings {
     readonly maxRuntimeSeconds: number;
     readonly maxWaitSeconds: number;
     readonly volumeSizeGb: number;
+    /** The deploy-wide default of the `caption_missing` hyperparameter; absent: the model type's default (the schema's). */
+    readonly captionMissing?: boolean;
   };
   readonly endpoint: {
     /** shared: runs of the deploy-time modelType and baseModel use the shared endpoint. */

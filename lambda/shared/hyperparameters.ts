@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import schemaFile from '../../containers/training/lora_trainer/hyperparameters.schema.json';
+import { FLUX_HUB_REPOS } from './flux-files';
 import { closest } from './suggest';
 
 /**
@@ -9,15 +10,19 @@ import { closest } from './suggest';
  * vectors in containers/training/tests/hyperparameter_cases.json.
  */
 
-const modelTypes = ['sd15', 'sdxl'] as const;
+const modelTypes = ['sd15', 'sdxl', 'flux1'] as const;
 export type TrainingModelType = (typeof modelTypes)[number];
+
+/** The two FLUX.1 Hub repos the container knows the pinned files of: the only Hub base models of flux1. */
+const FLUX_HUB_IDS: readonly string[] = Object.values(FLUX_HUB_REPOS);
 export type HyperparameterValue = string | number | boolean;
 
 const scalar = z.union([z.string(), z.number(), z.boolean()]);
 const specSchema = z
   .object({
     type: z.enum(['string', 'integer', 'number', 'boolean']),
-    default: z.union([scalar, z.null(), z.record(z.enum(modelTypes), scalar)]),
+    // Per model type (every type named), null where a type leaves the key unset.
+    default: z.union([scalar, z.null(), z.record(z.enum(modelTypes), scalar.nullable())]),
     flag: z.string().regex(/^--[a-z0-9_]+$/).nullable(),
     description: z.string().min(1),
     enum: z.array(z.string()).min(1).optional(),
@@ -112,11 +117,61 @@ export function validateHyperparameters(raw: Readonly<Record<string, unknown>>):
   if ('text_encoder_lr' in given && values.network_train_unet_only === true) {
     problems.push({ key: 'text_encoder_lr', code: 'conflict', message: 'has no effect with network_train_unet_only = true; remove one of them' });
   }
+  if (modelType === 'flux1') problems.push(...fluxConflicts(values));
+  else if (FLUX_HUB_IDS.includes(String(values.base_model))) problems.push(fluxBaseModelFor(modelType, String(values.base_model)));
   if (problems.length > 0) {
     const lines = problems.map((p) => `"${p.key}": ${p.message}`).join('; ');
     return { ok: false, problems, message: `Invalid hyperparameters (${problems.length} problem${problems.length > 1 ? 's' : ''}): ${lines}` };
   }
   return { ok: true, values };
+}
+
+type Values = Readonly<Record<string, HyperparameterValue | null>>;
+
+/**
+ * What sd-scripts' flux_train_network needs, in the container's order and with its keys and codes
+ * (hyperparameters.py _flux_conflicts): each a key, when its value is refused, and why.
+ */
+const FLUX_RULES: ReadonlyArray<{ key: string; refused: (values: Values) => boolean; message: (values: Values) => string }> = [
+  {
+    key: 'mixed_precision',
+    refused: (values) => values.mixed_precision === 'fp16',
+    message: () => 'must be bf16 for model_type flux1 (sd-scripts trains FLUX.1 in bf16), not fp16',
+  },
+  {
+    key: 'network_train_unet_only',
+    refused: (values) => values.network_train_unet_only !== true,
+    message: () => 'must be true for model_type flux1: its text-encoder outputs are cached, so the text encoders cannot train',
+  },
+  {
+    key: 'cache_text_encoder_outputs',
+    refused: (values) => values.cache_text_encoder_outputs !== true,
+    message: () => "must be true for model_type flux1: sd-scripts caches FLUX.1's CLIP-L and T5-XXL outputs so both encoders leave the GPU",
+  },
+  {
+    key: 'base_model',
+    refused: (values) => !FLUX_HUB_IDS.includes(String(values.base_model)),
+    message: (values) => `must be ${FLUX_HUB_IDS.join(' or ')} for model_type flux1 (or an S3 base model channel), not ${String(values.base_model)}`,
+  },
+  {
+    // train_network.py asserts it only once the 23.8 GB transformer is loaded.
+    key: 'fp8_base',
+    refused: (values) => values.fp8_base === true && values.mixed_precision === 'no',
+    message: () => 'needs mixed_precision = bf16: sd-scripts computes in bf16 around the fp8 weights',
+  },
+];
+
+function fluxConflicts(values: Values): HyperparameterProblem[] {
+  return FLUX_RULES.filter((rule) => rule.refused(values)).map((rule) => ({ key: rule.key, code: 'conflict', message: rule.message(values) }));
+}
+
+/** A FLUX.1 Hub id under sd15/sdxl: the SD scripts cannot load its files (hyperparameters.py _flux_base_model_for). */
+function fluxBaseModelFor(modelType: string, baseModel: string): HyperparameterProblem {
+  return {
+    key: 'base_model',
+    code: 'conflict',
+    message: `${baseModel} is a flux1 base model, not ${modelType}: set model_type = flux1, or give a ${modelType} base model`,
+  };
 }
 
 /**

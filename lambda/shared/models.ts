@@ -8,10 +8,58 @@
 export const DEFAULT_BASE_MODELS = {
   sd15: 'stable-diffusion-v1-5/stable-diffusion-v1-5',
   sdxl: 'stabilityai/stable-diffusion-xl-base-1.0',
+  // Apache-2.0 and not gated: a deploy needs no token. FLUX.1-dev (non-commercial, gated) is chosen by baseModel.
+  flux1: 'black-forest-labs/FLUX.1-schnell',
 } as const;
 
 export type ModelType = keyof typeof DEFAULT_BASE_MODELS;
 export const MODEL_TYPES = Object.keys(DEFAULT_BASE_MODELS) as ModelType[];
+
+/** The machine a model type trains and is served on when the configuration gives none. */
+export interface ModelTypeDefaults {
+  readonly trainingInstanceType: string;
+  /** A dedicated endpoint's. */
+  readonly endpointInstanceType: string;
+  /** The shared endpoint's: it also holds pristine copies of every layer LoRAs touch, and a LoRA cache, in host memory. */
+  readonly sharedEndpointInstanceType: string;
+  readonly trainingVolumeSizeGb: number;
+  readonly trainingMaxRuntimeSeconds: number;
+  readonly trainingMaxWaitSeconds: number;
+}
+
+/** SD 1.5 and SDXL share their machines. */
+const SD_DEFAULTS: ModelTypeDefaults = {
+  trainingInstanceType: 'ml.g4dn.xlarge',
+  endpointInstanceType: 'ml.g4dn.xlarge',
+  sharedEndpointInstanceType: 'ml.g4dn.xlarge',
+  trainingVolumeSizeGb: 50,
+  trainingMaxRuntimeSeconds: 3600,
+  trainingMaxWaitSeconds: 7200,
+};
+
+/**
+ * Per-type defaults: SD trains and serves on a T4 within an hour. FLUX.1 trains on an A10G with fp8_base
+ * (sd-scripts: 24 GB is enough) at seconds per step (~8 s on an A6000), so 6 h, 12 h on spot; it serves its
+ * ~34 GB bf16 pipeline from an L40S, the shared endpoint one with 64 GiB for ~23 GB of pristine weights.
+ */
+export const MODEL_TYPE_DEFAULTS: Readonly<Record<ModelType, ModelTypeDefaults>> = {
+  sd15: SD_DEFAULTS,
+  sdxl: SD_DEFAULTS,
+  flux1: {
+    trainingInstanceType: 'ml.g5.2xlarge',
+    endpointInstanceType: 'ml.g6e.xlarge',
+    sharedEndpointInstanceType: 'ml.g6e.2xlarge',
+    trainingVolumeSizeGb: 150,
+    trainingMaxRuntimeSeconds: 21600,
+    trainingMaxWaitSeconds: 43200,
+  },
+};
+
+/**
+ * ContainerStartupHealthCheckTimeoutInSeconds of a model type's endpoint: loading SDXL (about 7 GB in
+ * fp16, more to download from the Hub) takes minutes; a FLUX.1 Hub model downloads ~34 GB at start.
+ */
+export const STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS: Readonly<Record<ModelType, number>> = { sd15: 1200, sdxl: 1200, flux1: 1800 };
 
 /** SageMaker refuses a training job that may run (MaxRuntime, or MaxWait with spot) longer than 28 days. */
 export const MAX_TRAINING_SECONDS = 28 * 24 * 3600;
@@ -60,23 +108,46 @@ export interface AdditionalModelDataSource {
 
 /** What a SageMaker model of the inference image needs besides the image, the role and its ModelDataUrl. */
 export interface ServingModelInputs {
-  /** The container's environment (MODEL_TYPE, LORA_SCALE and, for a Hub model, BASE_MODEL_ID). */
+  /** The container's environment (MODEL_TYPE, LORA_SCALE and, for a Hub model, BASE_MODEL_ID and HF_TOKEN_SECRET_ID when a token is configured). */
   readonly environment: Record<string, string>;
   /** The base model mounted from S3; empty when it comes from the Hugging Face Hub. */
   readonly additionalModelDataSources: AdditionalModelDataSource[];
 }
 
 /**
+ * The environment variable naming the Secrets Manager secret that holds a Hugging Face token: only
+ * its id, never the token, which each container reads itself with its role.
+ */
+export const HF_TOKEN_SECRET_ENV = 'HF_TOKEN_SECRET_ID';
+
+/**
+ * The Hugging Face token environment of a job or model of `baseModel`: the secret's id (and, for a
+ * name, the `region` to find it in) for a Hub model; nothing for an S3 one (network-isolated) or no secret.
+ */
+export function hubTokenEnvironment(baseModel: string, huggingFaceTokenSecretId: string | undefined, region?: string): Record<string, string> {
+  if (huggingFaceTokenSecretId === undefined || isS3BaseModel(baseModel)) return {};
+  // boto3 reads only AWS_DEFAULT_REGION, which SageMaker does not document setting; an ARN names its own.
+  const byName = !huggingFaceTokenSecretId.startsWith('arn:') && region !== undefined;
+  return { [HF_TOKEN_SECRET_ENV]: huggingFaceTokenSecretId, ...(byName ? { AWS_DEFAULT_REGION: region } : {}) };
+}
+
+/**
  * The environment and base-model mount of a SageMaker model serving a LoRA of `modelType` on
  * `baseModel`, fused at `loraScale`. Throws on a scale outside 0–2, which the server would refuse.
  */
-export function servingModelInputs(modelType: ModelType, baseModel: string, loraScale = 1): ServingModelInputs {
+export function servingModelInputs(
+  modelType: ModelType,
+  baseModel: string,
+  loraScale = 1,
+  options: { readonly huggingFaceTokenSecretId?: string; readonly region?: string } = {},
+): ServingModelInputs {
   if (!(loraScale >= 0 && loraScale <= 2)) {
     throw new Error(`loraScale must be from 0 to 2 (the server's LORA_SCALE range), got ${loraScale}`);
   }
   const environment: Record<string, string> = { MODEL_TYPE: modelType, LORA_SCALE: String(loraScale) };
   if (!isS3BaseModel(baseModel)) {
-    return { environment: { ...environment, BASE_MODEL_ID: baseModel }, additionalModelDataSources: [] };
+    const token = hubTokenEnvironment(baseModel, options.huggingFaceTokenSecretId, options.region);
+    return { environment: { ...environment, BASE_MODEL_ID: baseModel, ...token }, additionalModelDataSources: [] };
   }
   return {
     environment,

@@ -3,8 +3,8 @@ import { DescribeExecutionCommand, type DescribeExecutionCommandOutput, ListExec
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { ArtifactName } from '../shared/artifact-links';
 import { samplesSummary, smokeSummary } from '../shared/artifact-summaries';
-import { PHASE_OF_STATE, type Phase, type SamplesSummary, type SmokeSummary, type StateName } from '../shared/contract';
-import { type DatasetCheck, datasetCheck } from '../shared/dataset-check';
+import { PHASE_OF_STATE, type CaptionsSummary, type Phase, type SamplesSummary, type SmokeSummary, type StateName } from '../shared/contract';
+import { captionsSummary, type DatasetCheck, datasetCheck } from '../shared/dataset-check';
 import { datasetFolder, isRecord, nonEmptyString, parseJson, preparedRun } from '../shared/run-info';
 import { isoTime } from '../shared/training-summary';
 import { readHistory } from './history';
@@ -60,6 +60,8 @@ export interface RunStatus {
   readonly datasetCheck?: DatasetCheck;
   /** The samples the training rendered, once Publish samples ran. */
   readonly samples?: SamplesSummary;
+  /** The captions the job generated (caption_missing), as Publish samples wrote them back next to their images. */
+  readonly captions?: CaptionsSummary;
   /** The smoke test that passed (a failed one is in `cause`, which names its images' folder). */
   readonly smoke?: SmokeSummary;
   /** Presigned GET links to samples.json, the contact sheet and the smoke images, made at the time of asking. */
@@ -137,6 +139,7 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
   const samples = samplesSummary(history.samples, undefined);
   const smoke = smokeSummary(history.smoke);
   const checked = datasetCheck(run);
+  const captions = captionsSummary(history.samples, run);
   return {
     executionArn,
     executionName: description.name ?? executionArn.split(':').pop() ?? '',
@@ -155,6 +158,7 @@ async function runStatus(context: StatusContext, description: DescribeExecutionC
     endpoint,
     ...(checked !== undefined ? { datasetCheck: checked } : {}),
     ...(samples !== undefined ? { samples } : {}),
+    ...(captions !== undefined ? { captions } : {}),
     ...(smoke !== undefined ? { smoke } : {}),
     ...(await artifactLinks(context, history)),
     error: description.error,

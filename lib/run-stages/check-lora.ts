@@ -3,14 +3,20 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 import { LORA_ERRORS, STATES } from '../../lambda/shared/contract';
+import { STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS } from '../../lambda/shared/models';
 import type { FailurePath } from './fail-and-clean-up';
 import { catchInto, invokeFunction, retryLoraTask } from './tasks';
 
 /**
  * While the shared endpoint scales out from zero it has no copy to serve: the check is tried again
- * every minute, for up to 20 minutes (an instance's start and the model's load fit in that).
+ * every minute, for as long as its container may take to start (20 minutes for SD, 30 for FLUX.1).
  */
-export const WARMING_RETRY = { interval: Duration.seconds(60), maxAttempts: 20 } as const;
+export function warmingRetry(startupHealthCheckTimeoutSeconds: number) {
+  return { interval: Duration.seconds(60), maxAttempts: Math.ceil(startupHealthCheckTimeoutSeconds / 60) } as const;
+}
+
+/** The SD endpoints' warming retry: 20 minutes. */
+export const WARMING_RETRY = warmingRetry(STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS.sd15);
 
 /**
  * The endpoint is at capacity, or the server's registry or S3 reads are throttled, or a download was
@@ -19,8 +25,16 @@ export const WARMING_RETRY = { interval: Duration.seconds(60), maxAttempts: 20 }
  */
 export const BUSY_RETRY = { interval: Duration.seconds(15), backoffRate: 2, maxDelay: Duration.minutes(2), maxAttempts: 8, jitterStrategy: sfn.JitterType.FULL } as const;
 
-/** What both smoke tests tell the check function besides the endpoint: where the images go, and the samples' prompt. */
-export const SMOKE_FIELDS = { 'modelType.$': '$.run.modelType', 'trainingJobName.$': '$.run.training.jobName', 'samples.$': '$.samples' } as const;
+/**
+ * What both smoke tests tell the check function besides the endpoint: the model (a FLUX.1 variant's
+ * steps and guidance follow its base model), where the images go, and the samples' prompt.
+ */
+export const SMOKE_FIELDS = {
+  'modelType.$': '$.run.modelType',
+  'baseModel.$': '$.run.baseModel',
+  'trainingJobName.$': '$.run.training.jobName',
+  'samples.$': '$.samples',
+} as const;
 
 /**
  * Try LoRA on the shared endpoint: the smoke test's request naming the new version (`name@version`),
@@ -30,7 +44,7 @@ export const SMOKE_FIELDS = { 'modelType.$': '$.run.modelType', 'trainingJobName
  * the run before the version is made current: SmokeTestFailed at stage 'smoke', anything else at
  * stage 'check'; a refusal and a failed smoke test have the clean-up mark the version failed.
  */
-export function tryLora(scope: Construct, check: lambda.IFunction, failure: FailurePath, next: sfn.IChainable): sfn.State {
+export function tryLora(scope: Construct, check: lambda.IFunction, failure: FailurePath, next: sfn.IChainable, warming = WARMING_RETRY): sfn.State {
   const tryIt = invokeFunction(
     scope,
     STATES.tryLora,
@@ -44,7 +58,7 @@ export function tryLora(scope: Construct, check: lambda.IFunction, failure: Fail
     },
     '$.check',
   );
-  retryLoraTask(tryIt, { errors: [LORA_ERRORS.sharedEndpointWarming], ...WARMING_RETRY, backoffRate: 1 }, { errors: [LORA_ERRORS.sharedEndpointBusy], ...BUSY_RETRY });
+  retryLoraTask(tryIt, { errors: [LORA_ERRORS.sharedEndpointWarming], ...warming, backoffRate: 1 }, { errors: [LORA_ERRORS.sharedEndpointBusy], ...BUSY_RETRY });
   // Catchers are tried in order: the smoke test's verdict first, then everything else.
   tryIt.addCatch(failure.caught(STATES.smokeTestFailed), { errors: [LORA_ERRORS.smokeTestFailed], resultPath: '$.error' });
   catchInto(tryIt, failure.caught(STATES.loraCheckFailed));

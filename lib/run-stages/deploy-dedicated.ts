@@ -12,10 +12,11 @@ export const ENDPOINT_POLL_SECONDS = 30;
 /**
  * Polls before a deployment that is still not in service is reported as timed out: time for
  * SageMaker to download the model data and to wait for the container's health check, each at its
- * limit, plus 15 minutes for the instances themselves.
+ * limit (the longest model type's: a run may be of another type than the deployment), plus 15
+ * minutes for the instances themselves.
  */
 export const ENDPOINT_POLL_LIMIT = Math.ceil(
-  (ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS + ServingContainer.STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS + 900) / ENDPOINT_POLL_SECONDS,
+  (ServingContainer.MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS + ServingContainer.MAX_STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS + 900) / ENDPOINT_POLL_SECONDS,
 );
 
 const ENDPOINT_FIELDS = { 'EndpointName.$': '$.run.serving.endpointName', 'EndpointConfigName.$': '$.run.serving.endpointConfigName' };

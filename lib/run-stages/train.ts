@@ -37,6 +37,8 @@ export function train(scope: Construct, storage: PipelineStorage, training: Trai
       'EnableNetworkIsolation.$': '$.run.training.networkIsolation',
       EnableInterContainerTrafficEncryption: true,
       'Tags.$': '$.run.tags',
+      // HF_TOKEN_SECRET_ID when a Hugging Face token is configured (the secret's id, never the token); else empty.
+      'Environment.$': '$.run.training.environment',
     },
     ResultPath: '$.training',
   });

@@ -163,6 +163,15 @@ describeWithMoto('upload against moto S3', () => {
     expect((await objects()).size).toBe(4);
   });
 
+  test("the checks assume the stack's training.captionMissing (its CaptionMissing output): true uploads a captionless folder", async () => {
+    const root = folder('captioned', { 'a.png': PNG, 'b.png': PNG, 'b.txt': 'x' });
+    const captioned = await cli(['upload', root, '--no-follow'], { ...env, LORA_PIPELINE_CAPTION_MISSING: 'true' });
+    expect(captioned.code).toBe(0);
+    expect((await objects()).size).toBe(4);
+    const off = await cli(['upload', root, '--no-follow'], { ...env, LORA_PIPELINE_CAPTION_MISSING: 'false' });
+    expect([off.code, off.err]).toEqual([1, expect.stringContaining('1 of 2 image(s) have no caption: a.png')]);
+  });
+
   test("the checks assume the stack's own base model (its BaseModel output), not the model type's default", async () => {
     const root = folder('based', { 'a.png': PNG, 'a.txt': 'a caption' });
     const stackBase = await cli(['upload', root, '--no-follow'], { ...env, LORA_PIPELINE_MODEL_TYPE: 'sd15', LORA_PIPELINE_BASE_MODEL: 'acme/house-style' });

@@ -92,7 +92,7 @@ describe('validate on folders of its own', () => {
     expect(out).toContain('images: 1, with a caption: 1');
     expect(out).toMatch(/skipped \(1\): kohya does not train these\n\s+- b\.Png: /);
     expect(out).toContain('served by: the shared endpoint lora-shared-sd15');
-    expect(out).toMatch(/OK: Prepare and the training container would accept this folder\.\n\(checked for a deployment with modelType sd15, base model stable-diffusion-v1-5\/stable-diffusion-v1-5, endpoint.mode shared, namePrefix lora: /);
+    expect(out).toMatch(/OK: Prepare and the training container would accept this folder\.\n\(checked for a deployment with modelType sd15, base model stable-diffusion-v1-5\/stable-diffusion-v1-5, endpoint.mode shared, namePrefix lora, training.captionMissing default: /);
   });
 
   test('a refused folder lists every problem, train.json and pre-flight alike; exit 1', async () => {
@@ -143,13 +143,42 @@ describe('validate on folders of its own', () => {
     expect(other.out).toContain('must start with "other-"');
   });
 
+  test("the deployment's training limits are the model type's defaults: a spot wait shorter than them is refused", async () => {
+    const waiting = (seconds: number, modelType = 'sd15') =>
+      tempFolder({ 'a.png': PNG, 'a.txt': 'x', 'train.json': JSON.stringify({ modelType, training: { maxWaitSeconds: seconds } }) });
+    const short = await cli(['validate', waiting(1800)], OFFLINE);
+    expect(short.code).toBe(1);
+    expect(short.out).toContain('"training.maxWaitSeconds" = 1800 (train.json) is less than "training.maxRuntimeSeconds" = 3600 (deploy-time configuration)');
+    expect((await cli(['validate', waiting(3600)], OFFLINE)).code).toBe(0);
+    // FLUX.1 trains for up to 6 h by default.
+    expect((await cli(['validate', waiting(7200, 'flux1'), '--model-type', 'flux1'], OFFLINE)).out).toContain('"training.maxRuntimeSeconds" = 21600');
+  });
+
+  test("a captionless folder follows the deployment's training.captionMissing (stack output CaptionMissing), as Prepare does", async () => {
+    const folder = tempFolder({ 'a.png': PNG, 'b.png': PNG, 'b.txt': 'x' });
+    const on = await cli(['validate', folder, '--caption-missing', 'true', '--json'], OFFLINE);
+    expect(on.code).toBe(0);
+    expect(JSON.parse(on.out)).toMatchObject({ ok: true, captionsToWrite: 1 });
+    const fromEnv = await cli(['validate', folder], { ...OFFLINE, LORA_PIPELINE_CAPTION_MISSING: 'true' });
+    expect(fromEnv.code).toBe(0);
+    // The controls: off, and the SD default, refuse it; a run's own caption_missing still wins.
+    for (const setting of ['false', 'default']) {
+      const off = await cli(['validate', folder, '--caption-missing', setting], OFFLINE);
+      expect([off.code, off.out]).toEqual([1, expect.stringContaining('1 of 2 image(s) have no caption: a.png')]);
+    }
+    fs.writeFileSync(path.join(folder, 'train.json'), JSON.stringify({ hyperparameters: { caption_missing: false } }));
+    expect((await cli(['validate', folder, '--caption-missing', 'true'], OFFLINE)).code).toBe(1);
+    const bad = await cli(['validate', folder, '--caption-missing', 'yes'], OFFLINE);
+    expect([bad.code, bad.err]).toEqual([2, expect.stringContaining(`--caption-missing "yes" is not allowed: expected 'true', 'false' or 'default'`)]);
+  });
+
   test('usage mistakes exit 2 with the reason: no folder, two folders, a bad --model-type or --name', async () => {
     const folder = tempFolder({ 'a.png': PNG, 'a.txt': 'x' });
     const none = await cli(['validate'], OFFLINE);
     expect([none.code, none.err]).toEqual([2, "lora-pipeline validate: validate needs the dataset folder: lora-pipeline validate <folder>\nRun 'lora-pipeline validate --help' for the usage.\n"]);
     expect((await cli(['validate', folder, folder], OFFLINE)).code).toBe(2);
     const type = await cli(['validate', folder, '--model-type', 'sd3'], OFFLINE);
-    expect([type.code, type.err]).toEqual([2, expect.stringContaining(`--model-type "sd3" is not allowed: expected 'sd15' or 'sdxl'`)]);
+    expect([type.code, type.err]).toEqual([2, expect.stringContaining(`--model-type "sd3" is not allowed: expected 'sd15', 'sdxl' or 'flux1'`)]);
     const name = await cli(['validate', folder, '--name', 'a/b'], OFFLINE);
     expect([name.code, name.err]).toEqual([2, expect.stringContaining('--name = "a/b" is neither a folder name')]);
   });

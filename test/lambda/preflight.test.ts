@@ -53,6 +53,8 @@ describe.each(CASES)('fixture %s', (name) => {
         skipped: expected.skipped,
       });
       expect(report.uncheckedImages).toBe(0);
+      // Images the job captions (caption_missing); containers/training/tests/test_captioning.py holds the container to the same number.
+      expect(report.captionsToWrite).toBe(expected.captionsToWrite ?? 0);
     } else {
       expect(report.findings.map((finding) => finding.kind)).toEqual([expected.kind]);
       expect(report.findings[0].files).toEqual(expected.files);
@@ -133,6 +135,33 @@ describe('negative controls: the clean folder with one fault', () => {
     expect((await preflight(memoryFolder(shuffled), sdxl(false))).problems).toEqual([]);
     // Python's truth: a rate of 0.0 is off, as the container reads it.
     expect((await preflight(memoryFolder(clean().set('dataset.toml', toml('caption_dropout_rate = 0.0'))), sdxl(true))).problems).toEqual([]);
+  });
+});
+
+describe('caption_missing', () => {
+  const captionless = (extra: Record<string, string | Uint8Array> = {}) =>
+    memoryFolder(new Map<string, Uint8Array>([['a.png', PNG], ['a.txt', utf8('a red square')], ['b.png', PNG], ['sub/c.png', PNG], ...Object.entries(extra).map(([k, v]): [string, Uint8Array] => [k, typeof v === 'string' ? utf8(v) : v])]));
+
+  test('flux1 captions by default; sd15 and sdxl refuse by default and caption when asked', async () => {
+    const flux = await preflight(captionless(), options({ modelType: 'flux1', hyperparameters: {} }));
+    expect({ problems: flux.problems, captionsToWrite: flux.captionsToWrite, captions: flux.captions }).toEqual({ problems: [], captionsToWrite: 2, captions: 1 });
+    for (const modelType of ['sd15', 'sdxl'] as const) {
+      const refused = await preflight(captionless(), options({ modelType, hyperparameters: {} }));
+      expect(refused.findings.map((finding) => [finding.kind, finding.files])).toEqual([['missing-captions', ['b.png', 'sub/c.png']]]);
+      expect(refused.captionsToWrite).toBe(0);
+      expect((await preflight(captionless(), options({ modelType, hyperparameters: { caption_missing: true } }))).captionsToWrite).toBe(2);
+    }
+    // The deploy-wide or per-run false turns flux1's default off.
+    expect((await preflight(captionless(), options({ modelType: 'flux1', hyperparameters: { caption_missing: false } }))).findings.map((finding) => finding.kind)).toEqual(['missing-captions']);
+  });
+
+  test('a .caption subset is captioned as .caption; a blank caption file is not replaced, so it stays refused', async () => {
+    const toml = "[[datasets]]\n[[datasets.subsets]]\nimage_dir = 'sub'\ncaption_extension = '.caption'\n";
+    const report = await preflight(captionless({ 'dataset.toml': toml }), options({ modelType: 'sd15', hyperparameters: { caption_missing: true } }));
+    expect({ problems: report.problems, captionsToWrite: report.captionsToWrite }).toEqual({ problems: [], captionsToWrite: 1 });
+    const blank = await preflight(captionless({ 'b.txt': '\nsecond line' }), options({ modelType: 'sd15', hyperparameters: { caption_missing: true } }));
+    expect(blank.findings.map((finding) => [finding.kind, finding.files])).toEqual([['missing-captions', ['b.png']]]);
+    expect(blank.problems[0]).toContain('caption_missing captions only images of an image_dir subset without class_tokens');
   });
 });
 

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
 import { createHandler } from '../../lambda/prepare/handler';
@@ -148,6 +148,29 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     expect((await object.Body?.transformToByteArray())?.length).toBe(PNG.length);
     const first = await s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-32' }));
     expect(Buffer.from((await first.Body?.transformToByteArray()) ?? [])).toEqual(PNG.subarray(0, 33));
+  });
+
+  test('a FLUX.1 base model folder in another bucket is listed through the real client: four files pass, three are refused', async () => {
+    await put('datasets/fox/0001.png', PNG);
+    await put('datasets/fox/0001.txt', 'a fox');
+    await s3.send(new CreateBucketCommand({ Bucket: 'lora-models' }));
+    const files = ['flux1-dev.safetensors', 'ae.safetensors', 'clip_l.safetensors', 't5xxl_fp16.safetensors'];
+    for (const name of files) await s3.send(new PutObjectCommand({ Bucket: 'lora-models', Key: `flux/${name}`, Body: 'x' }));
+    const flux: PrepareSettings = {
+      ...SETTINGS,
+      modelType: 'flux1',
+      baseModel: 's3://lora-models/flux/',
+      readableS3BaseModel: 's3://lora-models/flux/',
+      training: { ...SETTINGS.training, instanceType: 'ml.g5.2xlarge', volumeSizeGb: 150 },
+      endpoint: { ...SETTINGS.endpoint, instanceType: 'ml.g6e.xlarge' },
+    };
+    const handler = createHandler({ s3, settings: flux });
+    await expect(handler({ request: { dataset: 'fox' }, execution: EXECUTION })).resolves.toMatchObject({ settled: true, modelType: 'flux1', training: { networkIsolation: true } });
+    await s3.send(new DeleteObjectCommand({ Bucket: 'lora-models', Key: 'flux/clip_l.safetensors' }));
+    await expect(handler({ request: { dataset: 'fox' }, execution: EXECUTION })).rejects.toMatchObject({
+      name: 'InvalidInput',
+      message: expect.stringContaining('s3://lora-models/flux/ has no clip_l.safetensors'),
+    });
   });
 
   test('an S3 error that is not a refusal propagates with its own name', async () => {

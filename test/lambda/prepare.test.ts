@@ -155,7 +155,7 @@ describe('an execution input that alone is wrong fails with InvalidInput before 
     for (const text of [
       '"dataset" is missing',
       '"name" = "has space" is not allowed: expected a short name of 1 to 40 letters, digits and hyphens',
-      `"modelType" = "sd21" is not allowed: expected 'sd15' or 'sdxl'`,
+      `"modelType" = "sd21" is not allowed: expected 'sd15', 'sdxl' or 'flux1'`,
       '"training.instanceType" = "ml.m5.xlarge" is not allowed: expected a SageMaker GPU instance type',
       '"training.spot" = "yes" is not allowed: expected true or false',
       '"training.maxRuntimeSeconds" = 1.5 is not allowed: expected an integer from 1 to 2419200',
@@ -234,7 +234,7 @@ describe('problems of the merged options fail with InvalidInput, naming each val
     expect(error.message).toContain('Invalid hyperparameters (4 problems)');
     expect(error.message).toContain('"learning_rat": is not a known hyperparameter; did you mean "learning_rate"?');
     expect(error.message).toContain('"network_dim": must be at least 1, not 0');
-    expect(error.message).toContain('"cache_text_encoder_outputs": applies only to model_type sdxl, not sd15');
+    expect(error.message).toContain('"cache_text_encoder_outputs": applies only to model_type sdxl or flux1, not sd15');
     expect(error.message).toContain('"cache_text_encoder_outputs": needs network_train_unet_only = true');
   });
 

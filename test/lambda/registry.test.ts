@@ -109,7 +109,7 @@ describe("a kohya LoRA's family, components and rank", () => {
     ['an SD 1.5 LoRA for an SDXL run', sd15Lora(), 'sdxl', 'it is an SD 1.5 LoRA, but the run\'s modelType is sdxl (SDXL)'],
     ['a mix of both layouts', { ...sd15Lora(), ...sdxlLora() }, 'sd15', 'it mixes SD 1.5 and SDXL module names'],
     ['a base model checkpoint', { 'model.diffusion_model.input_blocks.0.0.weight': { shape: [320, 4, 3, 3] } }, 'sd15', 'it is not a kohya-ss LoRA: 1 of 1 tensors are not LoRA weights'],
-    ['an unknown module layout', { 'lora_unet_something_else.lora_down.weight': { shape: [4, 8] } }, 'sd15', 'has neither an SD 1.5 nor an SDXL layout'],
+    ['an unknown module layout', { 'lora_unet_something_else.lora_down.weight': { shape: [4, 8] } }, 'sd15', 'has no SD 1.5, SDXL or FLUX.1 layout'],
     ['no tensors at all', {}, 'sd15', 'it holds no tensors'],
   ] as const)('%s is refused', (_, tensors, modelType, message) => {
     expect(() => inspectLora(header(tensors as Record<string, TensorSpec>), modelType)).toThrow(message);

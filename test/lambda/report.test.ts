@@ -1,4 +1,4 @@
-import { type FailureStage, type ReportEvent, type ReportResult } from '../../lambda/shared/contract';
+import { type FailureStage, type PublishedSamples, type ReportEvent, type ReportResult } from '../../lambda/shared/contract';
 import { MAX_CAUSE_LENGTH } from '../../lambda/report/failure-causes';
 import { MAX_SUBJECT_LENGTH, snsSubject } from '../../lambda/report/notification';
 import { report } from '../../lambda/report/report';
@@ -362,6 +362,33 @@ describe('a shared run that failed after training', () => {
     expect(failed('register', { Error: 'RegistryConflict', Cause: 'x' }, state({ lora })).cleanup).toBeUndefined();
     // A shared run never has a model or endpoint config to delete.
     expect(failed('endpoint', { Error: 'States.TaskFailed', Cause: 'x' }, state({})).cleanup).toBeUndefined();
+  });
+});
+
+describe('captions generated for images without one (caption_missing)', () => {
+  const endpoint = { EndpointName: 'lora-pokemon', EndpointStatus: 'InService', EndpointConfigName: run.run };
+  const published = { bucket: 'artifacts', prefix: `models/${run.run}/samples/`, count: 0, omitted: 0 };
+  const succeeded = (prepared: typeof run, samples: PublishedSamples | { Error: string; Cause: string }) => report({ outcome: 'succeeded', execution, run: prepared, training: trainingJobFixture(), endpoint, samples }, { now });
+  const toCaption = { ...run, dataset: { ...run.dataset, skipped: [], skippedCount: 0, notes: [], captionsToWrite: 12 } };
+
+  test('the notification says how many Prepare found to caption, and the summary what Publish samples wrote and kept', () => {
+    const { message, summary } = succeeded(toCaption, { ...published, captionsWritten: 11, captionsKept: 1 });
+    expect(message).toContain('12 images without a caption will be captioned by BLIP; the captions are written next to them in S3 for review.');
+    expect(summary?.captions).toEqual({ written: 11, kept: 1, folder: run.dataset.uri });
+    expect(message).toContain(`Captions: BLIP's captions of 11 image(s) were written next to them in ${run.dataset.uri} for review; 1 not written, as the folder already had that caption file (yours is kept).`);
+  });
+
+  test('a failure after Prepare says which images were to be captioned', () => {
+    const { message } = failed('training', { Error: 'States.TaskFailed', Cause: JSON.stringify(trainingJobFixture({ TrainingJobStatus: 'Failed', FailureReason: 'AlgorithmError: x' })) }, { request: { dataset: 'pokemon' }, run: toCaption });
+    expect(message).toContain('12 images without a caption will be captioned by BLIP');
+  });
+
+  test('control: no captions to write or written (or a run from before the fields), no line and no summary field', () => {
+    for (const samples of [{ ...published, captionsWritten: 0, captionsKept: 0 }, published, { Error: 'SamplesArchiveInvalid', Cause: 'x' }]) {
+      const { message, summary } = succeeded(run, samples);
+      expect(summary).not.toHaveProperty('captions');
+      expect(message).not.toMatch(/BLIP/);
+    }
   });
 });
 

@@ -61,6 +61,8 @@ describeWithMoto('Publish samples through the real AWS SDK, against moto', () =>
       contactSheet: `models/${JOB}/samples/contact-sheet.png`,
       omitted: 0,
       prompt: 'a red pokemon',
+      captionsWritten: 0,
+      captionsKept: 0,
     });
     expect(await keys(`models/${JOB}/samples/`)).toEqual([`models/${JOB}/samples/contact-sheet.png`, `models/${JOB}/samples/pokemon e000001 00.png`, `models/${JOB}/samples/samples.json`]);
     // Nothing else written anywhere: not the nested or ".." entries, not the other job's samples.
@@ -74,10 +76,62 @@ describeWithMoto('Publish samples through the real AWS SDK, against moto', () =>
 
   test('no output.tar.gz, or one without a sample folder: count 0, nothing written', async () => {
     await put(`models/${JOB}/output/model.tar.gz`, 'model');
-    expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0 });
+    expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
     await put(`models/${JOB}/output/output.tar.gz`, gzipSync(tarArchive([{ path: 'logs/train.log', body: Buffer.from('log') }])));
-    expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0 });
+    expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
     expect(await keys(`models/${JOB}/samples/`)).toEqual([]);
+  });
+
+  describe('captions the job generated, written back next to their images', () => {
+    const DATASETS = 'datasets-bucket';
+    const FOLDER = { bucket: DATASETS, prefix: 'datasets/pokemon/' };
+    const datasetKeys = async () => ((await s3.send(new ListObjectsV2Command({ Bucket: DATASETS }))).Contents ?? []).map((o) => o.Key).sort();
+    const readDataset = async (key: string) => (await (await s3.send(new GetObjectCommand({ Bucket: DATASETS, Key: key }))).Body!.transformToString());
+
+    beforeEach(async () => {
+      await s3.send(new CreateBucketCommand({ Bucket: DATASETS }));
+      await s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.png', Body: 'image' }));
+      // The user captioned c.png while the job ran: theirs is kept.
+      await s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/c.txt', Body: 'my own caption' }));
+      const archive = tarArchive([
+        { path: 'sample/a.png', body: Buffer.from('a') },
+        { path: 'captions/b.txt', body: Buffer.from('ohwx, a red dog\n') },
+        { path: 'captions/c.txt', body: Buffer.from('ohwx, a blue cat\n') },
+        { path: './captions/sub/d.caption', body: Buffer.from('ohwx, a tree\n') },
+        { path: 'captions/captions.json', body: Buffer.from('{"count": 3}') },
+        { path: 'captions/e.png', body: Buffer.from('not a caption') },
+        { path: 'captions/../escape.txt', body: Buffer.from('escape') },
+        { path: 'captions/sub/../../escape.txt', body: Buffer.from('escape') },
+        { path: 'captions/.txt', body: Buffer.from('no name') },
+        { path: 'other/f.txt', body: Buffer.from('not in captions/') },
+      ]);
+      await put(`models/${JOB}/output/output.tar.gz`, gzipSync(archive));
+    });
+
+    test('each .txt/.caption under captions/ is written once, SSE-KMS; a caption already there is kept; nothing else', async () => {
+      const result = await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, s3, STORAGE);
+      expect(result).toMatchObject({ count: 1, captionsWritten: 2, captionsKept: 1 });
+      expect(await datasetKeys()).toEqual(['datasets/pokemon/b.png', 'datasets/pokemon/b.txt', 'datasets/pokemon/c.txt', 'datasets/pokemon/sub/d.caption']);
+      expect(await readDataset('datasets/pokemon/b.txt')).toBe('ohwx, a red dog\n');
+      expect(await readDataset('datasets/pokemon/c.txt')).toBe('my own caption');
+      const head = await s3.send(new HeadObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.txt' }));
+      expect(head).toMatchObject({ ContentType: 'text/plain; charset=utf-8', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: KEY_ARN });
+      // Nothing outside the folder, in either bucket.
+      expect((await keys('')).filter((key) => !key!.startsWith(`models/${JOB}/`))).toEqual([]);
+    });
+
+    test('run again (a retried state): every caption is now kept, none overwritten', async () => {
+      await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, s3, STORAGE);
+      await s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.txt', Body: 'fixed by the user' }));
+      const again = await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, s3, STORAGE);
+      expect(again).toMatchObject({ captionsWritten: 0, captionsKept: 3 });
+      expect(await readDataset('datasets/pokemon/b.txt')).toBe('fixed by the user');
+    });
+
+    test('without a dataset folder in the event (an execution started before it was passed), no caption is written', async () => {
+      expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toMatchObject({ count: 1, captionsWritten: 0, captionsKept: 0 });
+      expect(await datasetKeys()).toEqual(['datasets/pokemon/b.png', 'datasets/pokemon/c.txt']);
+    });
   });
 
   test('run twice (a retried state): the same files, overwritten, no error', async () => {

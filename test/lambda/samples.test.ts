@@ -5,6 +5,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import 'aws-sdk-client-mock-jest';
 import { MAX_SAMPLE_FILE_BYTES, MAX_SAMPLE_OBJECTS, publishSamples } from '../../lambda/samples/publish';
 import { contentType, sampleName } from '../../lambda/samples/sample-name';
+import { captionPath, MAX_CAPTION_BYTES } from '../../lambda/samples/captions';
 import { tarArchive, type TarFile } from '../support/tar-archive';
 
 const s3Mock = mockClient(S3Client);
@@ -32,7 +33,7 @@ beforeEach(() => {
 test('writes every sample/ file of output.tar.gz to models/<job>/samples/ with the pipeline key, and answers where samples.json and the sheet are', async () => {
   serve(gzipSync(tarArchive([file('sample/pokemon_e000001_00.png', 'png 1'), file('sample/samples.json', samplesJson()), file('sample/contact-sheet.png', 'sheet'), file('sample/pokemon_e000002_00.png', 'png 2')])));
   const result = await publishSamples({ trainingJobName: JOB }, s3, STORAGE);
-  expect(result).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 4, samplesJson: `${TARGET}samples.json`, contactSheet: `${TARGET}contact-sheet.png`, omitted: 0, prompt: 'a green pokemon' });
+  expect(result).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 4, samplesJson: `${TARGET}samples.json`, contactSheet: `${TARGET}contact-sheet.png`, omitted: 0, prompt: 'a green pokemon', captionsWritten: 0, captionsKept: 0 });
   expect(s3Mock).toHaveReceivedCommandWith(ListObjectsV2Command, { Bucket: 'artifacts', Prefix: ARCHIVE });
   expect(s3Mock).toHaveReceivedCommandWith(GetObjectCommand, { Bucket: 'artifacts', Key: ARCHIVE });
   expect(puts().map((p) => [p.Key, Buffer.from(p.Body as Buffer).toString(), p.ContentType])).toEqual([
@@ -63,17 +64,17 @@ test('only plain files directly in sample/: the model, logs, nested folders, "..
     ),
   );
   const result = await publishSamples({ trainingJobName: JOB }, s3, STORAGE);
-  expect(result).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 1, omitted: 0 });
+  expect(result).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 1, omitted: 0, captionsWritten: 0, captionsKept: 0 });
   expect(puts().map((p) => p.Key)).toEqual([`${TARGET}a.png`]);
 });
 
 test('sampling off: no output.tar.gz, or one without sample/, is 0 samples, not a failure', async () => {
   s3Mock.on(ListObjectsV2Command).resolves({ IsTruncated: false, KeyCount: 0 });
-  expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 0, omitted: 0 });
+  expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
   expect(s3Mock).not.toHaveReceivedCommand(GetObjectCommand);
 
   serve(gzipSync(tarArchive([file('logs/train.log')])));
-  expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 0, omitted: 0 });
+  expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
   expect(s3Mock).not.toHaveReceivedCommand(PutObjectCommand);
 });
 
@@ -85,7 +86,7 @@ test('a listed key that only starts like the archive is not it (control for the 
 
 test('samples.json with contact_sheet null (no sheet drawn), or not the container\'s: no sheet, no prompt, still written', async () => {
   serve(gzipSync(tarArchive([file('sample/samples.json', samplesJson(null)), file('sample/a.png')])));
-  expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 2, samplesJson: `${TARGET}samples.json`, omitted: 0, prompt: 'a green pokemon' });
+  expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: 'artifacts', prefix: TARGET, count: 2, samplesJson: `${TARGET}samples.json`, omitted: 0, prompt: 'a green pokemon', captionsWritten: 0, captionsKept: 0 });
   serve(gzipSync(tarArchive([file('sample/samples.json', 'not json')])));
   const result = await publishSamples({ trainingJobName: JOB }, s3, STORAGE);
   expect(result).toMatchObject({ count: 1, samplesJson: `${TARGET}samples.json` });
@@ -132,6 +133,42 @@ test('an event without a job name, or one that could leave the folder, is refuse
   await expect(publishSamples({}, s3, STORAGE)).rejects.toThrow('expected {trainingJobName}');
   await expect(publishSamples({ trainingJobName: '../models' }, s3, STORAGE)).rejects.toThrow('trainingJobName');
   expect(s3Mock).not.toHaveReceivedAnyCommand();
+});
+
+test('a dataset folder that is the bucket root or climbs out of it is refused before any S3 call', async () => {
+  for (const prefix of ['', '/', 'datasets/../', '/datasets/x/', 'datasets/x', 'datasets//x/', './x/']) {
+    await expect(publishSamples({ trainingJobName: JOB, datasetFolder: { bucket: 'datasets', prefix } }, s3, STORAGE)).rejects.toThrow('datasetFolder');
+  }
+  await expect(publishSamples({ trainingJobName: JOB, datasetFolder: { bucket: 'Not_A_Bucket', prefix: 'datasets/x/' } }, s3, STORAGE)).rejects.toThrow('datasetFolder');
+  expect(s3Mock).not.toHaveReceivedAnyCommand();
+});
+
+test('a caption is put with If-None-Match and the pipeline key; a 412 counts as kept, another error fails the state', async () => {
+  serve(gzipSync(tarArchive([file('captions/a.txt', 'a caption'), file('captions/b.txt', 'b caption')])));
+  const folder = { bucket: 'datasets', prefix: 'datasets/pokemon/' };
+  s3Mock.on(PutObjectCommand, { Key: 'datasets/pokemon/b.txt' }).rejects(Object.assign(new Error('At least one of the pre-conditions you specified did not hold'), { name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 } }));
+  expect(await publishSamples({ trainingJobName: JOB, datasetFolder: folder }, s3, STORAGE)).toMatchObject({ count: 0, captionsWritten: 1, captionsKept: 1 });
+  expect(puts().find((input) => input.Key === 'datasets/pokemon/a.txt')).toMatchObject({ Bucket: 'datasets', IfNoneMatch: '*', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: STORAGE.keyArn });
+  s3Mock.on(PutObjectCommand, { Key: 'datasets/pokemon/b.txt' }).rejects(Object.assign(new Error('denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }));
+  await expect(publishSamples({ trainingJobName: JOB, datasetFolder: folder }, s3, STORAGE)).rejects.toMatchObject({ name: 'AccessDenied' });
+});
+
+describe('captionPath', () => {
+  const entry = (path: string, type: 'file' | 'directory' | 'symlink' = 'file', size = 10) => ({ path, type, size });
+  test.each([
+    ['captions/a.txt', 'a.txt'],
+    ['./captions/sub/a b.caption', 'sub/a b.caption'],
+    ['captions/2_sks/x.y.txt', '2_sks/x.y.txt'],
+  ])('%s is written as %s', (path, written) => expect(captionPath(entry(path))).toBe(written));
+  test.each(['captions/captions.json', 'captions/a.png', 'captions/.txt', 'captions/sub/.a.txt', 'captions/.hidden/a.txt', 'captions/../a.txt', 'captions/x/../../a.txt', 'captions//a.txt', '/captions/a.txt', 'captions/a\\b.txt', 'captions/a\u0001.txt', 'a.txt', 'sample/a.txt'])(
+    '%s is not written',
+    (path) => expect(captionPath(entry(path))).toBeUndefined(),
+  );
+  test('a link, a folder or a file larger than a caption is not written', () => {
+    expect(captionPath(entry('captions/a.txt', 'symlink'))).toBeUndefined();
+    expect(captionPath(entry('captions/a.txt', 'directory'))).toBeUndefined();
+    expect(captionPath(entry('captions/a.txt', 'file', MAX_CAPTION_BYTES + 1))).toBeUndefined();
+  });
 });
 
 describe('sampleName', () => {

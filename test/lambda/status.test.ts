@@ -197,6 +197,13 @@ describe("Prepare's answer", () => {
     expect(await statusOf('run-1')).not.toHaveProperty('datasetCheck');
   });
 
+  test('the images Prepare found to caption, from the settled answer', async () => {
+    const toCaption = { ...run, dataset: { ...run.dataset, skipped: [], skippedCount: 0, notes: [], captionsToWrite: 3 } };
+    serveExecution('run-1', 'RUNNING');
+    serveHistory(history([...SETTLE, STATES.train], { prepareAnswers: [unsettled, toCaption] }));
+    expect((await statusOf('run-1')).datasetCheck).toEqual({ skipped: [], skippedCount: 0, notes: [], captionsToWrite: 3 });
+  });
+
   test('the history is read newest first, only as far as needed', async () => {
     // Hundreds of endpoint polls put Prepare's answer on the third page.
     const states = [...SETTLE, STATES.train, ...DEPLOY, ...Array.from({ length: 40 }, () => POLL).flat(), STATES.waitForEndpoint];
@@ -577,6 +584,15 @@ describe('samples, smoke test and links', () => {
     expect(url.pathname).toBe(`/models/${job}/smoke/side-by-side.png`);
     expect(url.searchParams.get('X-Amz-Expires')).toBe('3600');
     expect(result.linksExpireAt).toBe('2025-01-01T14:00:00.000Z');
+  });
+
+  test('the captions Publish samples wrote back and kept, in the dataset folder; none when it wrote none (control)', async () => {
+    serveExecution('run-1', 'SUCCEEDED');
+    const captioned = { ...samples, captionsWritten: 7, captionsKept: 2 };
+    serveHistory(history([...SETTLE, STATES.train, STATES.publishSamples, ...DEPLOY], { running: false, outputs: { [STATES.publishSamples]: { samples: captioned } } }));
+    expect(((await status({ executionArn: executionArn('run-1') }, context)) as RunStatus).captions).toEqual({ written: 7, kept: 2, folder: run.dataset.uri });
+    serveHistory(history([...SETTLE, STATES.train, STATES.publishSamples, ...DEPLOY], { running: false, outputs: { [STATES.publishSamples]: { samples: { ...samples, captionsWritten: 0, captionsKept: 0 } } } }));
+    expect(await status({ executionArn: executionArn('run-1') }, context)).not.toHaveProperty('captions');
   });
 
   test("a shared run's smoke test is read from Try LoRA's check", async () => {

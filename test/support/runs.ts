@@ -17,6 +17,7 @@ export function preparedRunFixture(run = 'lora-pokemon-20250101120000-abc123'): 
       spot: true,
       stoppingCondition: { MaxRuntimeInSeconds: 7200, MaxWaitTimeInSeconds: 14400 },
       networkIsolation: false,
+      environment: {},
     },
     serving: {
       mode: 'dedicated',
