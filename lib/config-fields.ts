@@ -48,6 +48,8 @@ function pattern(re: RegExp): z.ZodType<string> {
 /** A Secrets Manager secret name (1–512 of letters, digits and /_+=.@-), or a secret's complete ARN. */
 const SECRET_NAME = /^[A-Za-z0-9/_+=.@-]{1,512}$/;
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$/;
+/** A Hugging Face access token given where its secret's name belongs: it would reach the template, env vars and logs. */
+export const HF_TOKEN_LIKE = /^hf_[A-Za-z0-9]{30,}$/;
 
 /** A hyperparameter's default from the container's schema, in words: "x (sd15), y (sdxl), z (flux1)" when it is per model type. */
 function hyperparameterDefault(key: string): string {
@@ -133,9 +135,9 @@ export const CONFIG_FIELDS = {
       `${DEFAULT_BASE_MODELS.flux1} (flux1, Apache-2.0; ${FLUX_HUB_REPOS.dev} is non-commercial and gated: it needs huggingFaceTokenSecret).`,
   }),
   huggingFaceTokenSecret: field({
-    schema: z.string().refine((v) => SECRET_NAME.test(v) || SECRET_ARN.test(v)),
+    schema: z.string().refine((v) => (SECRET_NAME.test(v) || SECRET_ARN.test(v)) && !HF_TOKEN_LIKE.test(v)),
     default: undefined,
-    allowed: "a Secrets Manager secret's name (letters, digits and /_+=.@-, at most 512) or complete ARN",
+    allowed: "a Secrets Manager secret's name (letters, digits and /_+=.@-, at most 512) or complete ARN, never the token itself",
     description:
       'Secret whose value is a Hugging Face token, for gated Hub base models (required for FLUX.1-dev). Only the training and endpoint roles may read it; ' +
       'jobs and models get its name (HF_TOKEN_SECRET_ID), never the token. A secret under a customer managed KMS key needs that key granted too.',

@@ -1,5 +1,5 @@
 import type { PrepareSettings } from '../lambda/shared/contract';
-import { CONFIG_FIELDS, DEFAULT_BASE_MODELS } from './config-fields';
+import { CONFIG_FIELDS, DEFAULT_BASE_MODELS, HF_TOKEN_LIKE } from './config-fields';
 import { fluxBaseModelProblem, isGatedHubModel } from '../lambda/shared/flux-files';
 import { servingFitProblem, trainingFitProblem, trainingVolumeProblem } from '../lambda/shared/instance-fit';
 import { MODEL_TYPE_DEFAULTS } from '../lambda/shared/models';
@@ -141,7 +141,9 @@ export function parseConfig(context: Readonly<Record<string, unknown>>): Pipelin
     if (parsed.success) {
       values.set(key, parsed.data);
     } else {
-      problems.push(`"${key}" = ${show(given)} is not allowed: expected ${spec.allowed}`);
+      // A token given in place of its secret's name is not echoed into the synth output (and CI logs).
+      const shown = typeof given === 'string' && HF_TOKEN_LIKE.test(given) ? '(a Hugging Face token, not shown)' : show(given);
+      problems.push(`"${key}" = ${shown} is not allowed: expected ${spec.allowed}`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);

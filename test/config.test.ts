@@ -358,6 +358,15 @@ describe('FLUX.1', () => {
     expect(problemsOf({ huggingFaceTokenSecret: value })[0]).toMatch(/^"huggingFaceTokenSecret" = .* is not allowed: expected a Secrets Manager secret's name/);
   });
 
+  test('huggingFaceTokenSecret refuses a Hugging Face token given in place of its secret, without echoing it', () => {
+    const token = `hf_${'aB3xY9'.repeat(6)}`;
+    const [problem] = problemsOf({ huggingFaceTokenSecret: token });
+    expect(problem).toMatch(/^"huggingFaceTokenSecret" = \(a Hugging Face token, not shown\) is not allowed: .*never the token itself/);
+    expect(problem).not.toContain(token.slice(3, 20));
+    // Negative control: a secret name that merely starts alike is a name.
+    expect(parse({ huggingFaceTokenSecret: 'hf_token' }).huggingFaceTokenSecret).toBe('hf_token');
+  });
+
   test('training.captionMissing is passed on only when given', () => {
     expect(parse({ 'training.captionMissing': 'false', modelType: 'flux1' }).training.captionMissing).toBe(false);
     expect(parse({ training: { captionMissing: true } }).training.captionMissing).toBe(true);
