@@ -24,13 +24,9 @@ export interface SmokeSettings {
 }
 
 /**
- * The family's usual side and step count: images worth looking at, in a few GPU seconds; FLUX.1 per
- * variant. schnell is distilled to 4 steps without guidance (the server's default), at 1024 px. dev
- * takes its reference 28 steps at guidance 3.5, at 768 px (0.56 of the tokens of 1024 px): its time
- * per image on an L40S is not measured here, and each request must answer within SageMaker's 60 s
- * invocation limit, so the smaller side keeps a margin; the LoRA's effect shows at either size. A
- * FLUX.1 from S3, whose variant only its file names tell, gets dev's steps and side and the server's
- * default guidance: enough for either variant.
+ * Each family's usual side and steps, in a few GPU seconds. FLUX.1-schnell: its distilled 4 steps at 1024 px;
+ * dev: its reference 28 steps and guidance 3.5, at 768 px for a margin within SageMaker's 60 s invocation
+ * limit (unmeasured on an L40S). An S3 FLUX.1, whose variant is unknown here, gets dev's steps and side.
  */
 const SMOKE_SETTINGS = {
   sd15: { side: 512, steps: 20 },

@@ -26,7 +26,7 @@ export function checkFluxFolder(uri: string, names: readonly string[]): FluxFold
   if (variants.length === 0) missing.unshift(transformers);
   if (missing.length > 0) {
     const all = `${transformers}, ${FLUX_FILES.ae}, ${FLUX_FILES.clipL} and ${FLUX_FILES.t5xxl}`;
-    return { problem: `${uri} has no ${missing.join(', no ')}: a flux1 base model folder holds ${all} (README, "FLUX.1 base model in S3")` };
+    return { problem: `${uri} has no ${missing.join(', no ')}: a flux1 base model folder holds ${all} (README, "A FLUX.1 base model in S3")` };
   }
   return { variant: variants[0] };
 }

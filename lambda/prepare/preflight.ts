@@ -359,14 +359,8 @@ function report(plan: ScanPlan, reads: Reads, values: CaptionSettings, index: Fo
   }
   if (notUtf8.size > 0) add('caption-not-utf8', [...notUtf8], `${notUtf8.size} caption file(s) are not UTF-8 text, which kohya cannot read: ${listing([...notUtf8])}. Save them as UTF-8`);
   if (empty.size > 0) add('empty-caption', [...empty], `${empty.size} caption file(s) are empty, which kohya refuses: ${listing([...empty])}. Write a caption in each, or delete them to train those images without one`);
-  // With caption_missing the container refuses (check_plan) what it cannot caption, after the checks above.
-  const targets = values.captionMissing ? captionTargets(plan.images) : { paths: new Set<string>(), problems: [] };
-  for (const problem of targets.problems) add('missing-captions', problem.files, problem.message);
-  const uncaptioned = missing.filter((path) => !targets.paths.has(path));
-  if (targets.problems.length === 0 && uncaptioned.length > 0 && !values.allowMissingCaptions) {
-    const only = values.captionMissing ? ' (caption_missing captions only images of an image_dir subset without class_tokens)' : '';
-    add('missing-captions', uncaptioned, `${uncaptioned.length} of ${plan.images.length} image(s) have no caption: ${listing(uncaptioned)}. Add a same-name ${CAPTION_EXTENSION} file for each, set class_tokens for the subset, or set the hyperparameter allow_missing_captions=true${only}`);
-  }
+  const uncaptioned = missingCaptions(plan, missing, values);
+  findings.push(...uncaptioned.findings);
   const checked = reads.headers.size;
   return {
     images: plan.images.length,
@@ -377,8 +371,24 @@ function report(plan: ScanPlan, reads: Reads, values: CaptionSettings, index: Fo
     checkedImages: checked,
     uncheckedImages: reads.uncheckedImages,
     notes: notes(reads, unknownCaptions),
-    captionsToWrite: targets.problems.length === 0 ? targets.paths.size : 0,
+    captionsToWrite: uncaptioned.captionsToWrite,
   };
+}
+
+/**
+ * The images without a caption, after the checks above as in the container: with caption_missing, what the
+ * job cannot caption (check_plan) or else how many it captions; then those left without one.
+ */
+function missingCaptions(plan: ScanPlan, missing: readonly string[], values: CaptionSettings): { findings: PreflightProblem[]; captionsToWrite: number } {
+  const targets = values.captionMissing ? captionTargets(plan.images) : { paths: new Set<string>(), problems: [] };
+  if (targets.problems.length > 0) {
+    return { findings: targets.problems.map(({ files, message }) => ({ kind: 'missing-captions', files, message })), captionsToWrite: 0 };
+  }
+  const uncaptioned = missing.filter((path) => !targets.paths.has(path));
+  if (uncaptioned.length === 0 || values.allowMissingCaptions) return { findings: [], captionsToWrite: targets.paths.size };
+  const only = values.captionMissing ? ' (caption_missing captions only images of an image_dir subset without class_tokens)' : '';
+  const message = `${uncaptioned.length} of ${plan.images.length} image(s) have no caption: ${listing(uncaptioned)}. Add a same-name ${CAPTION_EXTENSION} file for each, set class_tokens for the subset, or set the hyperparameter allow_missing_captions=true${only}`;
+  return { findings: [{ kind: 'missing-captions', files: uncaptioned, message }], captionsToWrite: targets.paths.size };
 }
 
 type CaptionState = 'captioned' | 'missing' | 'empty' | 'not-utf8' | 'unknown';

@@ -151,12 +151,7 @@ class Settings:
         shared = _shared_settings(env, problems, number) if serving_mode == "shared" else {}
         base_model_path = Path(env.get("BASE_MODEL_PATH") or BASE_MODEL_PATH)
         flux_variant = _flux_variant(env, base_model_path, problems) if model_type == "flux1" else None
-        secret_id = env.get("HF_TOKEN_SECRET_ID") or None
-        if secret_id is not None and not _SECRET_ID.match(secret_id):
-            problems.append(Problem("HF_TOKEN_SECRET_ID", secret_id, "a Secrets Manager secret name or ARN"))
-        elif secret_id is None and model_type == "flux1" and env.get("BASE_MODEL_ID") == HUB_REPOS["dev"] and not has_flux_files(base_model_path):
-            # FLUX.1-dev is gated: without a token the download fails after the endpoint has started.
-            problems.append(Problem("HF_TOKEN_SECRET_ID", None, "the secret of a Hugging Face token to load the gated FLUX.1-dev from the Hub"))
+        secret_id = _hub_token_secret_id(env, model_type, base_model_path, problems)
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -175,6 +170,17 @@ class Settings:
             hf_token_secret_id=secret_id,
             **shared,
         )
+
+
+def _hub_token_secret_id(env: Mapping[str, str], model_type: str, base_model_path: Path, problems: list[Problem]) -> str | None:
+    """HF_TOKEN_SECRET_ID: a secret's name or ARN (never the token), required for FLUX.1-dev from the Hub."""
+    secret_id = env.get("HF_TOKEN_SECRET_ID") or None
+    if secret_id is not None and not _SECRET_ID.match(secret_id):
+        problems.append(Problem("HF_TOKEN_SECRET_ID", secret_id, "a Secrets Manager secret name or ARN"))
+    elif secret_id is None and model_type == "flux1" and env.get("BASE_MODEL_ID") == HUB_REPOS["dev"] and not has_flux_files(base_model_path):
+        # FLUX.1-dev is gated: without a token the download fails after the endpoint has started.
+        problems.append(Problem("HF_TOKEN_SECRET_ID", None, "the secret of a Hugging Face token to load the gated FLUX.1-dev from the Hub"))
+    return secret_id
 
 
 def _flux_variant(env: Mapping[str, str], base_model_path: Path, problems: list[Problem]) -> FluxVariant | None:

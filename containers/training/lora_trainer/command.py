@@ -19,11 +19,10 @@ NETWORK_MODULES = {"sd15": "networks.lora", "sdxl": "networks.lora", "flux1": "n
 # kept: kohya deletes the older right after writing the newer, and SageMaker uploads asynchronously,
 # so keeping one could leave S3 with only a half-uploaded state; the entrypoint prunes to the newest
 # complete one when it starts), SDPA attention, plain log lines (kohya's rich handler wraps lines at
-# the console width when there is no terminal) and fp16 LoRA files, which diffusers loads as is. FLUX.1
-# too: diffusers casts a LoRA to the transformer's bf16 when it loads it, and fp16 keeps 3 more
-# mantissa bits of the fp32 LoRA weights than bf16 would, with far more range than LoRA factors use.
+# the console width when there is no terminal) and fp16 LoRA files, which diffusers loads as is.
 FIXED_FLAGS = (
     "--save_model_as", "safetensors",
+    # fp16 for FLUX.1 too: diffusers casts a LoRA to bf16 on load, and fp16 keeps 3 more mantissa bits.
     "--save_precision", "fp16",
     "--save_state",
     "--save_last_n_epochs", "1",
