@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CAPTION_EXTENSIONS } from '../lambda/shared/caption-extensions';
 import { FLUX_FILES, FLUX_HUB_REPOS } from '../lambda/shared/flux-files';
 import { HYPERPARAMETER_SCHEMA } from '../lambda/shared/hyperparameters';
 import { DEFAULT_BASE_MODELS, GPU_INSTANCE_TYPE, HF_REPO_ID, isS3ModelUri, MAX_TRAINING_SECONDS, MODEL_TYPE_DEFAULTS, type ModelTypeDefaults } from '../lambda/shared/models';
@@ -98,7 +99,7 @@ export const CONFIG_FIELDS = {
   }),
   triggerFileName: field({
     // Not a caption name either: kohya would read it as one, and a caption written back could start a run.
-    schema: pattern(new RegExp(`^${S3_SAFE_SEGMENT}$`)).refine((v) => !['.', '..', 'train.json'].includes(v) && !/\.(txt|caption)$/i.test(v)),
+    schema: pattern(new RegExp(`^${S3_SAFE_SEGMENT}$`)).refine((v) => !['.', '..', 'train.json'].includes(v) && !CAPTION_EXTENSIONS.some((extension) => v.toLowerCase().endsWith(extension))),
     default: 'dataset.toml',
     allowed: "a file name of letters, digits and !_.*'()-, other than 'train.json' and not ending in .txt or .caption",
     description:

@@ -6,6 +6,7 @@ import { LogGroup } from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { CAPTION_EXTENSIONS } from '../lambda/shared/caption-extensions';
 import { type PrepareSettings, REGISTRY_TIMEOUT_SECONDS } from '../lambda/shared/contract';
 import { LoraRegistry } from './lora-registry';
 import { iamFindingArn } from './nag-findings';
@@ -389,7 +390,7 @@ export class LoraWorkflow extends Construct {
   private grantCaptionWriteBack(role: iam.IRole): void {
     const { datasetsBucket } = this.props.storage;
     const prefix = this.props.settings.datasetPrefix;
-    const captions = ['.txt', '.caption'].map((extension) => datasetsBucket.arnForObjects(`${prefix}*${extension}`));
+    const captions = CAPTION_EXTENSIONS.map((extension) => datasetsBucket.arnForObjects(`${prefix}*${extension}`));
     // The key through S3 is granted with the sample copies (grantSampleCopies): the same key and service.
     // Only a PUT with If-None-Match (S3's condition key for it): a caption the user wrote is never replaced.
     const ifNoneMatch = { Null: { 's3:if-none-match': 'false' } };

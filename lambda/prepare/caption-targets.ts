@@ -1,6 +1,7 @@
 import { suffix } from './folder-index';
 import { listing } from './listing';
 import type { PreflightProblem } from './preflight';
+import { CAPTION_EXTENSIONS } from '../shared/caption-extensions';
 
 /**
  * The images the training job captions with BLIP when caption_missing is set, as
@@ -9,8 +10,6 @@ import type { PreflightProblem } from './preflight';
  * `<image without extension><caption extension>`, which the samples function writes back to S3.
  */
 
-/** The caption files the container writes and the samples function may write back (its IAM grant). */
-export const WRITABLE_CAPTION_EXTENSIONS: readonly string[] = ['.txt', '.caption'];
 
 export interface CaptionableImage {
   readonly path: string;
@@ -31,7 +30,7 @@ export function captionTargets(images: readonly CaptionableImage[]): CaptionTarg
   const paths = new Set<string>();
   for (const { path, captionExtension } of images) {
     if (captionExtension === undefined || paths.has(path) || unwritable.has(path)) continue;
-    if (!WRITABLE_CAPTION_EXTENSIONS.includes(captionExtension)) {
+    if (!(CAPTION_EXTENSIONS as readonly string[]).includes(captionExtension)) {
       unwritable.set(path, captionExtension);
       continue;
     }
@@ -47,6 +46,6 @@ export function captionTargets(images: readonly CaptionableImage[]): CaptionTarg
   if (unwritable.size === 0) return { paths, problems: [] };
   const files = [...unwritable.keys()];
   const extensions = [...new Set(unwritable.values())].sort().join(' or ');
-  const message = `${files.length} image(s) have no caption, and caption_missing writes only ${WRITABLE_CAPTION_EXTENSIONS.join(' or ')} caption files, not ${extensions}: ${listing(files)}. Use caption_extension '.txt', caption these images yourself, or set caption_missing=false`;
+  const message = `${files.length} image(s) have no caption, and caption_missing writes only ${CAPTION_EXTENSIONS.join(' or ')} caption files, not ${extensions}: ${listing(files)}. Use caption_extension '.txt', caption these images yourself, or set caption_missing=false`;
   return { paths: new Set(), problems: [{ kind: 'missing-captions', files, message }] };
 }

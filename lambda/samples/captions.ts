@@ -1,5 +1,6 @@
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { TarEntry } from '../shared/tar';
+import { CAPTION_EXTENSIONS } from '../shared/caption-extensions';
 
 /**
  * The captions a training job generated for images without one (caption_missing): the container
@@ -9,8 +10,6 @@ import type { TarEntry } from '../shared/tar';
  */
 
 export const CAPTIONS_FOLDER = 'captions';
-/** The names the stack's grant allows (lib/lora-workflow.ts) and the container writes (caption_files.py). */
-export const CAPTION_EXTENSIONS = ['.txt', '.caption'] as const;
 /** One line of BLIP's at most 40 tokens and a trigger word: a larger file is not a generated caption. */
 export const MAX_CAPTION_BYTES = 4096;
 /** A dataset worth captioning is hundreds of images; far more than this is not what the job wrote. */

@@ -1,13 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, PutObjectCommand, GetObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand } from '@aws-sdk/client-s3';
 import type { PrepareSettings } from '../../lambda/shared/contract';
 import { DEFAULT_BASE_MODELS } from '../../lambda/shared/models';
 import { createHandler } from '../../lambda/prepare/handler';
 import { CASES, FIXTURES, fixtureFiles, loadCase } from '../fixtures/datasets/cases';
-import { motoAvailable, startMoto } from '../support/moto';
+import { motoAvailable, useMotoS3 } from '../support/moto';
 import { PREPARE_SETTINGS } from '../support/prepare';
-import type { MotoServer } from '../support/moto';
 
 // Settled at once: the uploads below are seconds old.
 const SETTINGS: PrepareSettings = { ...PREPARE_SETTINGS, settleSeconds: 0 };
@@ -20,21 +19,10 @@ const PNG = fs.readFileSync(path.join(FIXTURES, 'clean', 'a.png'));
 const JPEG = fs.readFileSync(path.join(FIXTURES, 'clean', 'b.jpg'));
 
 describeWithMoto('Prepare against moto, through the real S3 client', () => {
-  let moto: MotoServer;
-  let s3: S3Client;
-  const put = (key: string, body: string | Uint8Array) => s3.send(new PutObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: key, Body: body }));
+  const aws = useMotoS3([SETTINGS.datasetsBucket]);
+  const put = (key: string, body: string | Uint8Array) => aws.s3.send(new PutObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: key, Body: body }));
 
-  beforeAll(async () => {
-    moto = await startMoto();
-    s3 = new S3Client(moto.clientConfig);
-  });
-  afterAll(async () => {
-    s3?.destroy();
-    await moto?.stop();
-  });
-  beforeEach(async () => {
-    await moto.reset();
-    await s3.send(new CreateBucketCommand({ Bucket: SETTINGS.datasetsBucket }));
+  beforeEach(() => {
     jest.spyOn(console, 'log').mockImplementation(() => undefined);
     jest.spyOn(console, 'warn').mockImplementation(() => undefined);
   });
@@ -50,7 +38,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     await put('datasets/pokemon/train.json', JSON.stringify({ training: { spot: false }, hyperparameters: { max_train_steps: 200 } }));
     await put('datasets/other/0003.png', 'another folder');
 
-    const handler = createHandler({ s3, settings: SETTINGS });
+    const handler = createHandler({ s3: aws.s3, settings: SETTINGS });
     const result = await handler({ request: { dataset: 's3://lora-datasets/datasets/pokemon/', endpoint: { instanceCount: 2 } }, execution: EXECUTION });
 
     expect(result).toMatchObject({
@@ -77,7 +65,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     await put('datasets/pokemon/0001.png', PNG);
     await put('datasets/pokemon/0001.txt', 'a pikachu');
     const shared = { endpointName: 'lora-shared-sd15', inferenceComponentName: 'lora-shared-sd15' };
-    const handler = createHandler({ s3, settings: { ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'shared', shared } } });
+    const handler = createHandler({ s3: aws.s3, settings: { ...SETTINGS, endpoint: { ...SETTINGS.endpoint, mode: 'shared', shared } } });
     const result = await handler({ request: { dataset: 'pokemon' }, execution: EXECUTION });
     expect(result).toMatchObject({ settled: true, lora: { name: 'pokemon' }, serving: { mode: 'shared', ...shared } });
   });
@@ -85,7 +73,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
   test('a bad dataset.toml and an empty folder are refused as InvalidDataset', async () => {
     await put('datasets/broken/a.png', 'x');
     await put('datasets/broken/dataset.toml', '[[datasets]\n');
-    const handler = createHandler({ s3, settings: SETTINGS });
+    const handler = createHandler({ s3: aws.s3, settings: SETTINGS });
     await expect(handler({ request: { dataset: 'broken' }, execution: EXECUTION })).rejects.toMatchObject({
       name: 'InvalidDataset',
       message: expect.stringContaining('The dataset folder s3://lora-datasets/datasets/broken/ has 1 problem: dataset.toml: it is not valid TOML'),
@@ -99,21 +87,21 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
   test('an empty train.json is refused as InvalidInput, not read (S3 refuses a byte range of an empty object)', async () => {
     await put('datasets/blank/a.png', 'x');
     await put('datasets/blank/train.json', '');
-    const handler = createHandler({ s3, settings: SETTINGS });
+    const handler = createHandler({ s3: aws.s3, settings: SETTINGS });
     await expect(handler({ request: { dataset: 'blank' }, execution: EXECUTION })).rejects.toMatchObject({
       name: 'InvalidInput',
       message: expect.stringContaining('s3://lora-datasets/datasets/blank/train.json'),
     });
     // Control: the bounded read of an empty object is what S3 (here moto) refuses.
-    await expect(s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/blank/train.json', Range: 'bytes=0-1048576' }))).rejects.toMatchObject({
+    await expect(aws.s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/blank/train.json', Range: 'bytes=0-1048576' }))).rejects.toMatchObject({
       name: 'InvalidRange',
     });
   });
 
   test('a multipart upload still open in the folder keeps the run waiting', async () => {
     await put('datasets/big/a.png', 'x');
-    await s3.send(new CreateMultipartUploadCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/big/b.png' }));
-    const handler = createHandler({ s3, settings: SETTINGS });
+    await aws.s3.send(new CreateMultipartUploadCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/big/b.png' }));
+    const handler = createHandler({ s3: aws.s3, settings: SETTINGS });
     expect(await handler({ request: { dataset: 'big' }, execution: EXECUTION })).toMatchObject({ settled: false, reason: expect.stringContaining('datasets/big/b.png still being uploaded') });
   });
 
@@ -122,7 +110,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
     const folder = name.replace(/[^a-z0-9-]/g, '-');
     for (const file of fixtureFiles(root)) await put(`datasets/${folder}/${file}`, fs.readFileSync(path.join(root, file)));
     if (Object.keys(spec.hyperparameters).length > 0) await put(`datasets/${folder}/train.json`, JSON.stringify({ hyperparameters: spec.hyperparameters }));
-    const handler = createHandler({ s3, settings: { ...SETTINGS, modelType: spec.modelType } });
+    const handler = createHandler({ s3: aws.s3, settings: { ...SETTINGS, modelType: spec.modelType } });
     const outcome = await handler({ request: { dataset: folder }, execution: EXECUTION }).then(
       (result) => ({ result }),
       (error: Error) => ({ error }),
@@ -144,18 +132,18 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
 
   test('a range past the end of a short object gives the whole object, as the header reads expect', async () => {
     await put('datasets/short/a.png', PNG);
-    const object = await s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-4095' }));
+    const object = await aws.s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-4095' }));
     expect((await object.Body?.transformToByteArray())?.length).toBe(PNG.length);
-    const first = await s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-32' }));
+    const first = await aws.s3.send(new GetObjectCommand({ Bucket: SETTINGS.datasetsBucket, Key: 'datasets/short/a.png', Range: 'bytes=0-32' }));
     expect(Buffer.from((await first.Body?.transformToByteArray()) ?? [])).toEqual(PNG.subarray(0, 33));
   });
 
   test('a FLUX.1 base model folder in another bucket is listed through the real client: four files pass, three are refused', async () => {
     await put('datasets/fox/0001.png', PNG);
     await put('datasets/fox/0001.txt', 'a fox');
-    await s3.send(new CreateBucketCommand({ Bucket: 'lora-models' }));
+    await aws.s3.send(new CreateBucketCommand({ Bucket: 'lora-models' }));
     const files = ['flux1-dev.safetensors', 'ae.safetensors', 'clip_l.safetensors', 't5xxl_fp16.safetensors'];
-    for (const name of files) await s3.send(new PutObjectCommand({ Bucket: 'lora-models', Key: `flux/${name}`, Body: 'x' }));
+    for (const name of files) await aws.s3.send(new PutObjectCommand({ Bucket: 'lora-models', Key: `flux/${name}`, Body: 'x' }));
     const flux: PrepareSettings = {
       ...SETTINGS,
       modelType: 'flux1',
@@ -164,9 +152,9 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
       training: { ...SETTINGS.training, instanceType: 'ml.g5.2xlarge', volumeSizeGb: 150 },
       endpoint: { ...SETTINGS.endpoint, instanceType: 'ml.g6e.xlarge' },
     };
-    const handler = createHandler({ s3, settings: flux });
+    const handler = createHandler({ s3: aws.s3, settings: flux });
     await expect(handler({ request: { dataset: 'fox' }, execution: EXECUTION })).resolves.toMatchObject({ settled: true, modelType: 'flux1', training: { networkIsolation: true } });
-    await s3.send(new DeleteObjectCommand({ Bucket: 'lora-models', Key: 'flux/clip_l.safetensors' }));
+    await aws.s3.send(new DeleteObjectCommand({ Bucket: 'lora-models', Key: 'flux/clip_l.safetensors' }));
     await expect(handler({ request: { dataset: 'fox' }, execution: EXECUTION })).rejects.toMatchObject({
       name: 'InvalidInput',
       message: expect.stringContaining('s3://lora-models/flux/ has no clip_l.safetensors'),
@@ -174,7 +162,7 @@ describeWithMoto('Prepare against moto, through the real S3 client', () => {
   });
 
   test('an S3 error that is not a refusal propagates with its own name', async () => {
-    const handler = createHandler({ s3, settings: { ...SETTINGS, datasetsBucket: 'no-such-bucket' } });
+    const handler = createHandler({ s3: aws.s3, settings: { ...SETTINGS, datasetsBucket: 'no-such-bucket' } });
     jest.spyOn(console, 'error').mockImplementation(() => undefined);
     await expect(handler({ request: { dataset: 'pokemon' }, execution: EXECUTION })).rejects.toMatchObject({ name: 'NoSuchBucket' });
   });

@@ -1,7 +1,7 @@
-import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { gzipSync } from 'node:zlib';
 import { publishSamples } from '../../lambda/samples/publish';
-import { motoAvailable, startMoto, type MotoServer } from '../support/moto';
+import { motoAvailable, useMotoS3 } from '../support/moto';
 import { tarArchive } from '../support/tar-archive';
 
 const BUCKET = 'artifacts-bucket';
@@ -11,25 +11,11 @@ const STORAGE = { bucket: BUCKET, modelsPrefix: 'models/', keyArn: KEY_ARN };
 const describeWithMoto = motoAvailable() ? describe : describe.skip;
 
 describeWithMoto('Publish samples through the real AWS SDK, against moto', () => {
-  let moto: MotoServer;
-  let s3: S3Client;
+  const aws = useMotoS3([BUCKET]);
 
-  beforeAll(async () => {
-    moto = await startMoto();
-    s3 = new S3Client(moto.clientConfig);
-  });
-  afterAll(async () => {
-    s3?.destroy();
-    await moto?.stop();
-  });
-  beforeEach(async () => {
-    await moto.reset();
-    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
-  });
-
-  const put = (key: string, body: string | Buffer, contentType?: string) => s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body, ContentType: contentType }));
-  const read = async (key: string) => Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }))).Body!.transformToByteArray());
-  const keys = async (prefix: string) => ((await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }))).Contents ?? []).map((o) => o.Key).sort();
+  const put = (key: string, body: string | Buffer, contentType?: string) => aws.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body, ContentType: contentType }));
+  const read = async (key: string) => Buffer.from(await (await aws.s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }))).Body!.transformToByteArray());
+  const keys = async (prefix: string) => ((await aws.s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }))).Contents ?? []).map((o) => o.Key).sort();
 
   test('every sample/ file of the job\'s output.tar.gz, byte for byte, with its content type, SSE-KMS with the pipeline key; nothing else', async () => {
     const sheet = Buffer.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
@@ -52,7 +38,7 @@ describeWithMoto('Publish samples through the real AWS SDK, against moto', () =>
     // Another job whose name starts the same: not read.
     await put(`models/${JOB}-2/output/output.tar.gz`, gzipSync(tarArchive([{ path: 'sample/other.png', body: Buffer.from('other') }])));
 
-    const result = await publishSamples({ trainingJobName: JOB }, s3, STORAGE);
+    const result = await publishSamples({ trainingJobName: JOB }, aws.s3, STORAGE);
     expect(result).toEqual({
       bucket: BUCKET,
       prefix: `models/${JOB}/samples/`,
@@ -70,29 +56,29 @@ describeWithMoto('Publish samples through the real AWS SDK, against moto', () =>
     expect(await read(`models/${JOB}/samples/contact-sheet.png`)).toEqual(sheet);
     expect((await read(`models/${JOB}/samples/samples.json`)).toString()).toBe(samplesJson);
     expect((await read(`models/${JOB}/samples/pokemon e000001 00.png`)).toString()).toBe('image 1');
-    const head = await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: `models/${JOB}/samples/contact-sheet.png` }));
+    const head = await aws.s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: `models/${JOB}/samples/contact-sheet.png` }));
     expect(head).toMatchObject({ ContentType: 'image/png', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: KEY_ARN });
   });
 
   test('no output.tar.gz, or one without a sample folder: count 0, nothing written', async () => {
     await put(`models/${JOB}/output/model.tar.gz`, 'model');
-    expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
+    expect(await publishSamples({ trainingJobName: JOB }, aws.s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
     await put(`models/${JOB}/output/output.tar.gz`, gzipSync(tarArchive([{ path: 'logs/train.log', body: Buffer.from('log') }])));
-    expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
+    expect(await publishSamples({ trainingJobName: JOB }, aws.s3, STORAGE)).toEqual({ bucket: BUCKET, prefix: `models/${JOB}/samples/`, count: 0, omitted: 0, captionsWritten: 0, captionsKept: 0 });
     expect(await keys(`models/${JOB}/samples/`)).toEqual([]);
   });
 
   describe('captions the job generated, written back next to their images', () => {
     const DATASETS = 'datasets-bucket';
     const FOLDER = { bucket: DATASETS, prefix: 'datasets/pokemon/' };
-    const datasetKeys = async () => ((await s3.send(new ListObjectsV2Command({ Bucket: DATASETS }))).Contents ?? []).map((o) => o.Key).sort();
-    const readDataset = async (key: string) => (await (await s3.send(new GetObjectCommand({ Bucket: DATASETS, Key: key }))).Body!.transformToString());
+    const datasetKeys = async () => ((await aws.s3.send(new ListObjectsV2Command({ Bucket: DATASETS }))).Contents ?? []).map((o) => o.Key).sort();
+    const readDataset = async (key: string) => (await (await aws.s3.send(new GetObjectCommand({ Bucket: DATASETS, Key: key }))).Body!.transformToString());
 
     beforeEach(async () => {
-      await s3.send(new CreateBucketCommand({ Bucket: DATASETS }));
-      await s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.png', Body: 'image' }));
+      await aws.s3.send(new CreateBucketCommand({ Bucket: DATASETS }));
+      await aws.s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.png', Body: 'image' }));
       // The user captioned c.png while the job ran: theirs is kept.
-      await s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/c.txt', Body: 'my own caption' }));
+      await aws.s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/c.txt', Body: 'my own caption' }));
       const archive = tarArchive([
         { path: 'sample/a.png', body: Buffer.from('a') },
         { path: 'captions/b.txt', body: Buffer.from('ohwx, a red dog\n') },
@@ -109,35 +95,35 @@ describeWithMoto('Publish samples through the real AWS SDK, against moto', () =>
     });
 
     test('each .txt/.caption under captions/ is written once, SSE-KMS; a caption already there is kept; nothing else', async () => {
-      const result = await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, s3, STORAGE);
+      const result = await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, aws.s3, STORAGE);
       expect(result).toMatchObject({ count: 1, captionsWritten: 2, captionsKept: 1 });
       expect(await datasetKeys()).toEqual(['datasets/pokemon/b.png', 'datasets/pokemon/b.txt', 'datasets/pokemon/c.txt', 'datasets/pokemon/sub/d.caption']);
       expect(await readDataset('datasets/pokemon/b.txt')).toBe('ohwx, a red dog\n');
       expect(await readDataset('datasets/pokemon/c.txt')).toBe('my own caption');
-      const head = await s3.send(new HeadObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.txt' }));
+      const head = await aws.s3.send(new HeadObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.txt' }));
       expect(head).toMatchObject({ ContentType: 'text/plain; charset=utf-8', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: KEY_ARN });
       // Nothing outside the folder, in either bucket.
       expect((await keys('')).filter((key) => !key!.startsWith(`models/${JOB}/`))).toEqual([]);
     });
 
     test('run again (a retried state): every caption is now kept, none overwritten', async () => {
-      await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, s3, STORAGE);
-      await s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.txt', Body: 'fixed by the user' }));
-      const again = await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, s3, STORAGE);
+      await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, aws.s3, STORAGE);
+      await aws.s3.send(new PutObjectCommand({ Bucket: DATASETS, Key: 'datasets/pokemon/b.txt', Body: 'fixed by the user' }));
+      const again = await publishSamples({ trainingJobName: JOB, datasetFolder: FOLDER }, aws.s3, STORAGE);
       expect(again).toMatchObject({ captionsWritten: 0, captionsKept: 3 });
       expect(await readDataset('datasets/pokemon/b.txt')).toBe('fixed by the user');
     });
 
     test('without a dataset folder in the event (an execution started before it was passed), no caption is written', async () => {
-      expect(await publishSamples({ trainingJobName: JOB }, s3, STORAGE)).toMatchObject({ count: 1, captionsWritten: 0, captionsKept: 0 });
+      expect(await publishSamples({ trainingJobName: JOB }, aws.s3, STORAGE)).toMatchObject({ count: 1, captionsWritten: 0, captionsKept: 0 });
       expect(await datasetKeys()).toEqual(['datasets/pokemon/b.png', 'datasets/pokemon/c.txt']);
     });
   });
 
   test('run twice (a retried state): the same files, overwritten, no error', async () => {
     await put(`models/${JOB}/output/output.tar.gz`, gzipSync(tarArchive([{ path: 'sample/a.png', body: Buffer.from('a') }])));
-    await publishSamples({ trainingJobName: JOB }, s3, STORAGE);
-    await expect(publishSamples({ trainingJobName: JOB }, s3, STORAGE)).resolves.toMatchObject({ count: 1 });
+    await publishSamples({ trainingJobName: JOB }, aws.s3, STORAGE);
+    await expect(publishSamples({ trainingJobName: JOB }, aws.s3, STORAGE)).resolves.toMatchObject({ count: 1 });
     expect(await keys(`models/${JOB}/samples/`)).toEqual([`models/${JOB}/samples/a.png`]);
   });
 });

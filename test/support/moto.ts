@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { PYTHON, pythonModulesAvailable } from './tools';
 
 /** Whether moto's server can run here; see {@link pythonModulesAvailable}. */
@@ -120,4 +121,31 @@ export async function startMoto(timeoutMs = 30_000): Promise<MotoServer> {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** A suite's moto server and S3 client; read them inside hooks and tests, once `beforeAll` has run. */
+export interface MotoS3 {
+  readonly moto: MotoServer;
+  readonly s3: S3Client;
+}
+
+/**
+ * Starts moto for the enclosing describe block, with an S3 client, and gives every test a fresh
+ * server holding only `buckets`: the set-up the moto suites share.
+ */
+export function useMotoS3(buckets: readonly string[]): MotoS3 {
+  const state = {} as { moto: MotoServer; s3: S3Client };
+  beforeAll(async () => {
+    state.moto = await startMoto();
+    state.s3 = new S3Client(state.moto.clientConfig);
+  });
+  afterAll(async () => {
+    state.s3?.destroy();
+    await state.moto?.stop();
+  });
+  beforeEach(async () => {
+    await state.moto.reset();
+    for (const bucket of buckets) await state.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  });
+  return state;
 }
